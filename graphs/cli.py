@@ -1,0 +1,311 @@
+"""The ``criticloop`` command line.
+
+    criticloop init                 # create the data home and load the demo data
+    criticloop generate -k 2        # sample K candidates for every prompt with the local policy
+    criticloop pairs export out.jsonl
+
+Only click is imported at module level: ``--help`` must answer instantly, so settings, the
+store and the models are imported inside the commands. Library code raises
+:class:`criticloop.errors.CriticloopError`; this module alone turns errors into one line on
+stderr and an exit code (1: the operation failed, 2: bad usage, configuration or input).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..errors import CriticloopError
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+    from ..store import Store
+
+TASK_TYPES = (
+    "ad_insertion",
+    "retail_media_budget",
+    "creative",
+    "persona_chat",
+    "feedback_conversation",
+    "general",
+)
+
+
+class _Context:
+    """What the root command hands its subcommands: settings built on first use."""
+
+    def __init__(self, home: Path | None, env_file: Path | None):
+        self._home = home
+        self._env_file = env_file
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            from ..settings import Settings
+
+            overrides = {"home": self._home} if self._home else {}
+            self._settings = Settings.load(env_file=self._env_file, **overrides)
+            self._settings.apply_offline_policy()
+        return self._settings
+
+    def open_store(self, *, create: bool = False) -> Store:
+        from ..store import Store
+
+        return Store.open(self.settings.db_path, create=create)
+
+
+pass_context = click.make_pass_decorator(_Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="criticloop")
+@click.option(
+    "--home",
+    type=click.Path(path_type=Path),
+    help="Data home (database, checkpoints, models, adapters). Default: $CRITICLOOP_HOME or the "
+    "user data directory.",
+)
+@click.option(
+    "--env-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path(".env"),
+    show_default=True,
+    help="Read settings and keys from this file if it exists.",
+)
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None, env_file: Path) -> None:
+    """criticloop: turn model outputs into training signal.
+
+    Generates candidate responses with a local policy, has critic agents score them, turns the
+    scores into rewards and DPO pairs, escalates uncertain cases to people, and trains LoRA
+    adapters. Everything runs offline on the bundled models by default.
+    """
+    ctx.obj = _Context(home, env_file)
+
+
+@cli.command()
+@click.option("--no-demo", is_flag=True, help="Create an empty database; load no demo data.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@pass_context
+def init(obj: _Context, no_demo: bool, as_json: bool) -> None:
+    """Create the data home and database, and load the demo brands and prompts.
+
+    Safe to run again: it applies new migrations and leaves existing data as it is.
+    """
+    from ..store import DEMO_FILES, read_records
+
+    settings = obj.settings
+    with obj.open_store(create=True) as store:
+        for folder in (settings.models_dir, settings.adapters_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        imported = {}
+        if not no_demo:
+            records = [r for path in DEMO_FILES for r in read_records(path)]
+            imported = store.import_records(records).as_dict()
+        result = {
+            "home": str(settings.home),
+            "database": str(store.path),
+            "migrations": store.applied_migrations(),
+            "imported": imported,
+            "counts": store.counts(),
+        }
+    if as_json:
+        _print_json(result)
+        return
+    click.echo(f"data home  {result['home']}")
+    click.echo(f"database   {result['database']} ({len(result['migrations'])} migrations applied)")
+    if imported:
+        click.echo(f"demo data  {_describe_import(imported)}")
+    counts = result["counts"]
+    click.echo(
+        f"now holds  {counts['brands']} brands, {counts['campaigns']} campaigns, "
+        f"{counts['prompts']} prompts"
+    )
+
+
+@cli.command("import")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@pass_context
+def import_(obj: _Context, files: tuple[Path, ...], as_json: bool) -> None:
+    """Load your own brands, campaigns and prompts from JSONL or YAML FILES.
+
+    Each record has a "kind" (brand, campaign or prompt; prompt when left out). A prompt has
+    "task_type" (ad_insertion, retail_media_budget, creative, persona_chat,
+    feedback_conversation, general), "prompt" text or "messages" ending with a user turn,
+    and optional "id", "persona", "brand", "campaign", "metadata". See README.md for the
+    full schema. Files are checked whole first: a file with an error writes nothing.
+    Importing the same records again changes nothing.
+    """
+    from ..store import read_records
+
+    records = [r for path in files for r in read_records(path)]
+    with obj.open_store(create=True) as store:
+        summary = store.import_records(records).as_dict()
+    if as_json:
+        _print_json(summary)
+    else:
+        click.echo(_describe_import(summary))
+
+
+@cli.command()
+@click.option("-n", "--limit", type=click.IntRange(min=1), help="Only the first N prompts.")
+@click.option(
+    "-t", "--task-type", "task_types", multiple=True, type=click.Choice(TASK_TYPES),
+    help="Only prompts of this task type (repeatable).",
+)
+@click.option("-p", "--prompt", "prompt_ids", multiple=True, help="Only this prompt id (repeatable).")
+@click.option("-k", "--candidates", type=click.IntRange(1, 32), help="Candidates per prompt.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), help="New tokens per candidate.")
+@click.option("--temperature", type=click.FloatRange(min=0), help="0 for greedy decoding.")
+@click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), help="Nucleus mass.")
+@click.option("--seed", type=int, help="Sampling seed; a new seed gives new candidates.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Sequences per forward pass.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@pass_context
+def generate(obj: _Context, limit, task_types, prompt_ids, candidates, max_new_tokens, temperature,
+             top_p, seed, batch_size, as_json) -> None:
+    """Sample K candidate responses per prompt with the local policy and store them.
+
+    Uses the chat template with each prompt's conversation history, persona and campaign.
+    Candidates already stored for the same prompt and settings are kept, not regenerated, so
+    an interrupted run picks up where it stopped. Defaults come from CRITICLOOP_GENERATION__*.
+    """
+    from ..agents import Sampling
+    from ._generate import run_generate
+
+    defaults = obj.settings.generation
+    sampling = Sampling(
+        max_new_tokens=max_new_tokens or defaults.max_new_tokens,
+        temperature=defaults.temperature if temperature is None else temperature,
+        top_p=top_p or defaults.top_p,
+        seed=defaults.seed if seed is None else seed,
+    )
+    with obj.open_store() as store:
+        summary = run_generate(
+            obj.settings,
+            store,
+            prompt_ids=prompt_ids,
+            task_types=task_types,
+            limit=limit,
+            candidates=candidates or defaults.candidates,
+            sampling=sampling,
+            batch_size=batch_size or defaults.batch_size,
+            progress=not as_json,
+        )
+    if as_json:
+        _print_json(summary.as_dict())
+        return
+    click.echo(
+        f"generated {summary.generated} candidates for {summary.prompts} prompts "
+        f"(K={summary.candidates_per_prompt}; {summary.already_present} were already stored) "
+        f"with {summary.model}"
+    )
+    if summary.generated:
+        tasks = ", ".join(f"{k} {v}" for k, v in sorted(summary.by_task_type.items()))
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(summary.finish_reasons.items()))
+        click.echo(f"  by task    {tasks}")
+        click.echo(f"  ended by   {reasons}")
+        click.echo(
+            f"  speed      {summary.completion_tokens} tokens in {summary.generation_seconds:.1f} s"
+            f" = {summary.tokens_per_second:.1f} tokens/s"
+        )
+        click.echo(f"  run        {summary.run_id}")
+    click.echo(f"  stored in  {summary.database}")
+
+
+@cli.group()
+def pairs() -> None:
+    """Preference pairs: export them for training."""
+
+
+@pairs.command("export")
+@click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--format", "fmt", type=click.Choice(["conversational", "standard"]), default="conversational",
+    show_default=True,
+    help="conversational: prompt/chosen/rejected as chat messages; standard: plain strings.",
+)
+@click.option(
+    "--max-chars", type=click.IntRange(min=1), default=16_000, show_default=True,
+    help="Skip pairs whose prompt plus longer response exceeds this many characters.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_context
+def pairs_export(obj: _Context, out: Path, fmt: str, max_chars: int, as_json: bool) -> None:
+    """Write the stored pairs as TRL preference JSONL to OUT.
+
+    Empty, identical, over-length and duplicate pairs are skipped and counted.
+    """
+    from ..store import write_preference_jsonl
+
+    with obj.open_store() as store:
+        report = write_preference_jsonl(store.iter_pairs(), out, fmt, max_chars)
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    click.echo(f"wrote {report.written} pairs ({fmt}) to {out}")
+    for reason, count in sorted(report.skipped.items()):
+        click.echo(f"  skipped {count} {reason} (first: {report.examples[reason]})")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_context
+def status(obj: _Context, as_json: bool) -> None:
+    """Show the data home, the models in use and what the database holds."""
+    settings = obj.settings
+    with obj.open_store() as store:
+        result = {
+            "home": str(settings.home),
+            "database": str(store.path),
+            "policy": settings.policy.model,
+            "embedder": settings.embedder.model,
+            "offline": settings.models_are_local(),
+            "langsmith_tracing": settings.langsmith_tracing,
+            "counts": store.counts(),
+        }
+    if as_json:
+        _print_json(result)
+        return
+    for key, value in result.items():
+        if key != "counts":
+            click.echo(f"{key:<18}{value}")
+    click.echo("counts            " + ", ".join(f"{k} {v}" for k, v in result["counts"].items()))
+
+
+def _describe_import(summary: dict[str, dict[str, int]]) -> str:
+    parts = []
+    for outcome in ("inserted", "updated", "unchanged"):
+        counts = summary.get(outcome) or {}
+        if counts:
+            listed = ", ".join(f"{n} {kind}s" for kind, n in sorted(counts.items()))
+            parts.append(f"{outcome} {listed}")
+    return "; ".join(parts) or "nothing to import"
+
+
+def _print_json(payload: Any) -> None:
+    click.echo(json.dumps(payload, indent=2, default=str))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: domain and usage errors become one line and an exit code."""
+    try:
+        code = cli.main(args=argv, prog_name="criticloop", standalone_mode=False)
+    except CriticloopError as exc:
+        click.echo(f"criticloop: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        click.echo(f"criticloop: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("criticloop: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

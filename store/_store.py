@@ -1,0 +1,497 @@
+"""The criticloop database: one SQLite file (WAL) and the verbs over it.
+
+Every write runs in ``BEGIN IMMEDIATE`` so two processes writing at once queue on the lock
+instead of failing with "database is locked", and every row has a natural key so a rerun
+updates or skips instead of duplicating.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlite_utils import Database
+from sqlite_utils.db import NotFoundError as _RowMissing
+
+from ..errors import InputError, NotFoundError, StoreError
+from ._migrations import PAIR_SOURCES, REVIEW_KINDS, migrations
+from ._records import Brand, Campaign, ImportRecord, Prompt, content_hash
+
+BUSY_TIMEOUT_S = 60.0
+Outcome = Literal["inserted", "updated", "unchanged"]
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _key(*parts: Any) -> str:
+    return content_hash(list(parts))[:24]
+
+
+@dataclass(frozen=True)
+class GenerationRecord:
+    """One candidate response, as a generation job produced it."""
+
+    prompt_id: str
+    config_hash: str
+    candidate_index: int
+    text: str
+    model: str
+    sampling: dict[str, Any]
+    adapter_version: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None
+    run_id: str | None = None
+
+    @property
+    def id(self) -> str:
+        return "g-" + _key(self.prompt_id, self.config_hash, self.candidate_index)
+
+
+@dataclass(frozen=True)
+class CritiqueRecord:
+    """One critic's judgement of one generation; ``score is None`` means unscored."""
+
+    generation_id: str
+    critic: str
+    score: float | None
+    confidence: float | None
+    rationale: str
+    critic_version: str
+    backend: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    run_id: str | None = None
+
+    @property
+    def id(self) -> str:
+        return "c-" + _key(self.generation_id, self.critic, self.critic_version, self.backend)
+
+
+@dataclass(frozen=True)
+class PairRecord:
+    """A preference pair: ``chosen`` preferred over ``rejected`` for the prompt."""
+
+    prompt_id: str
+    chosen: str
+    rejected: str
+    source: str
+    margin: float | None = None
+    chosen_generation_id: str | None = None
+    rejected_generation_id: str | None = None
+    run_id: str | None = None
+
+    @property
+    def id(self) -> str:
+        return "pr-" + _key(self.prompt_id, self.chosen, self.rejected, self.source)
+
+
+@dataclass(frozen=True)
+class ReviewRecord:
+    """A person's decision. A reviewer who decides again on the same thing updates it."""
+
+    prompt_id: str
+    reviewer: str
+    kind: str
+    generation_id: str | None = None
+    other_generation_id: str | None = None
+    preference: str | None = None
+    stars: int | None = None
+    thumbs: str | None = None
+    comment: str | None = None
+    rewrite: str | None = None
+
+    @property
+    def id(self) -> str:
+        key = (self.reviewer, self.kind, self.prompt_id, self.generation_id, self.other_generation_id)
+        return "rv-" + _key(*key)
+
+
+@dataclass
+class ImportSummary:
+    inserted: dict[str, int] = field(default_factory=dict)
+    updated: dict[str, int] = field(default_factory=dict)
+    unchanged: dict[str, int] = field(default_factory=dict)
+
+    def count(self, kind: str, outcome: Outcome) -> None:
+        bucket = getattr(self, outcome)
+        bucket[kind] = bucket.get(kind, 0) + 1
+
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        return {"inserted": self.inserted, "updated": self.updated, "unchanged": self.unchanged}
+
+
+class Store:
+    """Verbs over the criticloop database. Open with :meth:`Store.open`."""
+
+    def __init__(self, db: Database, path: Path):
+        self.db = db
+        self.path = path
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path, *, create: bool = True) -> Store:
+        """Open (and migrate) the database at ``path``; StoreError if it cannot be used."""
+        path = Path(path)
+        if not create and not path.exists():
+            raise StoreError(f"no database at {path}: run `criticloop init` first")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+            db = Database(conn)
+            db.execute("PRAGMA foreign_keys = ON")
+            if db.journal_mode != "wal":
+                db.enable_wal()
+            store = cls(db, path)
+            with store.transaction():
+                migrations.apply(db)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open database {path}: {exc}") from None
+        return store
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Database]:
+        """A write transaction that takes the write lock up front (``BEGIN IMMEDIATE``)."""
+        if self.db.conn.in_transaction:  # nested: the outer transaction owns the lock
+            with self.db.atomic():
+                yield self.db
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.rollback()
+            raise
+        self.db.execute("COMMIT")
+
+    def applied_migrations(self) -> list[str]:
+        return [m.name for m in migrations.applied(self.db)]
+
+    def counts(self) -> dict[str, int]:
+        tables = (
+            "brands campaigns prompts generations critiques pairs reviews runs jobs adapters"
+        ).split()
+        return {t: self.db[t].count for t in tables}
+
+    # ---- brands, campaigns, prompts ----------------------------------------------------------
+
+    def import_records(self, records: Iterable[tuple[ImportRecord, str]]) -> ImportSummary:
+        """Upsert validated records in one transaction: all of them land, or none.
+
+        ``records`` pairs each record with where it came from (``file:line``), so a reference
+        to an unknown brand or campaign is reported at the line that made it.
+        """
+        summary = ImportSummary()
+        with self.transaction():
+            for record, origin in records:
+                if isinstance(record, Brand):
+                    outcome = self._upsert_brand(record)
+                elif isinstance(record, Campaign):
+                    self._require("brands", record.brand, "brand", origin)
+                    outcome = self._upsert_campaign(record)
+                else:
+                    if record.brand:
+                        self._require("brands", record.brand, "brand", origin)
+                    if record.campaign:
+                        self._require("campaigns", record.campaign, "campaign", origin)
+                    outcome = self._upsert_prompt(record, origin.rsplit(":", 1)[0])
+                summary.count(record.kind, outcome)
+        return summary
+
+    def _require(self, table: str, key: str, what: str, origin: str) -> None:
+        if not self.db.execute(f"SELECT 1 FROM {table} WHERE id = ?", [key]).fetchone():
+            source, _, line = origin.rpartition(":")
+            raise InputError(
+                f"unknown {what} {key!r} (define it in this file or import it first)",
+                source=source or origin,
+                line=int(line) if line.isdigit() else None,
+            )
+
+    def _upsert(self, table: str, row: dict[str, Any]) -> Outcome:
+        existing = self.db.execute(
+            f"SELECT content_hash FROM {table} WHERE id = ?", [row["id"]]
+        ).fetchone()
+        if existing and existing[0] == row["content_hash"]:
+            return "unchanged"
+        stamp = now()
+        if existing:
+            self.db[table].update(row["id"], {**row, "updated_at": stamp})
+            return "updated"
+        self.db[table].insert({**row, "created_at": stamp, "updated_at": stamp})
+        return "inserted"
+
+    def _upsert_brand(self, brand: Brand) -> Outcome:
+        payload = brand.model_dump(exclude={"kind"})
+        return self._upsert(
+            "brands",
+            {
+                "id": brand.id,
+                "name": brand.name,
+                "voice": json.dumps(payload["voice"]),
+                "compliance": json.dumps(payload["compliance"]),
+                "content_hash": content_hash(payload),
+            },
+        )
+
+    def _upsert_campaign(self, campaign: Campaign) -> Outcome:
+        payload = campaign.model_dump(exclude={"kind"})
+        return self._upsert(
+            "campaigns",
+            {
+                "id": campaign.id,
+                "brand_id": campaign.brand,
+                "name": campaign.name,
+                "product": campaign.product,
+                "ad_copy": campaign.ad_copy,
+                "keywords": json.dumps(campaign.keywords),
+                "compliance": json.dumps(payload["compliance"]),
+                "content_hash": content_hash(payload),
+            },
+        )
+
+    def _upsert_prompt(self, prompt: Prompt, source: str) -> Outcome:
+        campaign_brand = None
+        if prompt.campaign:
+            campaign_brand = self.db["campaigns"].get(prompt.campaign)["brand_id"]
+        return self._upsert(
+            "prompts",
+            {
+                "id": prompt.natural_key(),
+                "task_type": prompt.task_type,
+                "messages": json.dumps(prompt.conversation(), ensure_ascii=False),
+                "text": prompt.messages[-1].content,
+                "persona": prompt.persona,
+                "brand_id": prompt.brand or campaign_brand,
+                "campaign_id": prompt.campaign,
+                "metadata": json.dumps(prompt.metadata, ensure_ascii=False),
+                "source": source,
+                "content_hash": prompt.content_hash(),
+            },
+        )
+
+    def get_brand(self, brand_id: str) -> dict[str, Any]:
+        return _decode(self._get("brands", brand_id, "brand"), "voice", "compliance")
+
+    def get_campaign(self, campaign_id: str) -> dict[str, Any]:
+        return _decode(self._get("campaigns", campaign_id, "campaign"), "keywords", "compliance")
+
+    def get_prompt(self, prompt_id: str) -> dict[str, Any]:
+        return _decode(self._get("prompts", prompt_id, "prompt"), "messages", "metadata")
+
+    def _get(self, table: str, key: str, what: str) -> dict[str, Any]:
+        try:
+            return self.db[table].get(key)
+        except _RowMissing:
+            raise NotFoundError(f"unknown {what} {key!r}") from None
+
+    def list_prompts(
+        self,
+        *,
+        task_types: Iterable[str] = (),
+        brand: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Prompts in a stable order (task type, id), optionally filtered."""
+        where, params = [], []
+        task_types = list(task_types)
+        if task_types:
+            where.append(f"task_type IN ({', '.join('?' for _ in task_types)})")
+            params += task_types
+        if brand:
+            self._get("brands", brand, "brand")
+            where.append("brand_id = ?")
+            params.append(brand)
+        rows = self.db["prompts"].rows_where(
+            " AND ".join(where) or None, params, order_by="task_type, id", limit=limit
+        )
+        return [_decode(row, "messages", "metadata") for row in rows]
+
+    def search_prompts(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
+        return [
+            _decode(row, "messages", "metadata")
+            for row in self.db["prompts"].search(query, limit=limit)
+        ]
+
+    def search_generations(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
+        return list(self.db["generations"].search(query, limit=limit))
+
+    # ---- runs and jobs -----------------------------------------------------------------------
+
+    def start_run(self, kind: str, config: dict[str, Any]) -> str:
+        run_id = f"{kind}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+        with self.transaction():
+            self.db["runs"].insert(
+                {
+                    "id": run_id,
+                    "kind": kind,
+                    "status": "running",
+                    "config": json.dumps(config, sort_keys=True, default=str),
+                    "started_at": now(),
+                }
+            )
+        return run_id
+
+    def finish_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
+        with self.transaction():
+            self.db["runs"].update(
+                run_id,
+                {"status": status, "summary": json.dumps(summary, default=str), "finished_at": now()},
+            )
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        return _decode(self._get("runs", run_id, "run"), "config", "summary")
+
+    # ---- generations, critiques, pairs, reviews ----------------------------------------------
+
+    def completed_candidates(self, prompt_id: str, config_hash: str) -> set[int]:
+        """Candidate indices already recorded for this prompt under this generation config."""
+        rows = self.db.execute(
+            "SELECT candidate_index FROM generations WHERE prompt_id = ? AND config_hash = ?",
+            [prompt_id, config_hash],
+        )
+        return {row[0] for row in rows}
+
+    def record_generations(self, records: Iterable[GenerationRecord]) -> int:
+        """Insert candidates; ones already recorded (same prompt, config, index) are skipped."""
+        rows = [
+            {
+                "id": r.id,
+                "prompt_id": r.prompt_id,
+                "config_hash": r.config_hash,
+                "candidate_index": r.candidate_index,
+                "text": r.text,
+                "model": r.model,
+                "adapter_version": r.adapter_version,
+                "sampling": json.dumps(r.sampling, sort_keys=True),
+                "prompt_tokens": r.prompt_tokens,
+                "completion_tokens": r.completion_tokens,
+                "finish_reason": r.finish_reason,
+                "run_id": r.run_id,
+                "created_at": now(),
+            }
+            for r in records
+        ]
+        return self._insert_new("generations", rows)
+
+    def generations_for(self, prompt_id: str) -> list[dict[str, Any]]:
+        rows = self.db["generations"].rows_where(
+            "prompt_id = ?", [prompt_id], order_by="config_hash, candidate_index"
+        )
+        return [_decode(row, "sampling") for row in rows]
+
+    def record_critique(self, critique: CritiqueRecord) -> bool:
+        row = {
+            "id": critique.id,
+            "generation_id": critique.generation_id,
+            "critic": critique.critic,
+            "score": critique.score,
+            "confidence": critique.confidence,
+            "rationale": critique.rationale,
+            "evidence": json.dumps(critique.evidence, sort_keys=True, default=str),
+            "critic_version": critique.critic_version,
+            "backend": critique.backend,
+            "run_id": critique.run_id,
+            "created_at": now(),
+        }
+        return self._insert_new("critiques", [row]) == 1
+
+    def critiques_for(self, generation_id: str) -> list[dict[str, Any]]:
+        rows = self.db["critiques"].rows_where(
+            "generation_id = ?", [generation_id], order_by="critic"
+        )
+        return [_decode(row, "evidence") for row in rows]
+
+    def record_pair(self, pair: PairRecord) -> bool:
+        """Record a preference pair; the same pair from the same source is recorded once."""
+        if pair.source not in PAIR_SOURCES:
+            raise InputError(f"pair source must be one of {', '.join(PAIR_SOURCES)}")
+        row = {
+            "id": pair.id,
+            "prompt_id": pair.prompt_id,
+            "chosen": pair.chosen,
+            "rejected": pair.rejected,
+            "chosen_generation_id": pair.chosen_generation_id,
+            "rejected_generation_id": pair.rejected_generation_id,
+            "source": pair.source,
+            "margin": pair.margin,
+            "run_id": pair.run_id,
+            "created_at": now(),
+        }
+        return self._insert_new("pairs", [row]) == 1
+
+    def record_review(self, review: ReviewRecord) -> Outcome:
+        """Record a person's decision; deciding the same thing again replaces the earlier one."""
+        if review.kind not in REVIEW_KINDS:
+            raise InputError(f"review kind must be one of {', '.join(REVIEW_KINDS)}")
+        values = {
+            "prompt_id": review.prompt_id,
+            "generation_id": review.generation_id,
+            "other_generation_id": review.other_generation_id,
+            "reviewer": review.reviewer,
+            "kind": review.kind,
+            "preference": review.preference,
+            "stars": review.stars,
+            "thumbs": review.thumbs,
+            "comment": review.comment,
+            "rewrite": review.rewrite,
+        }
+        stamp = now()
+        with self.transaction():
+            existing = self.db.execute(
+                "SELECT 1 FROM reviews WHERE id = ?", [review.id]
+            ).fetchone()
+            if existing:
+                self.db["reviews"].update(review.id, {**values, "updated_at": stamp})
+                return "updated"
+            self.db["reviews"].insert(
+                {"id": review.id, **values, "created_at": stamp, "updated_at": stamp}
+            )
+            return "inserted"
+
+    def iter_pairs(self) -> Iterator[dict[str, Any]]:
+        """Pairs joined with their prompt's conversation, oldest first."""
+        sql = """
+            SELECT pairs.*, prompts.messages AS messages
+            FROM pairs JOIN prompts ON prompts.id = pairs.prompt_id
+            ORDER BY pairs.created_at, pairs.id
+        """
+        for row in self.db.query(sql):
+            yield _decode(row, "messages")
+
+    def _insert_new(self, table: str, rows: list[dict[str, Any]]) -> int:
+        """Insert rows whose natural key is new; return how many were new."""
+        if not rows:
+            return 0
+        ids = [row["id"] for row in rows]
+        with self.transaction():
+            marks = ", ".join("?" for _ in ids)
+            known = {r[0] for r in self.db.execute(f"SELECT id FROM {table} WHERE id IN ({marks})", ids)}
+            fresh = [row for row in rows if row["id"] not in known]
+            if fresh:
+                self.db[table].insert_all(fresh)
+            return len(fresh)
+
+
+def _decode(row: dict[str, Any], *json_columns: str) -> dict[str, Any]:
+    for column in json_columns:
+        if row.get(column) is not None:
+            row[column] = json.loads(row[column])
+    return row

@@ -1,0 +1,9 @@
+"""The demo data shipped with criticloop: 3 brands with campaigns, and ~40 prompts.
+
+Written for this project (no third-party text). ``criticloop init`` loads them.
+"""
+
+from pathlib import Path
+
+_HERE = Path(__file__).parent
+DEMO_FILES = (_HERE / "brands.yaml", _HERE / "prompts.jsonl")
