@@ -135,8 +135,18 @@ def _file_lock(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _quiet_transformers() -> None:
+    """Model loading prints progress bars and advice; the CLI keeps stderr for its own."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
 def _convert_gguf(gguf_dir: Path, gguf_file: str, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _quiet_transformers()
 
     try:
         quantized = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file)
@@ -185,6 +195,7 @@ def load_causal_lm(ref: ModelRef, device: str = "auto", dtype: str = "auto") -> 
     """Load (model, tokenizer, device) for generation; ModelError with a reason if it fails."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _quiet_transformers()
     device = pick_device(device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(ref.source)

@@ -73,7 +73,7 @@ def build_conversation(
         "persona": prompt.get("persona") or "",
         "product": (campaign or {}).get("product", ""),
         "ad_copy": (campaign or {}).get("ad_copy", ""),
-        "disclosure": compliance.get("required_disclosure") or "Sponsored:",
+        "disclosure": (compliance.get("required_disclosure") or "Sponsored").rstrip(":"),
     }
     system = template.format(**fields).strip()
     if messages and messages[0]["role"] == "system":

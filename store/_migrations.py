@@ -68,6 +68,7 @@ def m001_initial(db: Database) -> None:
             status TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed')),
             config TEXT NOT NULL,           -- JSON, secrets excluded
             summary TEXT,                   -- JSON
+            pid INTEGER,                    -- of the process running it, to spot killed runs
             started_at TEXT NOT NULL,
             finished_at TEXT
         );

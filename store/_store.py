@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator
@@ -336,14 +337,23 @@ class Store:
     # ---- runs and jobs -----------------------------------------------------------------------
 
     def start_run(self, kind: str, config: dict[str, Any]) -> str:
+        """Record a new run; earlier runs whose process is gone are marked failed first."""
         run_id = f"{kind}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
         with self.transaction():
+            for row in self.db.query("SELECT id, pid FROM runs WHERE status = 'running'"):
+                if row["pid"] and not _alive(row["pid"]):
+                    self.db["runs"].update(
+                        row["id"],
+                        {"status": "failed", "finished_at": now(),
+                         "summary": json.dumps({"error": "process ended without finishing"})},
+                    )
             self.db["runs"].insert(
                 {
                     "id": run_id,
                     "kind": kind,
                     "status": "running",
                     "config": json.dumps(config, sort_keys=True, default=str),
+                    "pid": os.getpid(),
                     "started_at": now(),
                 }
             )
@@ -488,6 +498,16 @@ class Store:
             if fresh:
                 self.db[table].insert_all(fresh)
             return len(fresh)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 def _decode(row: dict[str, Any], *json_columns: str) -> dict[str, Any]:

@@ -1,0 +1,167 @@
+"""The store: migrations, natural keys, transactions, search, verbs."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from criticloop.errors import InputError, NotFoundError, StoreError
+from criticloop.store import (
+    CritiqueRecord,
+    GenerationRecord,
+    PairRecord,
+    ReviewRecord,
+    Store,
+    read_records,
+)
+
+TABLES = {
+    "brands", "campaigns", "prompts", "generations", "critiques", "pairs", "reviews", "runs",
+    "jobs", "adapters",
+}
+
+
+def test_migrations_create_every_table_in_wal_mode(store: Store):
+    assert store.applied_migrations() == ["m001_initial"]
+    assert TABLES <= set(store.db.table_names())
+    assert store.db.journal_mode == "wal"
+    assert {"prompts_fts", "generations_fts"} <= set(store.db.table_names())
+
+
+def test_reopening_applies_nothing_twice(settings, store: Store):
+    store.close()
+    with Store.open(settings.db_path) as again:
+        assert again.applied_migrations() == ["m001_initial"]
+        rows = again.db.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0]
+        assert rows == 1
+
+
+def test_open_without_create_needs_a_database(settings):
+    with pytest.raises(StoreError, match="criticloop init"):
+        Store.open(settings.db_path, create=False)
+
+
+def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path):
+    bogus = tmp_path / "bogus.db"
+    bogus.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="cannot open database"):
+        Store.open(bogus)
+
+
+def test_demo_import_is_idempotent(store: Store):
+    from criticloop.store import DEMO_FILES
+
+    records = [r for path in DEMO_FILES for r in read_records(path)]
+    first = store.import_records(records)
+    assert first.inserted == {"brand": 3, "campaign": 6, "prompt": 40}
+    before = store.counts()
+    second = store.import_records(records)
+    assert second.inserted == {} and second.updated == {}
+    assert second.unchanged == {"brand": 3, "campaign": 6, "prompt": 40}
+    assert store.counts() == before
+
+
+def test_demo_data_covers_every_task_type(demo_store: Store):
+    from criticloop.store import TASK_TYPES
+
+    seen = {p["task_type"] for p in demo_store.list_prompts()}
+    assert seen == set(TASK_TYPES)
+    persona = demo_store.list_prompts(task_types=["persona_chat"])
+    assert persona and all(p["persona"] for p in persona)
+    ads = demo_store.list_prompts(task_types=["ad_insertion"])
+    assert all(p["campaign_id"] and p["brand_id"] for p in ads)  # brand inherited from campaign
+    feedback = demo_store.list_prompts(task_types=["feedback_conversation"])
+    assert all(len(p["messages"]) >= 3 for p in feedback)
+
+
+def test_changed_record_updates_in_place(store: Store, tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"id": "q1", "prompt": "What is DPO?"}\n')
+    store.import_records(read_records(path))
+    path.write_text('{"id": "q1", "prompt": "What is DPO, briefly?"}\n')
+    summary = store.import_records(read_records(path))
+    assert summary.updated == {"prompt": 1}
+    assert store.get_prompt("q1")["text"] == "What is DPO, briefly?"
+    assert store.counts()["prompts"] == 1
+
+
+def test_full_text_search_finds_prompts_and_generations(demo_store: Store):
+    hits = demo_store.search_prompts("watery")
+    assert any(h["id"] == "ad-001" for h in hits)
+    demo_store.record_generations([_generation("ad-001", 0, text="Try coffee ice cubes tonight.")])
+    assert [g["prompt_id"] for g in demo_store.search_generations("cubes")] == ["ad-001"]
+
+
+def _generation(prompt_id: str, index: int, text: str = "an answer", config: str = "cfg") -> GenerationRecord:
+    return GenerationRecord(
+        prompt_id=prompt_id, config_hash=config, candidate_index=index, text=text,
+        model="fake-model", sampling={"temperature": 0.8},
+    )
+
+
+def test_generations_have_natural_keys(demo_store: Store):
+    records = [_generation("ad-001", i) for i in range(3)]
+    assert demo_store.record_generations(records) == 3
+    assert demo_store.record_generations(records) == 0
+    assert demo_store.completed_candidates("ad-001", "cfg") == {0, 1, 2}
+    assert demo_store.completed_candidates("ad-001", "other") == set()
+
+
+def test_critiques_pairs_and_reviews(demo_store: Store):
+    a, b = _generation("ad-001", 0, "A text"), _generation("ad-001", 1, "B text")
+    demo_store.record_generations([a, b])
+    critique = CritiqueRecord(
+        generation_id=a.id, critic="coherence", score=0.7, confidence=0.9, rationale="fits",
+        critic_version="1", backend="local", evidence={"nll": 2.1},
+    )
+    assert demo_store.record_critique(critique) is True
+    assert demo_store.record_critique(critique) is False
+    assert demo_store.critiques_for(a.id)[0]["evidence"] == {"nll": 2.1}
+    unscored = CritiqueRecord(
+        generation_id=b.id, critic="salience", score=None, confidence=None,
+        rationale="no campaign attached", critic_version="1", backend="local",
+    )
+    assert demo_store.record_critique(unscored)
+
+    pair = PairRecord(prompt_id="ad-001", chosen="A text", rejected="B text", source="synthetic",
+                      margin=0.3, chosen_generation_id=a.id, rejected_generation_id=b.id)
+    assert demo_store.record_pair(pair) is True
+    assert demo_store.record_pair(pair) is False
+    with pytest.raises(InputError):
+        demo_store.record_pair(PairRecord(prompt_id="ad-001", chosen="x", rejected="y", source="vibes"))
+
+    review = ReviewRecord(prompt_id="ad-001", reviewer="ana", kind="preference",
+                          generation_id=a.id, other_generation_id=b.id, preference="a")
+    assert demo_store.record_review(review) == "inserted"
+    changed = ReviewRecord(prompt_id="ad-001", reviewer="ana", kind="preference",
+                           generation_id=a.id, other_generation_id=b.id, preference="tie")
+    assert demo_store.record_review(changed) == "updated"
+    rows = list(demo_store.db["reviews"].rows)
+    assert len(rows) == 1 and rows[0]["preference"] == "tie"
+    stars = ReviewRecord(prompt_id="ad-001", reviewer="ana", kind="stars", generation_id=a.id, stars=6)
+    with pytest.raises(sqlite3.IntegrityError):
+        demo_store.record_review(stars)
+
+
+def test_a_failed_transaction_writes_nothing(demo_store: Store):
+    before = demo_store.counts()
+    with pytest.raises(RuntimeError):
+        with demo_store.transaction():
+            demo_store.record_generations([_generation("ad-001", 0)])
+            raise RuntimeError("crash mid-way")
+    assert demo_store.counts() == before
+
+
+def test_unknown_names_are_not_found(demo_store: Store):
+    with pytest.raises(NotFoundError, match="unknown brand 'nope'"):
+        demo_store.get_brand("nope")
+    with pytest.raises(NotFoundError):
+        demo_store.list_prompts(brand="nope")
+
+
+def test_runs_left_running_by_a_dead_process_are_marked_failed(store: Store):
+    run = store.start_run("generate", {"x": 1})
+    store.db["runs"].update(run, {"pid": 2**22 + 12345})  # no such process
+    store.start_run("generate", {"x": 2})
+    assert store.get_run(run)["status"] == "failed"
