@@ -17,6 +17,9 @@ from criticloop.settings import Settings
 from criticloop.store import DEMO_FILES, Store, read_records
 
 REPO = Path(__file__).resolve().parent.parent
+# Before anything imports huggingface_hub (which reads these once): tests never touch a hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
 _FOREIGN = ("LANGSMITH_", "LANGCHAIN_", "OPENAI_", "ANTHROPIC_")
 
 

@@ -1,0 +1,61 @@
+"""`criticloop pairs export`: TRL preference JSONL, validated and deduplicated."""
+
+from __future__ import annotations
+
+import json
+
+from criticloop.store import PairRecord, Store
+
+from conftest import run_cli
+
+
+def _seed_pairs(settings):
+    run_cli("init", check=True)
+    with Store.open(settings.db_path) as store:
+        pairs = [
+            PairRecord("general-001", "A clear answer.", "A muddled answer.", "synthetic", margin=0.4),
+            PairRecord("general-001", "A clear answer.", "A muddled answer.", "human"),  # same text
+            PairRecord("general-002", "Same", "Same", "synthetic"),
+            PairRecord("general-003", "   ", "Something", "synthetic"),
+            PairRecord("general-004", "x" * 20_000, "short", "synthetic"),
+            PairRecord("feedback-001", "Shorter, as you asked: 42.", "A long ramble.", "revision"),
+        ]
+        for pair in pairs:
+            store.record_pair(pair)
+        return store.get_prompt("feedback-001")["messages"]
+
+
+def test_conversational_export(settings, tmp_path):
+    history = _seed_pairs(settings)
+    out = tmp_path / "out" / "pairs.jsonl"
+    result = run_cli("pairs", "export", str(out), "--json", check=True)
+    report = json.loads(result.stdout)
+    assert report["written"] == 2
+    assert report["skipped"] == {"duplicate": 1, "identical": 1, "empty": 1, "over_length": 1}
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows[0]["prompt"][-1]["role"] == "user"
+    assert rows[0]["chosen"] == [{"role": "assistant", "content": "A clear answer."}]
+    assert rows[1]["prompt"] == history  # the whole conversation, not just its last turn
+    assert not list(out.parent.glob(".*.tmp"))
+
+
+def test_standard_export_is_trl_readable(settings, tmp_path):
+    from trl.data_utils import is_conversational
+
+    _seed_pairs(settings)
+    out = tmp_path / "pairs.jsonl"
+    run_cli("pairs", "export", str(out), "--format", "standard", check=True)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {tuple(sorted(r)) for r in rows} == {("chosen", "prompt", "rejected")}
+    assert all(isinstance(r["prompt"], str) and not is_conversational(r) for r in rows)
+    assert rows[1]["prompt"].startswith("User: ")  # multi-turn history rendered as text
+    conversational = tmp_path / "conv.jsonl"
+    run_cli("pairs", "export", str(conversational), check=True)
+    assert all(is_conversational(json.loads(line)) for line in conversational.read_text().splitlines())
+
+
+def test_text_summary(settings, tmp_path):
+    _seed_pairs(settings)
+    result = run_cli("pairs", "export", str(tmp_path / "p.jsonl"), check=True)
+    assert result.stdout.splitlines()[0] == f"wrote 2 pairs (conversational) to {tmp_path / 'p.jsonl'}"
+    assert "skipped 1 identical" in result.stdout
