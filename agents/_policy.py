@@ -86,7 +86,9 @@ def build_conversation(
 class Policy:
     """A causal LM with its tokenizer, ready to sample candidates."""
 
-    def __init__(self, model: Any, tokenizer: Any, device: str, ref: ModelRef, max_prompt_tokens: int):
+    def __init__(
+        self, model: Any, tokenizer: Any, device: str, ref: ModelRef, max_prompt_tokens: int
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
@@ -96,7 +98,9 @@ class Policy:
     @classmethod
     def load(cls, settings: Settings, ref: ModelRef | None = None) -> Policy:
         ref = ref or policy_ref(settings)
-        model, tokenizer, device = load_causal_lm(ref, settings.policy.device, settings.policy.dtype)
+        model, tokenizer, device = load_causal_lm(
+            ref, settings.policy.device, settings.policy.dtype
+        )
         return cls(model, tokenizer, device, ref, settings.generation.max_prompt_tokens)
 
     def encode(self, conversation: list[dict[str, str]]) -> list[int]:
@@ -106,7 +110,9 @@ class Policy:
         itself too long keeps its end.
         """
         if not getattr(self.tokenizer, "chat_template", None):
-            raise ModelError(f"policy {self.ref.name!r} has no chat template; use an instruct model")
+            raise ModelError(
+                f"policy {self.ref.name!r} has no chat template; use an instruct model"
+            )
         messages = list(conversation)
         while True:
             ids = self.tokenizer.apply_chat_template(

@@ -40,7 +40,9 @@ def main() -> None:
 
     settings = Settings.load()
     settings.apply_offline_policy()
-    with Store.open(Path(os.environ.get("TMPDIR", "/tmp")) / f"criticloop-bench-{os.getpid()}.db") as store:
+    with Store.open(
+        Path(os.environ.get("TMPDIR", "/tmp")) / f"criticloop-bench-{os.getpid()}.db"
+    ) as store:
         store.import_records([r for path in DEMO_FILES for r in read_records(path)])
         prompts = store.list_prompts()[: args.prompts]
         requests = []
@@ -67,7 +69,9 @@ def main() -> None:
         seconds = time.perf_counter() - start
         rows.append((batch_size, len(requests), tokens, seconds, tokens / seconds))
 
-    header = "| batch size | sequences | new tokens | seconds | tokens/s |\n|---:|---:|---:|---:|---:|"
+    header = (
+        "| batch size | sequences | new tokens | seconds | tokens/s |\n|---:|---:|---:|---:|---:|"
+    )
     table = "\n".join(f"| {b} | {n} | {t} | {s:.1f} | {r:.1f} |" for b, n, t, s, r in rows)
     title = (
         f"### Generation, {policy.ref.name}, {datetime.date.today().isoformat()}\n\n"

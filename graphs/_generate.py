@@ -40,7 +40,9 @@ class GenerateSummary:
         return {**asdict(self), "tokens_per_second": round(self.tokens_per_second, 1)}
 
 
-def generation_config_hash(model_name: str, adapter: str | None, sampling: Sampling, max_prompt_tokens: int) -> str:
+def generation_config_hash(
+    model_name: str, adapter: str | None, sampling: Sampling, max_prompt_tokens: int
+) -> str:
     """Identity of "the same generation settings": same hash, same candidate rows."""
     return content_hash(
         {
@@ -69,7 +71,9 @@ def run_generate(
     else:
         prompts = store.list_prompts(task_types=task_types, limit=limit)
     ref = policy_ref(settings)
-    config_hash = generation_config_hash(ref.name, None, sampling, settings.generation.max_prompt_tokens)
+    config_hash = generation_config_hash(
+        ref.name, None, sampling, settings.generation.max_prompt_tokens
+    )
     summary = GenerateSummary(
         run_id=None,
         model=ref.name,
@@ -132,7 +136,9 @@ def run_generate(
                 summary.generated += 1
                 task = task_of[c.key]
                 summary.by_task_type[task] = summary.by_task_type.get(task, 0) + 1
-                summary.finish_reasons[c.finish_reason] = summary.finish_reasons.get(c.finish_reason, 0) + 1
+                summary.finish_reasons[c.finish_reason] = (
+                    summary.finish_reasons.get(c.finish_reason, 0) + 1
+                )
         bar.close()
         status = "done"
     finally:

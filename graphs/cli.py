@@ -20,19 +20,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import CriticloopError
+from ..vocab import TASK_TYPES
 
 if TYPE_CHECKING:
     from ..settings import Settings
     from ..store import Store
 
-TASK_TYPES = (
-    "ad_insertion",
-    "retail_media_budget",
-    "creative",
-    "persona_chat",
-    "feedback_conversation",
-    "general",
-)
 
 
 class _Context:
@@ -156,10 +149,16 @@ def import_(obj: _Context, files: tuple[Path, ...], as_json: bool) -> None:
 @cli.command()
 @click.option("-n", "--limit", type=click.IntRange(min=1), help="Only the first N prompts.")
 @click.option(
-    "-t", "--task-type", "task_types", multiple=True, type=click.Choice(TASK_TYPES),
+    "-t",
+    "--task-type",
+    "task_types",
+    multiple=True,
+    type=click.Choice(TASK_TYPES),
     help="Only prompts of this task type (repeatable).",
 )
-@click.option("-p", "--prompt", "prompt_ids", multiple=True, help="Only this prompt id (repeatable).")
+@click.option(
+    "-p", "--prompt", "prompt_ids", multiple=True, help="Only this prompt id (repeatable)."
+)
 @click.option("-k", "--candidates", type=click.IntRange(1, 32), help="Candidates per prompt.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), help="New tokens per candidate.")
 @click.option("--temperature", type=click.FloatRange(min=0), help="0 for greedy decoding.")
@@ -168,8 +167,19 @@ def import_(obj: _Context, files: tuple[Path, ...], as_json: bool) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), help="Sequences per forward pass.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_context
-def generate(obj: _Context, limit, task_types, prompt_ids, candidates, max_new_tokens, temperature,
-             top_p, seed, batch_size, as_json) -> None:
+def generate(
+    obj: _Context,
+    limit,
+    task_types,
+    prompt_ids,
+    candidates,
+    max_new_tokens,
+    temperature,
+    top_p,
+    seed,
+    batch_size,
+    as_json,
+) -> None:
     """Sample K candidate responses per prompt with the local policy and store them.
 
     Uses the chat template with each prompt's conversation history, persona and campaign.
@@ -227,12 +237,18 @@ def pairs() -> None:
 @pairs.command("export")
 @click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
 @click.option(
-    "--format", "fmt", type=click.Choice(["conversational", "standard"]), default="conversational",
+    "--format",
+    "fmt",
+    type=click.Choice(["conversational", "standard"]),
+    default="conversational",
     show_default=True,
     help="conversational: prompt/chosen/rejected as chat messages; standard: plain strings.",
 )
 @click.option(
-    "--max-chars", type=click.IntRange(min=1), default=16_000, show_default=True,
+    "--max-chars",
+    type=click.IntRange(min=1),
+    default=16_000,
+    show_default=True,
     help="Skip pairs whose prompt plus longer response exceeds this many characters.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")

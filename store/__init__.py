@@ -8,9 +8,9 @@ natural keys so reruns never duplicate. Callers use these verbs, never SQL::
         store.record_generations([...])
 """
 
+from ..vocab import PAIR_SOURCES, REVIEW_KINDS, TASK_TYPES
 from ._files import ExportReport, read_records, write_preference_jsonl
-from ._migrations import PAIR_SOURCES, REVIEW_KINDS, TASK_TYPES
-from ._records import Brand, Campaign, CompliancePolicy, BrandVoice, Message, Prompt, content_hash
+from ._records import Brand, BrandVoice, Campaign, CompliancePolicy, Message, Prompt, content_hash
 from ._store import (
     CritiqueRecord,
     GenerationRecord,

@@ -55,7 +55,9 @@ def _jsonl_objects(text: str, source: str) -> Iterable[tuple[dict[str, Any], int
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise InputError(f"invalid JSON: {exc.msg} (column {exc.colno})", source=source, line=number) from None
+            raise InputError(
+                f"invalid JSON: {exc.msg} (column {exc.colno})", source=source, line=number
+            ) from None
         if not isinstance(obj, dict):
             raise InputError("each line must be a JSON object", source=source, line=number)
         yield obj, number
@@ -76,7 +78,9 @@ def _yaml_objects(text: str, source: str) -> Iterable[tuple[dict[str, Any], int]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
-        raise InputError(f"invalid YAML: {problem}", source=source, line=mark.line + 1 if mark else None) from None
+        raise InputError(
+            f"invalid YAML: {problem}", source=source, line=mark.line + 1 if mark else None
+        ) from None
     if doc is None:
         return
     if isinstance(doc, dict):
@@ -97,7 +101,9 @@ def _yaml_objects(text: str, source: str) -> Iterable[tuple[dict[str, Any], int]
         for item in doc:
             yield _yaml_item(item, source, default_kind=None)
     else:
-        raise InputError("a YAML file must hold a list of records or a mapping of lists", source=source)
+        raise InputError(
+            "a YAML file must hold a list of records or a mapping of lists", source=source
+        )
 
 
 def _yaml_item(item: Any, source: str, default_kind: str | None) -> tuple[dict[str, Any], int]:
@@ -124,14 +130,18 @@ def _validate(obj: dict[str, Any], source: str, line: int) -> ImportRecord:
     kind = obj.get("kind", "prompt")
     model = _KINDS.get(kind) if isinstance(kind, str) else None
     if model is None:
-        raise InputError(f"unknown kind {kind!r} (expected brand, campaign or prompt)", source=source, line=line)
+        raise InputError(
+            f"unknown kind {kind!r} (expected brand, campaign or prompt)", source=source, line=line
+        )
     try:
         return TypeAdapter(model).validate_python(obj)
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"])
         message = error["msg"].removeprefix("Value error, ")
-        raise InputError(f"{kind}: {where + ': ' if where else ''}{message}", source=source, line=line) from None
+        raise InputError(
+            f"{kind}: {where + ': ' if where else ''}{message}", source=source, line=line
+        ) from None
 
 
 def _reject_duplicates(records: list[tuple[ImportRecord, str]]) -> None:

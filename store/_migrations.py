@@ -4,18 +4,9 @@ from __future__ import annotations
 
 from sqlite_utils import Database, Migrations
 
-migrations = Migrations("criticloop")
+from ..vocab import PAIR_SOURCES, REVIEW_KINDS, TASK_TYPES
 
-TASK_TYPES = (
-    "ad_insertion",
-    "retail_media_budget",
-    "creative",
-    "persona_chat",
-    "feedback_conversation",
-    "general",
-)
-PAIR_SOURCES = ("synthetic", "human", "revision")
-REVIEW_KINDS = ("preference", "stars", "thumbs", "comment", "rewrite")
+migrations = Migrations("criticloop")
 
 
 def _check(column: str, allowed: tuple[str, ...]) -> str:

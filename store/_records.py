@@ -11,17 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ._migrations import TASK_TYPES
+from ..vocab import TASK_TYPES
 
-TaskType = Literal[
-    "ad_insertion",
-    "retail_media_budget",
-    "creative",
-    "persona_chat",
-    "feedback_conversation",
-    "general",
-]
-assert set(TaskType.__args__) == set(TASK_TYPES)  # the schema's CHECK and the model agree
+TaskType = Literal[TASK_TYPES]
 
 SLUG = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
@@ -71,7 +63,8 @@ class Campaign(_Strict):
     ad_copy: str = Field(min_length=1)
     keywords: list[str] = Field(default_factory=list)
     compliance: CompliancePolicy = Field(
-        default_factory=CompliancePolicy, description="Rules added to the brand's for this campaign."
+        default_factory=CompliancePolicy,
+        description="Rules added to the brand's for this campaign.",
     )
 
 

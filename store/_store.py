@@ -22,7 +22,8 @@ from sqlite_utils import Database
 from sqlite_utils.db import NotFoundError as _RowMissing
 
 from ..errors import InputError, NotFoundError, StoreError
-from ._migrations import PAIR_SOURCES, REVIEW_KINDS, migrations
+from ..vocab import PAIR_SOURCES, REVIEW_KINDS
+from ._migrations import migrations
 from ._records import Brand, Campaign, ImportRecord, Prompt, content_hash
 
 BUSY_TIMEOUT_S = 60.0
@@ -112,7 +113,13 @@ class ReviewRecord:
 
     @property
     def id(self) -> str:
-        key = (self.reviewer, self.kind, self.prompt_id, self.generation_id, self.other_generation_id)
+        key = (
+            self.reviewer,
+            self.kind,
+            self.prompt_id,
+            self.generation_id,
+            self.other_generation_id,
+        )
         return "rv-" + _key(*key)
 
 
@@ -213,17 +220,21 @@ class Store:
                         self._require("brands", record.brand, "brand", origin)
                     if record.campaign:
                         self._require("campaigns", record.campaign, "campaign", origin)
+                        owner = self.db["campaigns"].get(record.campaign)["brand_id"]
+                        if record.brand and record.brand != owner:
+                            raise _input_error(
+                                f"campaign {record.campaign!r} belongs to brand {owner!r}, "
+                                f"not {record.brand!r}",
+                                origin,
+                            )
                     outcome = self._upsert_prompt(record, origin.rsplit(":", 1)[0])
                 summary.count(record.kind, outcome)
         return summary
 
     def _require(self, table: str, key: str, what: str, origin: str) -> None:
         if not self.db.execute(f"SELECT 1 FROM {table} WHERE id = ?", [key]).fetchone():
-            source, _, line = origin.rpartition(":")
-            raise InputError(
-                f"unknown {what} {key!r} (define it in this file or import it first)",
-                source=source or origin,
-                line=int(line) if line.isdigit() else None,
+            raise _input_error(
+                f"unknown {what} {key!r} (define it in this file or import it first)", origin
             )
 
     def _upsert(self, table: str, row: dict[str, Any]) -> Outcome:
@@ -344,8 +355,11 @@ class Store:
                 if row["pid"] and not _alive(row["pid"]):
                     self.db["runs"].update(
                         row["id"],
-                        {"status": "failed", "finished_at": now(),
-                         "summary": json.dumps({"error": "process ended without finishing"})},
+                        {
+                            "status": "failed",
+                            "finished_at": now(),
+                            "summary": json.dumps({"error": "process ended without finishing"}),
+                        },
                     )
             self.db["runs"].insert(
                 {
@@ -363,7 +377,11 @@ class Store:
         with self.transaction():
             self.db["runs"].update(
                 run_id,
-                {"status": status, "summary": json.dumps(summary, default=str), "finished_at": now()},
+                {
+                    "status": status,
+                    "summary": json.dumps(summary, default=str),
+                    "finished_at": now(),
+                },
             )
 
     def get_run(self, run_id: str) -> dict[str, Any]:
@@ -465,9 +483,7 @@ class Store:
         }
         stamp = now()
         with self.transaction():
-            existing = self.db.execute(
-                "SELECT 1 FROM reviews WHERE id = ?", [review.id]
-            ).fetchone()
+            existing = self.db.execute("SELECT 1 FROM reviews WHERE id = ?", [review.id]).fetchone()
             if existing:
                 self.db["reviews"].update(review.id, {**values, "updated_at": stamp})
                 return "updated"
@@ -493,11 +509,19 @@ class Store:
         ids = [row["id"] for row in rows]
         with self.transaction():
             marks = ", ".join("?" for _ in ids)
-            known = {r[0] for r in self.db.execute(f"SELECT id FROM {table} WHERE id IN ({marks})", ids)}
+            known = {
+                r[0] for r in self.db.execute(f"SELECT id FROM {table} WHERE id IN ({marks})", ids)
+            }
             fresh = [row for row in rows if row["id"] not in known]
             if fresh:
                 self.db[table].insert_all(fresh)
             return len(fresh)
+
+
+def _input_error(message: str, origin: str) -> InputError:
+    """An InputError located at ``origin`` ("file:line")."""
+    source, _, line = origin.rpartition(":")
+    return InputError(message, source=source or origin, line=int(line) if line.isdigit() else None)
 
 
 def _alive(pid: int) -> bool:

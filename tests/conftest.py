@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from criticloop.settings import Settings
 from criticloop.store import DEMO_FILES, Store, read_records
 
@@ -73,7 +72,9 @@ def model_home(hermetic: Path, models_cache: Path) -> Path:
     return hermetic
 
 
-def run_cli(*args: str, check: bool = False, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, check: bool = False, timeout: float = 300, **kwargs
+) -> subprocess.CompletedProcess:
     """Run the installed ``criticloop`` console script in a real subprocess."""
     exe = Path(sys.executable).parent / "criticloop"
     result = subprocess.run(

@@ -8,11 +8,8 @@ import sys
 
 import click
 import pytest
-
-from criticloop.graphs import cli as cli_module
-from criticloop.store import TASK_TYPES
-
 from conftest import run_cli
+from criticloop.graphs import cli as cli_module
 
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()):
@@ -26,7 +23,9 @@ ALL_COMMANDS = list(_commands(cli_module.cli))
 
 
 def test_expected_commands_exist():
-    assert {("init",), ("import",), ("generate",), ("pairs", "export"), ("status",)} <= set(ALL_COMMANDS)
+    assert {("init",), ("import",), ("generate",), ("pairs", "export"), ("status",)} <= set(
+        ALL_COMMANDS
+    )
 
 
 @pytest.mark.parametrize("path", [(), *ALL_COMMANDS], ids=lambda p: " ".join(p) or "criticloop")
@@ -42,7 +41,17 @@ def test_every_command_has_help(path):
             assert param.help, f"{' '.join(path)} {param.opts[0]} has no help text"
 
 
-HEAVY = ("torch", "transformers", "trl", "peft", "crewai", "textual", "langgraph", "sqlite_utils", "pydantic_settings")
+HEAVY = (
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "crewai",
+    "textual",
+    "langgraph",
+    "sqlite_utils",
+    "pydantic_settings",
+)
 
 
 def test_help_imports_nothing_heavy():
@@ -52,19 +61,22 @@ def test_help_imports_nothing_heavy():
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         f"print([m for m in {HEAVY!r} if m in sys.modules])"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
-@pytest.mark.parametrize("module", ["criticloop.store", "criticloop.settings", "criticloop.agents", "criticloop.graphs.cli"])
+@pytest.mark.parametrize(
+    "module",
+    ["criticloop.store", "criticloop.settings", "criticloop.agents", "criticloop.graphs.cli"],
+)
 def test_headless_modules_keep_training_and_ui_stacks_out(module):
     code = f"import sys, {module}\nprint([m for m in ('trl', 'peft', 'textual', 'crewai', 'torch') if m in sys.modules])"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "[]"
-
-
-def test_cli_task_types_match_the_schema():
-    assert cli_module.TASK_TYPES == TASK_TYPES
 
 
 def test_usage_errors_are_one_line_exit_2():

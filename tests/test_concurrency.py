@@ -30,12 +30,14 @@ def test_two_writers_at_once(demo_store: Store):
     writers = [
         subprocess.Popen(
             [sys.executable, "-c", WRITER, str(demo_store.path), tag, str(n)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for tag in ("left", "right")
     ]
     outputs = [w.communicate(timeout=240) for w in writers]
-    for writer, (out, err) in zip(writers, outputs):
+    for writer, (out, err) in zip(writers, outputs, strict=True):
         assert writer.returncode == 0, err
         assert "locked" not in err and out.strip() == "ok"
     counts = demo_store.counts()

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 
-from criticloop.store import PairRecord, Store
-
 from conftest import run_cli
+from criticloop.store import PairRecord, Store
 
 
 def _seed_pairs(settings):
     run_cli("init", check=True)
     with Store.open(settings.db_path) as store:
         pairs = [
-            PairRecord("general-001", "A clear answer.", "A muddled answer.", "synthetic", margin=0.4),
+            PairRecord(
+                "general-001", "A clear answer.", "A muddled answer.", "synthetic", margin=0.4
+            ),
             PairRecord("general-001", "A clear answer.", "A muddled answer.", "human"),  # same text
             PairRecord("general-002", "Same", "Same", "synthetic"),
             PairRecord("general-003", "   ", "Something", "synthetic"),
@@ -51,11 +52,15 @@ def test_standard_export_is_trl_readable(settings, tmp_path):
     assert rows[1]["prompt"].startswith("User: ")  # multi-turn history rendered as text
     conversational = tmp_path / "conv.jsonl"
     run_cli("pairs", "export", str(conversational), check=True)
-    assert all(is_conversational(json.loads(line)) for line in conversational.read_text().splitlines())
+    assert all(
+        is_conversational(json.loads(line)) for line in conversational.read_text().splitlines()
+    )
 
 
 def test_text_summary(settings, tmp_path):
     _seed_pairs(settings)
     result = run_cli("pairs", "export", str(tmp_path / "p.jsonl"), check=True)
-    assert result.stdout.splitlines()[0] == f"wrote 2 pairs (conversational) to {tmp_path / 'p.jsonl'}"
+    assert (
+        result.stdout.splitlines()[0] == f"wrote 2 pairs (conversational) to {tmp_path / 'p.jsonl'}"
+    )
     assert "skipped 1 identical" in result.stdout

@@ -10,10 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from criticloop.store import Store
-
 from conftest import run_cli
+from criticloop.store import Store
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +33,12 @@ def test_generate_stores_candidates_and_a_rerun_adds_nothing(model_home):
     rows = _generations(model_home)
     assert len(rows) == 24
     assert all(r["text"] and r["model"].startswith("SmolLM2-135M-Instruct") for r in rows)
-    assert json.loads(rows[0]["sampling"]) == {"max_new_tokens": 12, "temperature": 0.8, "top_p": 0.95, "seed": 0}
+    assert json.loads(rows[0]["sampling"]) == {
+        "max_new_tokens": 12,
+        "temperature": 0.8,
+        "top_p": 0.95,
+        "seed": 0,
+    }
     with Store.open(model_home / "criticloop.db") as store:
         run = store.get_run(summary["run_id"])
     assert run["status"] == "done" and run["summary"]["generated"] == 24
@@ -69,8 +72,21 @@ def test_unknown_prompt_id(model_home):
 def test_killed_run_loses_nothing_and_resumes(model_home):
     run_cli("init", check=True)
     exe = Path(sys.executable).parent / "criticloop"
-    args = [str(exe), "generate", "-t", "general", "-t", "creative", "-k", "2",
-            "--max-new-tokens", "24", "--batch-size", "2", "--json"]
+    args = [
+        str(exe),
+        "generate",
+        "-t",
+        "general",
+        "-t",
+        "creative",
+        "-k",
+        "2",
+        "--max-new-tokens",
+        "24",
+        "--batch-size",
+        "2",
+        "--json",
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
@@ -89,7 +105,7 @@ def test_killed_run_loses_nothing_and_resumes(model_home):
     rows = _generations(model_home)
     keys = [(r["prompt_id"], r["candidate_index"]) for r in rows]
     assert len(rows) == 24 and len(set(keys)) == 24
-    assert all(survived[k] == r["text"] for k, r in zip(keys, rows) if k in survived)
+    assert all(survived[k] == r["text"] for k, r in zip(keys, rows, strict=True) if k in survived)
     with Store.open(model_home / "criticloop.db") as store:
         statuses = sorted(r["status"] for r in store.db["runs"].rows)
     assert statuses == ["done", "failed"]  # the killed run is marked, not left "running"

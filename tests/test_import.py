@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 
 import pytest
-
+from conftest import run_cli
 from criticloop.errors import InputError
 from criticloop.store import Store, read_records
 
-from conftest import run_cli
-
 BRAND = {"kind": "brand", "id": "acme", "name": "Acme", "voice": {"tone": "dry"}}
-CAMPAIGN = {"kind": "campaign", "id": "acme-anvils", "brand": "acme", "name": "Anvils",
-            "product": "Acme Anvil", "ad_copy": "Heavy. Reliable. Acme."}
+CAMPAIGN = {
+    "kind": "campaign",
+    "id": "acme-anvils",
+    "brand": "acme",
+    "name": "Anvils",
+    "product": "Acme Anvil",
+    "ad_copy": "Heavy. Reliable. Acme.",
+}
 
 
 def _jsonl(path, *objects) -> str:
@@ -28,10 +32,18 @@ def _counts(settings):
 
 def test_import_jsonl_then_again_changes_nothing(settings, tmp_path):
     path = _jsonl(
-        tmp_path / "mine.jsonl", BRAND, CAMPAIGN,
+        tmp_path / "mine.jsonl",
+        BRAND,
+        CAMPAIGN,
         {"task_type": "ad_insertion", "campaign": "acme-anvils", "prompt": "How do I fix a cart?"},
-        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
-                      {"role": "user", "content": "that was curt"}], "task_type": "feedback_conversation"},
+        {
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"},
+                {"role": "user", "content": "that was curt"},
+            ],
+            "task_type": "feedback_conversation",
+        },
     )
     first = run_cli("import", path, "--json", check=True)
     assert json.loads(first.stdout)["inserted"] == {"brand": 1, "campaign": 1, "prompt": 2}
@@ -63,8 +75,10 @@ def test_malformed_line_names_file_and_line_and_writes_nothing(settings, tmp_pat
     run_cli("init", "--no-demo", check=True)
     path = tmp_path / "bad.jsonl"
     path.write_text(
-        json.dumps(BRAND) + "\n"
-        + json.dumps({"prompt": "fine"}) + "\n"
+        json.dumps(BRAND)
+        + "\n"
+        + json.dumps({"prompt": "fine"})
+        + "\n"
         + '{"prompt": "broken", }\n'
     )
     result = run_cli("import", str(path))
@@ -89,17 +103,42 @@ def test_unknown_brand_is_reported_at_its_line(settings, tmp_path):
     assert _counts(settings)["prompts"] == 0  # the good line before it was rolled back
 
 
+def test_campaign_of_another_brand(settings, tmp_path):
+    other = {**BRAND, "id": "globex", "name": "Globex"}
+    path = _jsonl(
+        tmp_path / "p.jsonl",
+        BRAND,
+        other,
+        CAMPAIGN,
+        {"task_type": "ad_insertion", "brand": "globex", "campaign": "acme-anvils", "prompt": "q"},
+    )
+    result = run_cli("import", path)
+    assert result.returncode == 2
+    assert (
+        f"{path}:4: campaign 'acme-anvils' belongs to brand 'acme', not 'globex'" in result.stderr
+    )
+    assert _counts(settings)["brands"] == 0
+
+
 @pytest.mark.parametrize(
     "record, message",
     [
         ({"prompt": "hi", "colour": "red"}, "prompt: colour: Extra inputs are not permitted"),
         ({"kind": "persona"}, "unknown kind 'persona'"),
         ({"task_type": "persona_chat", "prompt": "hi"}, "a persona_chat prompt needs a 'persona'"),
-        ({"task_type": "ad_insertion", "prompt": "hi"}, "an ad_insertion prompt needs a 'campaign'"),
-        ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
-         "'messages' must end with a user turn"),
+        (
+            {"task_type": "ad_insertion", "prompt": "hi"},
+            "an ad_insertion prompt needs a 'campaign'",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
+            "'messages' must end with a user turn",
+        ),
         ({"prompt": "a", "messages": [{"role": "user", "content": "b"}]}, "not both"),
-        ({"kind": "brand", "id": "has space", "name": "x"}, "brand: id: String should match pattern"),
+        (
+            {"kind": "brand", "id": "has space", "name": "x"},
+            "brand: id: String should match pattern",
+        ),
         (["not", "an", "object"], "each line must be a JSON object"),
     ],
 )
@@ -113,7 +152,9 @@ def test_invalid_records(tmp_path, record, message):
 
 def test_same_id_twice_with_different_content(tmp_path):
     path = _jsonl(tmp_path / "x.jsonl", {"id": "q", "prompt": "one"}, {"id": "q", "prompt": "two"})
-    with pytest.raises(InputError, match=r"x.jsonl:2: prompt 'q' is defined twice .*first at line 1"):
+    with pytest.raises(
+        InputError, match=r"x.jsonl:2: prompt 'q' is defined twice .*first at line 1"
+    ):
         read_records(path)
 
 

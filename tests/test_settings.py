@@ -6,11 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
-
+from conftest import run_cli
 from criticloop.errors import ConfigError
 from criticloop.settings import Settings
-
-from conftest import run_cli
 
 
 def test_defaults_are_offline_and_home_comes_from_env(hermetic: Path):
@@ -67,8 +65,16 @@ def test_secrets_never_reach_the_database(monkeypatch, settings):
 @pytest.mark.parametrize(
     "name, value, message",
     [
-        ("CRITICLOOP_GENERATION__TEMPERATURE", "hot", "CRITICLOOP_GENERATION__TEMPERATURE: Input should be a valid number"),
-        ("CRITICLOOP_GENERATION__CANDIDATES", "0", "CRITICLOOP_GENERATION__CANDIDATES: Input should be greater than or equal to 1"),
+        (
+            "CRITICLOOP_GENERATION__TEMPERATURE",
+            "hot",
+            "CRITICLOOP_GENERATION__TEMPERATURE: Input should be a valid number",
+        ),
+        (
+            "CRITICLOOP_GENERATION__CANDIDATES",
+            "0",
+            "CRITICLOOP_GENERATION__CANDIDATES: Input should be greater than or equal to 1",
+        ),
         ("CRITICLOOP_POLICY__DEVICE", "tpu", "CRITICLOOP_POLICY__DEVICE: Input should be"),
         ("LANGSMITH_TRACING", "maybe", "LANGSMITH_TRACING: Input should be a valid boolean"),
     ],

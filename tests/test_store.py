@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-
 from criticloop.errors import InputError, NotFoundError, StoreError
 from criticloop.store import (
     CritiqueRecord,
@@ -17,8 +16,16 @@ from criticloop.store import (
 )
 
 TABLES = {
-    "brands", "campaigns", "prompts", "generations", "critiques", "pairs", "reviews", "runs",
-    "jobs", "adapters",
+    "brands",
+    "campaigns",
+    "prompts",
+    "generations",
+    "critiques",
+    "pairs",
+    "reviews",
+    "runs",
+    "jobs",
+    "adapters",
 }
 
 
@@ -93,10 +100,16 @@ def test_full_text_search_finds_prompts_and_generations(demo_store: Store):
     assert [g["prompt_id"] for g in demo_store.search_generations("cubes")] == ["ad-001"]
 
 
-def _generation(prompt_id: str, index: int, text: str = "an answer", config: str = "cfg") -> GenerationRecord:
+def _generation(
+    prompt_id: str, index: int, text: str = "an answer", config: str = "cfg"
+) -> GenerationRecord:
     return GenerationRecord(
-        prompt_id=prompt_id, config_hash=config, candidate_index=index, text=text,
-        model="fake-model", sampling={"temperature": 0.8},
+        prompt_id=prompt_id,
+        config_hash=config,
+        candidate_index=index,
+        text=text,
+        model="fake-model",
+        sampling={"temperature": 0.8},
     )
 
 
@@ -112,34 +125,68 @@ def test_critiques_pairs_and_reviews(demo_store: Store):
     a, b = _generation("ad-001", 0, "A text"), _generation("ad-001", 1, "B text")
     demo_store.record_generations([a, b])
     critique = CritiqueRecord(
-        generation_id=a.id, critic="coherence", score=0.7, confidence=0.9, rationale="fits",
-        critic_version="1", backend="local", evidence={"nll": 2.1},
+        generation_id=a.id,
+        critic="coherence",
+        score=0.7,
+        confidence=0.9,
+        rationale="fits",
+        critic_version="1",
+        backend="local",
+        evidence={"nll": 2.1},
     )
     assert demo_store.record_critique(critique) is True
     assert demo_store.record_critique(critique) is False
     assert demo_store.critiques_for(a.id)[0]["evidence"] == {"nll": 2.1}
     unscored = CritiqueRecord(
-        generation_id=b.id, critic="salience", score=None, confidence=None,
-        rationale="no campaign attached", critic_version="1", backend="local",
+        generation_id=b.id,
+        critic="salience",
+        score=None,
+        confidence=None,
+        rationale="no campaign attached",
+        critic_version="1",
+        backend="local",
     )
     assert demo_store.record_critique(unscored)
 
-    pair = PairRecord(prompt_id="ad-001", chosen="A text", rejected="B text", source="synthetic",
-                      margin=0.3, chosen_generation_id=a.id, rejected_generation_id=b.id)
+    pair = PairRecord(
+        prompt_id="ad-001",
+        chosen="A text",
+        rejected="B text",
+        source="synthetic",
+        margin=0.3,
+        chosen_generation_id=a.id,
+        rejected_generation_id=b.id,
+    )
     assert demo_store.record_pair(pair) is True
     assert demo_store.record_pair(pair) is False
     with pytest.raises(InputError):
-        demo_store.record_pair(PairRecord(prompt_id="ad-001", chosen="x", rejected="y", source="vibes"))
+        demo_store.record_pair(
+            PairRecord(prompt_id="ad-001", chosen="x", rejected="y", source="vibes")
+        )
 
-    review = ReviewRecord(prompt_id="ad-001", reviewer="ana", kind="preference",
-                          generation_id=a.id, other_generation_id=b.id, preference="a")
+    review = ReviewRecord(
+        prompt_id="ad-001",
+        reviewer="ana",
+        kind="preference",
+        generation_id=a.id,
+        other_generation_id=b.id,
+        preference="a",
+    )
     assert demo_store.record_review(review) == "inserted"
-    changed = ReviewRecord(prompt_id="ad-001", reviewer="ana", kind="preference",
-                           generation_id=a.id, other_generation_id=b.id, preference="tie")
+    changed = ReviewRecord(
+        prompt_id="ad-001",
+        reviewer="ana",
+        kind="preference",
+        generation_id=a.id,
+        other_generation_id=b.id,
+        preference="tie",
+    )
     assert demo_store.record_review(changed) == "updated"
     rows = list(demo_store.db["reviews"].rows)
     assert len(rows) == 1 and rows[0]["preference"] == "tie"
-    stars = ReviewRecord(prompt_id="ad-001", reviewer="ana", kind="stars", generation_id=a.id, stars=6)
+    stars = ReviewRecord(
+        prompt_id="ad-001", reviewer="ana", kind="stars", generation_id=a.id, stars=6
+    )
     with pytest.raises(sqlite3.IntegrityError):
         demo_store.record_review(stars)
 

@@ -1,0 +1,15 @@
+"""The fixed vocabularies shared by the database schema, the import records and the CLI.
+
+Dependency-free so the CLI can offer them as choices without importing the store.
+"""
+
+TASK_TYPES = (
+    "ad_insertion",
+    "retail_media_budget",
+    "creative",
+    "persona_chat",
+    "feedback_conversation",
+    "general",
+)
+PAIR_SOURCES = ("synthetic", "human", "revision")
+REVIEW_KINDS = ("preference", "stars", "thumbs", "comment", "rewrite")
