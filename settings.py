@@ -96,6 +96,13 @@ class Settings(BaseSettings):
     policy: PolicySettings = Field(default_factory=PolicySettings)
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    profiles: Path | None = Field(
+        None,
+        description="Critic profiles TOML (weights, thresholds); default: the bundled profiles.",
+    )
+    concurrency: int = Field(
+        2, ge=1, le=64, description="Prompts the feedback graph works on at once."
+    )
 
     langsmith_tracing: bool = Field(
         False,

@@ -13,3 +13,6 @@ TASK_TYPES = (
 )
 PAIR_SOURCES = ("synthetic", "human", "revision")
 REVIEW_KINDS = ("preference", "stars", "thumbs", "comment", "rewrite")
+OUTCOMES = ("pair", "revision", "escalated", "human", "dropped")
+"""What the feedback graph decided for a prompt: a synthetic pair, a pair from a revision, waiting
+for a person, decided by a person, or dropped (with the reason recorded)."""

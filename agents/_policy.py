@@ -83,6 +83,19 @@ def build_conversation(
     return messages
 
 
+def build_revision(
+    prompt: dict[str, Any], answer: str, problems: list[str], max_answer_chars: int = 4000
+) -> list[dict[str, str]]:
+    """The conversation asking the policy to rewrite ``answer`` so it fixes ``problems``
+    (the critics' rationales): the earlier turns, then the rewrite request as the user's turn."""
+    request = _template("revise").format(
+        request=prompt["messages"][-1]["content"],
+        answer=answer[:max_answer_chars],
+        problems="\n".join(f"- {p}" for p in problems),
+    )
+    return [*prompt["messages"][:-1], {"role": "user", "content": request}]
+
+
 class Policy:
     """A causal LM with its tokenizer, ready to sample candidates."""
 

@@ -231,6 +231,120 @@ def generate(
 
 
 @cli.group()
+def graph() -> None:
+    """The feedback graph: run it, show it, answer its escalations."""
+
+
+@graph.command("run")
+@click.option("-n", "--limit", type=click.IntRange(min=1), help="Only the first N prompts.")
+@click.option(
+    "-t",
+    "--task-type",
+    "task_types",
+    multiple=True,
+    type=click.Choice(TASK_TYPES),
+    help="Only prompts of this task type (repeatable).",
+)
+@click.option("-p", "--prompt", "prompt_ids", multiple=True, help="Only this prompt id (repeatable).")
+@click.option("-k", "--candidates", type=click.IntRange(1, 32), help="Candidates per prompt.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), help="New tokens per candidate.")
+@click.option("--temperature", type=click.FloatRange(min=0), help="0 for greedy decoding.")
+@click.option("--seed", type=int, help="Sampling seed.")
+@click.option("--concurrency", type=click.IntRange(1, 64), help="Prompts in flight at once.")
+@click.option("--human-budget", type=click.IntRange(min=0), help="Escalations this run may leave for people.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@pass_context
+def graph_run(obj: _Context, limit, task_types, prompt_ids, candidates, max_new_tokens, temperature,
+              seed, concurrency, human_budget, as_json) -> None:
+    """Generate, judge and route every prompt that needs it: the nightly job.
+
+    Picks prompts with no decision under the current model and settings, generates K
+    candidates, scores them with the critics, and records pairs, escalations (for
+    `criticloop review`), revisions and drops. Killed, it continues the same run next time.
+    """
+    from ..agents import Sampling
+    from .run import RunOptions, run_feedback
+
+    settings = obj.settings
+    defaults = settings.generation
+    options = RunOptions(
+        sampling=Sampling(
+            max_new_tokens=max_new_tokens or defaults.max_new_tokens,
+            temperature=defaults.temperature if temperature is None else temperature,
+            top_p=defaults.top_p,
+            seed=defaults.seed if seed is None else seed,
+        ),
+        candidates=candidates or defaults.candidates,
+        concurrency=concurrency or settings.concurrency,
+        prompt_ids=prompt_ids,
+        task_types=task_types,
+        limit=limit,
+        human_budget=human_budget,
+        progress=not as_json,
+    )
+    with obj.open_store():  # fail early, with the usual message, when there is no database
+        pass
+    summary = run_feedback(settings, options)
+    if as_json:
+        _print_json(summary)
+        return
+    outcomes = summary["outcomes"]
+    click.echo(
+        f"run {summary['run_id']}: {summary['prompts']} prompts, {summary['candidates']} candidates, "
+        f"{summary['critic_calls']} critic calls ({summary['unscored']} unscored)"
+    )
+    pairs_by = ", ".join(f"{k} {v}" for k, v in sorted(summary["pairs"].items())) or "none"
+    click.echo(f"  pairs       {sum(summary['pairs'].values())} ({pairs_by})")
+    click.echo(
+        f"  escalated   {outcomes.get('escalated', 0)} waiting for review"
+        f"; revised {outcomes.get('revision', 0)}; dropped {outcomes.get('dropped', 0)}"
+    )
+    vetoes = ", ".join(f"{k} {v}" for k, v in sorted(summary["vetoes"].items())) or "none"
+    click.echo(f"  vetoes      {vetoes}")
+    stages = ", ".join(f"{k} {v:.1f}s" for k, v in summary["stage_seconds"].items())
+    click.echo(f"  time        {summary['wall_seconds']:.1f} s wall; {stages}")
+    click.echo(f"  stored in   {summary['database']}")
+
+
+@graph.command("show")
+@pass_context
+def graph_show(obj: _Context) -> None:
+    """Print the feedback graph as a Mermaid diagram."""
+    from ..agents import Sampling
+    from .feedback import ThreadStores, build_feedback_graph
+    from .profiles import Profiles
+    from .run import make_resources
+
+    settings = obj.settings
+    profiles = Profiles.load(settings.profiles)
+    resources = make_resources(
+        settings, ThreadStores(settings.db_path), profiles, Sampling(1, 0.0, 1.0, 0), 1
+    )
+    click.echo(build_feedback_graph(resources).get_graph().draw_mermaid())
+
+
+@graph.command("decide")
+@click.argument("run_id")
+@click.argument("prompt_id")
+@click.option("--prefer", type=click.Choice(["a", "b", "tie"]), required=True,
+              help="a: the critics' choice; b: the other candidate; tie.")
+@click.option("--reviewer", required=True, help="Who decided (recorded with the review).")
+@click.option("--comment", help="Why, in a sentence.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@pass_context
+def graph_decide(obj: _Context, run_id, prompt_id, prefer, reviewer, comment, as_json) -> None:
+    """Answer an escalated case without the TUI: resumes its graph thread."""
+    from .run import answer_escalation
+
+    answer = {"preference": prefer, "reviewer": reviewer, "comment": comment}
+    outcome = answer_escalation(obj.settings, run_id, prompt_id, answer)
+    if as_json:
+        _print_json(outcome)
+    else:
+        click.echo(f"{prompt_id}: {outcome.get('outcome')} ({outcome.get('reason')})")
+
+
+@cli.group()
 def pairs() -> None:
     """Preference pairs: export them for training."""
 

@@ -12,6 +12,8 @@ from ..vocab import PAIR_SOURCES, REVIEW_KINDS, TASK_TYPES
 from ._files import ExportReport, read_records, write_preference_jsonl
 from ._records import Brand, BrandVoice, Campaign, CompliancePolicy, Message, Prompt, content_hash
 from ._store import (
+    SUPPLIED,
+    DecisionRecord,
     CritiqueRecord,
     GenerationRecord,
     ImportSummary,
@@ -22,6 +24,8 @@ from ._store import (
 from .demo import DEMO_FILES
 
 __all__ = [
+    "SUPPLIED",
+    "DecisionRecord",
     "DEMO_FILES",
     "PAIR_SOURCES",
     "REVIEW_KINDS",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlite_utils import Database, Migrations
 
-from ..vocab import PAIR_SOURCES, REVIEW_KINDS, TASK_TYPES
+from ..vocab import OUTCOMES, PAIR_SOURCES, REVIEW_KINDS, TASK_TYPES
 
 migrations = Migrations("criticloop")
 
@@ -149,3 +149,33 @@ def m001_initial(db: Database) -> None:
     )
     db["prompts"].enable_fts(["text", "persona"], create_triggers=True)
     db["generations"].enable_fts(["text"], create_triggers=True)
+
+
+@migrations()
+def m002_decisions(db: Database) -> None:
+    """What the feedback graph decided for each prompt in each run."""
+    db.executescript(
+        f"""
+        CREATE TABLE decisions (
+            id TEXT PRIMARY KEY,            -- run_id/prompt_id: one decision per prompt per run
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            prompt_id TEXT NOT NULL REFERENCES prompts(id),
+            config_hash TEXT NOT NULL,      -- the generation config the candidates came from
+            outcome TEXT NOT NULL {_check("outcome", OUTCOMES)},
+            status TEXT NOT NULL CHECK (status IN ('waiting', 'done')),
+            reason TEXT NOT NULL,
+            uncertainty REAL,
+            margin REAL,
+            chosen_generation_id TEXT REFERENCES generations(id),
+            rejected_generation_id TEXT REFERENCES generations(id),
+            pair_id TEXT REFERENCES pairs(id),
+            rewards TEXT NOT NULL,          -- JSON: per candidate, the reward and its vector
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX decisions_prompt ON decisions(prompt_id, config_hash);
+        CREATE INDEX decisions_waiting ON decisions(status, run_id);
+        CREATE INDEX critiques_run ON critiques(run_id);
+        CREATE INDEX pairs_run ON pairs(run_id);
+        """
+    )

@@ -85,6 +85,11 @@ class Prompt(_Strict):
     brand: str | None = Field(None, pattern=SLUG)
     campaign: str | None = Field(None, pattern=SLUG)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    candidates: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Responses to judge instead of sampling the policy (e.g. your model's).",
+    )
 
     @model_validator(mode="after")
     def _one_conversation(self) -> Prompt:
@@ -101,6 +106,8 @@ class Prompt(_Strict):
             raise ValueError("an ad_insertion prompt needs a 'campaign'")
         if self.task_type == "persona_chat" and not self.persona:
             raise ValueError("a persona_chat prompt needs a 'persona'")
+        if any(not c.strip() for c in self.candidates):
+            raise ValueError("'candidates' must not hold empty responses")
         return self
 
     @field_validator("persona")

@@ -27,6 +27,8 @@ from ._migrations import migrations
 from ._records import Brand, Campaign, ImportRecord, Prompt, content_hash
 
 BUSY_TIMEOUT_S = 60.0
+SUPPLIED = "supplied"
+"""Config hash and model name of candidates that came with the prompt instead of the policy."""
 Outcome = Literal["inserted", "updated", "unchanged"]
 
 
@@ -121,6 +123,28 @@ class ReviewRecord:
             self.other_generation_id,
         )
         return "rv-" + _key(*key)
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """What the feedback graph decided for one prompt in one run (updated as it moves on)."""
+
+    run_id: str
+    prompt_id: str
+    config_hash: str
+    outcome: str  # see vocab.OUTCOMES
+    status: str  # waiting (for a person) or done
+    reason: str
+    rewards: dict[str, Any]
+    uncertainty: float | None = None
+    margin: float | None = None
+    chosen_generation_id: str | None = None
+    rejected_generation_id: str | None = None
+    pair_id: str | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.run_id}/{self.prompt_id}"
 
 
 @dataclass
@@ -228,6 +252,8 @@ class Store:
                                 origin,
                             )
                     outcome = self._upsert_prompt(record, origin.rsplit(":", 1)[0])
+                    if record.candidates:
+                        self._record_supplied(record, origin)
                 summary.count(record.kind, outcome)
         return summary
 
@@ -299,6 +325,32 @@ class Store:
             },
         )
 
+    def _record_supplied(self, prompt: Prompt, origin: str) -> None:
+        """A prompt's own candidates, stored as generations of config ``supplied``."""
+        key = prompt.natural_key()
+        have = {
+            g["candidate_index"]: g["text"]
+            for g in self.generations_for(key)
+            if g["config_hash"] == SUPPLIED
+        }
+        if have and [have[i] for i in sorted(have)] != prompt.candidates:
+            raise _input_error(
+                f"prompt {key!r} already has different supplied candidates; give it a new id",
+                origin,
+            )
+        self.record_generations(
+            GenerationRecord(
+                prompt_id=key,
+                config_hash=SUPPLIED,
+                candidate_index=i,
+                text=text,
+                model=SUPPLIED,
+                sampling={},
+                finish_reason=SUPPLIED,
+            )
+            for i, text in enumerate(prompt.candidates)
+        )
+
     def get_brand(self, brand_id: str) -> dict[str, Any]:
         return _decode(self._get("brands", brand_id, "brand"), "voice", "compliance")
 
@@ -348,10 +400,11 @@ class Store:
     # ---- runs and jobs -----------------------------------------------------------------------
 
     def start_run(self, kind: str, config: dict[str, Any]) -> str:
-        """Record a new run; earlier runs whose process is gone are marked failed first."""
+        """Record a new run; earlier runs of this kind whose process is gone are marked failed."""
         run_id = f"{kind}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
         with self.transaction():
-            for row in self.db.query("SELECT id, pid FROM runs WHERE status = 'running'"):
+            running = "SELECT id, pid FROM runs WHERE status = 'running' AND kind = ?"
+            for row in self.db.query(running, [kind]):
                 if row["pid"] and not _alive(row["pid"]):
                     self.db["runs"].update(
                         row["id"],
@@ -372,6 +425,24 @@ class Store:
                 }
             )
         return run_id
+
+    def claim_unfinished_run(self, kind: str) -> dict[str, Any] | None:
+        """The latest run of ``kind`` that did not finish (killed, or failed), now owned by this
+        process; None when the latest run finished."""
+        with self.transaction():
+            row = next(
+                self.db.query(
+                    "SELECT * FROM runs WHERE kind = ? ORDER BY started_at DESC, rowid DESC LIMIT 1",
+                    [kind],
+                ),
+                None,
+            )
+            if row is None or row["status"] == "done":
+                return None
+            if row["status"] == "running" and row["pid"] and _alive(row["pid"]):
+                return None  # still going in another process
+            self.db["runs"].update(row["id"], {"status": "running", "pid": os.getpid()})
+        return self.get_run(row["id"])
 
     def finish_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
         with self.transaction():
@@ -491,6 +562,106 @@ class Store:
                 {"id": review.id, **values, "created_at": stamp, "updated_at": stamp}
             )
             return "inserted"
+
+    def record_decision(self, decision: DecisionRecord) -> None:
+        """Insert or move on the decision for (run, prompt)."""
+        values = {
+            "run_id": decision.run_id,
+            "prompt_id": decision.prompt_id,
+            "config_hash": decision.config_hash,
+            "outcome": decision.outcome,
+            "status": decision.status,
+            "reason": decision.reason,
+            "uncertainty": decision.uncertainty,
+            "margin": decision.margin,
+            "chosen_generation_id": decision.chosen_generation_id,
+            "rejected_generation_id": decision.rejected_generation_id,
+            "pair_id": decision.pair_id,
+            "rewards": json.dumps(decision.rewards, sort_keys=True, default=str),
+        }
+        stamp = now()
+        with self.transaction():
+            if self.db.execute("SELECT 1 FROM decisions WHERE id = ?", [decision.id]).fetchone():
+                self.db["decisions"].update(decision.id, {**values, "updated_at": stamp})
+            else:
+                self.db["decisions"].insert(
+                    {"id": decision.id, **values, "created_at": stamp, "updated_at": stamp}
+                )
+
+    def get_decision(self, run_id: str, prompt_id: str) -> dict[str, Any] | None:
+        try:
+            return _decode(self.db["decisions"].get(f"{run_id}/{prompt_id}"), "rewards")
+        except _RowMissing:
+            return None
+
+    def waiting_decisions(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Escalated cases waiting for a person, most uncertain first."""
+        where, params = "status = 'waiting'", []
+        if run_id:
+            where += " AND run_id = ?"
+            params.append(run_id)
+        rows = self.db["decisions"].rows_where(
+            where, params, order_by="uncertainty DESC, created_at"
+        )
+        return [_decode(row, "rewards") for row in rows]
+
+    def prompts_to_judge(
+        self,
+        config_hash: str,
+        *,
+        prompt_ids: Iterable[str] = (),
+        task_types: Iterable[str] = (),
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Prompts with no decision yet under this generation config (new prompts, or prompts
+        not judged with the current model and adapter)."""
+        judged = {
+            r[0]
+            for r in self.db.execute(
+                "SELECT DISTINCT prompt_id FROM decisions WHERE config_hash = ?", [config_hash]
+            )
+        }
+        prompt_ids = list(prompt_ids)
+        if prompt_ids:
+            candidates = [self.get_prompt(pid) for pid in prompt_ids]
+        else:
+            candidates = self.list_prompts(task_types=task_types)
+        fresh = [p for p in candidates if p["id"] not in judged]
+        return fresh[:limit] if limit else fresh
+
+    def run_report(self, run_id: str) -> dict[str, Any]:
+        """What a feedback run has produced so far, counted from the database."""
+        one = lambda sql: self.db.execute(sql, [run_id]).fetchone()[0]  # noqa: E731
+        outcomes = dict(
+            self.db.execute(
+                "SELECT outcome, count(*) FROM decisions WHERE run_id = ? GROUP BY outcome",
+                [run_id],
+            ).fetchall()
+        )
+        pairs = dict(
+            self.db.execute(
+                "SELECT source, count(*) FROM pairs WHERE run_id = ? GROUP BY source", [run_id]
+            ).fetchall()
+        )
+        vetoes: dict[str, int] = {}
+        vetoed = "SELECT evidence FROM critiques WHERE run_id = ? AND critic = 'compliance' AND score = 0"
+        for (evidence,) in self.db.execute(vetoed, [run_id]):
+            for rule in {v.get("rule") for v in json.loads(evidence).get("violations", [])}:
+                vetoes[rule] = vetoes.get(rule, 0) + 1
+        return {
+            "prompts": one("SELECT count(*) FROM decisions WHERE run_id = ?"),
+            "candidates": one(
+                "SELECT count(DISTINCT generation_id) FROM critiques WHERE run_id = ?"
+            ),
+            "critic_calls": one("SELECT count(*) FROM critiques WHERE run_id = ?"),
+            "unscored": one("SELECT count(*) FROM critiques WHERE run_id = ? AND score IS NULL"),
+            "outcomes": outcomes,
+            "pairs": pairs,
+            "vetoes": vetoes,
+            "waiting": one(
+                "SELECT count(*) FROM decisions WHERE run_id = ? AND status = 'waiting'"
+            ),
+        }
 
     def iter_pairs(self) -> Iterator[dict[str, Any]]:
         """Pairs joined with their prompt's conversation, oldest first."""

@@ -83,3 +83,30 @@ def run_cli(
     if check and result.returncode != 0:
         raise AssertionError(f"criticloop {' '.join(args)} -> {result.returncode}\n{result.stderr}")
     return result
+
+
+@pytest.fixture(scope="session")
+def bundled_policy(models_cache: Path):
+    """The bundled SmolLM2 policy, loaded once per session."""
+    from criticloop.agents import Policy
+
+    settings = Settings(_env_file=None, home=models_cache.parent / "policy-home")
+    settings.models_dir.parent.mkdir(parents=True, exist_ok=True)
+    if not settings.models_dir.exists():
+        settings.models_dir.symlink_to(models_cache, target_is_directory=True)
+    return Policy.load(settings)
+
+
+@pytest.fixture(scope="session")
+def bundled_embedder():
+    from criticloop.agents import load_embedder
+
+    return load_embedder(Settings(_env_file=None))
+
+
+@pytest.fixture
+def signals(bundled_embedder, bundled_policy):
+    """Fresh shared-signal caches over the real bundled embedder and policy."""
+    from criticloop.agents import Signals
+
+    return Signals(bundled_embedder, bundled_policy)

@@ -30,7 +30,7 @@ TABLES = {
 
 
 def test_migrations_create_every_table_in_wal_mode(store: Store):
-    assert store.applied_migrations() == ["m001_initial"]
+    assert store.applied_migrations() == ["m001_initial", "m002_decisions"]
     assert TABLES <= set(store.db.table_names())
     assert store.db.journal_mode == "wal"
     assert {"prompts_fts", "generations_fts"} <= set(store.db.table_names())
@@ -39,9 +39,9 @@ def test_migrations_create_every_table_in_wal_mode(store: Store):
 def test_reopening_applies_nothing_twice(settings, store: Store):
     store.close()
     with Store.open(settings.db_path) as again:
-        assert again.applied_migrations() == ["m001_initial"]
+        assert again.applied_migrations() == ["m001_initial", "m002_decisions"]
         rows = again.db.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0]
-        assert rows == 1
+        assert rows == 2
 
 
 def test_open_without_create_needs_a_database(settings):

@@ -1,0 +1,140 @@
+"""What every critic shares: the case it judges, the score it returns, and the registry.
+
+A critic is made by a factory registered by name (its keyword arguments are its
+configuration) and is called with a :class:`Case` and the run's shared :class:`Signals`.
+It returns a :class:`Score`: higher is always better for the reward, ``score is None`` means
+it could not judge (the reason is the rationale), and ``veto`` marks a hard rule violation.
+A critic never raises for a bad text: the graph turns exceptions into unscored results too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ._signals import Signals
+
+MAX_JUDGED_CHARS = 20_000
+"""Longer responses are judged on their first MAX_JUDGED_CHARS characters (said in evidence)."""
+
+
+@dataclass(frozen=True)
+class Score:
+    dimension: str
+    score: float | None
+    confidence: float | None
+    rationale: str
+    critic_version: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    veto: bool = False
+
+    @property
+    def scored(self) -> bool:
+        return self.score is not None
+
+    @classmethod
+    def unscored(
+        cls, dimension: str, reason: str, version: str, evidence: dict[str, Any] | None = None
+    ) -> Score:
+        return cls(dimension, None, None, reason, version, evidence or {})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dimension": self.dimension,
+            "score": self.score,
+            "confidence": self.confidence,
+            "rationale": self.rationale,
+            "critic_version": self.critic_version,
+            "evidence": self.evidence,
+            "veto": self.veto,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Score:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One candidate response in its context: everything a critic may look at."""
+
+    prompt_id: str
+    task_type: str
+    conversation: tuple[tuple[str, str], ...]  # (role, content), ending with the user's turn
+    response: str
+    persona: str | None = None
+    brand: dict[str, Any] | None = None  # as stored: name, voice{}, compliance{}
+    campaign: dict[str, Any] | None = None  # as stored: product, ad_copy, keywords, compliance{}
+    finish_reason: str | None = None
+
+    @property
+    def request(self) -> str:
+        return self.conversation[-1][1]
+
+    @property
+    def judged_text(self) -> str:
+        return self.response[:MAX_JUDGED_CHARS]
+
+    @property
+    def truncated(self) -> bool:
+        return len(self.response) > MAX_JUDGED_CHARS
+
+    @property
+    def compliance(self) -> dict[str, Any]:
+        """The brand's policy with the campaign's rules added."""
+        policy: dict[str, Any] = dict((self.brand or {}).get("compliance") or {})
+        extra = (self.campaign or {}).get("compliance") or {}
+        for key, value in extra.items():
+            if isinstance(value, list):
+                policy[key] = [*policy.get(key, []), *value]
+            elif value:
+                policy[key] = value
+        return policy
+
+    @property
+    def voice(self) -> dict[str, Any]:
+        return (self.brand or {}).get("voice") or {}
+
+
+class Critic(Protocol):
+    name: str
+    dimension: str
+    version: str
+
+    def applies(self, case: Case) -> bool:
+        """Whether this critic has anything to say about the case (e.g. ad critics need a campaign)."""
+        ...
+
+    def __call__(self, case: Case, signals: Signals) -> Score: ...
+
+
+CRITICS: dict[str, Callable[..., Critic]] = {}
+
+
+def critic(name: str) -> Callable[[Callable[..., Critic]], Callable[..., Critic]]:
+    """Register a critic factory under ``name``."""
+
+    def register(factory: Callable[..., Critic]) -> Callable[..., Critic]:
+        if name in CRITICS:
+            raise ValueError(f"critic {name!r} is registered twice")
+        CRITICS[name] = factory
+        return factory
+
+    return register
+
+
+def build_critic(name: str, **options: Any) -> Critic:
+    from . import critics  # noqa: F401 - importing registers the built-in critics
+
+    try:
+        factory = CRITICS[name]
+    except KeyError:
+        known = ", ".join(sorted(CRITICS))
+        raise KeyError(f"unknown critic {name!r} (known: {known})") from None
+    return factory(**options)
+
+
+def clamp(value: float, low: float = 0.0, high: float = 1.0) -> float:
+    return max(low, min(high, value))

@@ -1,0 +1,154 @@
+"""The expensive signals critics share: sentence embeddings and the policy's likelihood.
+
+:meth:`Signals.prepare` embeds every text the critics will ask about for a batch of cases in
+one pass, and scores every response under the policy in one batched forward pass. Critics then
+read from the caches; anything not prepared is computed on demand and counted in ``stats`` as a
+miss, so a benchmark can show the sharing works.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._critic import Case
+from ._text import find_ad, sentences
+
+if TYPE_CHECKING:
+    from ._policy import Policy
+
+NLL_MAX_RESPONSE_TOKENS = 512
+
+
+def _key(*parts: str) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        digest.update(part.encode("utf-8", "surrogatepass"))
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+def texts_for(case: Case) -> list[str]:
+    """Every text any built-in critic embeds for this case."""
+    disclosure = case.compliance.get("required_disclosure")
+    ad = find_ad(case.judged_text, case.brand, case.campaign, disclosure)
+    texts = [case.judged_text, case.request, *sentences(case.judged_text)]
+    if case.campaign:
+        texts += [ad.rest, case.campaign.get("ad_copy", "")]
+    texts += list(case.voice.get("exemplars") or [])
+    if case.persona:
+        texts.append(case.persona)
+    return [t for t in texts if t and t.strip()]
+
+
+class Signals:
+    """Caches of embeddings and response likelihoods for one run."""
+
+    def __init__(self, embedder: Any, policy: Policy | None = None):
+        self.embedder = embedder
+        self.policy = policy
+        self._vectors: dict[str, np.ndarray] = {}
+        self._nll: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+        self.stats: Counter[str] = Counter()
+
+    # ---- embeddings --------------------------------------------------------------------------
+
+    def prepare(self, cases: Sequence[Case]) -> None:
+        """One embedding pass over all texts of ``cases`` and one forward pass over responses."""
+        self._embed_missing(t for case in cases for t in texts_for(case))
+        if self.policy is not None:
+            self._score_missing(cases)
+
+    def _embed_missing(self, texts: Iterable[str]) -> None:
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
+            if not missing:
+                return
+            vectors = self.embedder.encode(
+                missing, batch_size=64, normalize_embeddings=True, show_progress_bar=False
+            )
+            self.stats["embedding_passes"] += 1
+            self.stats["texts_embedded"] += len(missing)
+            for text, vector in zip(missing, vectors, strict=True):
+                self._vectors[text] = np.asarray(vector, dtype=np.float32)
+
+    def embed(self, text: str) -> np.ndarray:
+        vector = self._vectors.get(text)
+        if vector is None:
+            self.stats["embedding_misses"] += 1
+            self._embed_missing([text])
+            vector = self._vectors[text]
+        return vector
+
+    def similarity(self, a: str, b: str) -> float:
+        """Cosine similarity of two texts' embeddings (-1..1)."""
+        return float(self.embed(a) @ self.embed(b))
+
+    # ---- likelihood under the policy ---------------------------------------------------------
+
+    def response_nll(self, case: Case) -> tuple[float, int] | None:
+        """Mean negative log-likelihood per token of the response given the conversation, and
+        the token count; None without a policy or for an empty response."""
+        if self.policy is None or not case.judged_text.strip():
+            return None
+        key = _nll_key(case)
+        if key not in self._nll:
+            self.stats["nll_misses"] += 1
+            self._score_missing([case])
+        return self._nll.get(key)
+
+    def _score_missing(self, cases: Sequence[Case]) -> None:
+        import torch
+
+        with self._lock:
+            todo = {}
+            for case in cases:
+                key = _nll_key(case)
+                if key not in self._nll and key not in todo and case.judged_text.strip():
+                    todo[key] = case
+            if not todo:
+                return
+            policy = self.policy
+            tokenizer = policy.tokenizer
+            rows = []
+            for key, case in todo.items():
+                prompt_ids = policy.encode([{"role": r, "content": c} for r, c in case.conversation])
+                reply = tokenizer(case.judged_text, add_special_tokens=False)["input_ids"]
+                reply = reply[:NLL_MAX_RESPONSE_TOKENS]
+                rows.append((key, prompt_ids, reply))
+            width = max(len(p) + len(r) for _, p, r in rows)
+            pad = tokenizer.pad_token_id
+            ids = torch.full((len(rows), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for i, (_, prompt_ids, reply) in enumerate(rows):
+                seq = prompt_ids + reply
+                ids[i, width - len(seq) :] = torch.tensor(seq)  # left padding, as in generation
+                mask[i, width - len(seq) :] = 1
+            # Replies sit at the right edge (left padding), so only the last max_n + 1 positions'
+            # logits are needed: a vocabulary-sized row per reply token, not per prompt token.
+            max_n = max(len(reply) for _, _, reply in rows)
+            with torch.inference_mode():
+                logits = policy.model(
+                    input_ids=ids.to(policy.device),
+                    attention_mask=mask.to(policy.device),
+                    logits_to_keep=max_n + 1,
+                ).logits.float()
+            log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
+            targets = ids[:, width - max_n :].to(policy.device)
+            token_lp = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).cpu()
+            self.stats["forward_passes"] += 1
+            self.stats["responses_scored"] += len(rows)
+            for i, (key, _, reply) in enumerate(rows):
+                n = len(reply)
+                self._nll[key] = (-float(token_lp[i, max_n - n :].mean()), n)
+
+
+def _nll_key(case: Case) -> str:
+    flat = [f"{r}:{c}" for r, c in case.conversation]
+    return _key(*flat, "=>", case.judged_text)

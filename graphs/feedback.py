@@ -1,0 +1,480 @@
+"""The feedback graph: one prompt's candidates -> critics -> reward -> pair | escalate | revise | drop.
+
+    generate -> prepare -> (every critic, in parallel) -> aggregate -> pair | escalate | revise | drop
+                   ^                                                              |
+                   +--------------------------------------------------------------+ (revise)
+
+``build_feedback_graph(resources, checkpointer)`` compiles it; ``criticloop graph run`` drives it
+over many prompts (``graphs/run.py``). Nodes write to the store with natural keys, so a node
+that runs again after a crash, or before an ``interrupt()`` on resume, duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import interrupt
+
+from ..agents import Case, Critic, Sampling, Score, Signals, build_conversation, build_revision
+from ..settings import Settings
+from ..store import (
+    SUPPLIED,
+    CritiqueRecord,
+    DecisionRecord,
+    GenerationRecord,
+    PairRecord,
+    ReviewRecord,
+    Store,
+)
+from .profiles import Profiles
+from .reward import aggregate
+from .routing import decide, route_after_judging
+from .state import CandidateState, FeedbackState
+
+
+
+class ThreadStores:
+    """One store connection per thread: SQLite connections must not interleave transactions."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._local = threading.local()
+        self._all: list[Store] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> Store:
+        store = getattr(self._local, "store", None)
+        if store is None:
+            store = Store.open(self.path, create=False)
+            self._local.store = store
+            with self._lock:
+                self._all.append(store)
+        return store
+
+    def close(self) -> None:
+        with self._lock:
+            for store in self._all:
+                store.close()
+            self._all.clear()
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage (node) across all prompts of this process's run."""
+
+    seconds: Counter[str] = field(default_factory=Counter)
+    calls: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            self.seconds[stage] += seconds
+            self.calls[stage] += 1
+
+
+@dataclass
+class FeedbackResources:
+    """What the graph's nodes use. Models load on first use, so compiling costs nothing."""
+
+    settings: Settings
+    stores: ThreadStores
+    profiles: Profiles
+    critics: dict[str, Critic]
+    sampling: Sampling
+    candidates: int
+    config_hash: str
+    model_name: str
+    load_policy: Callable[[], Any]
+    load_embedder: Callable[[], Any]
+    times: StageTimes = field(default_factory=StageTimes)
+    adapter_version: str | None = None
+    _policy: Any = None
+    _signals: Signals | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _contexts: dict[str, tuple] = field(default_factory=dict)
+
+    @property
+    def policy(self) -> Any:
+        with self._lock:
+            if self._policy is None:
+                self._policy = self.load_policy()
+            return self._policy
+
+    @property
+    def signals(self) -> Signals:
+        policy = self.policy  # coherence reads the response likelihood under the policy
+        with self._lock:
+            if self._signals is None:
+                self._signals = Signals(self.load_embedder(), policy)
+            return self._signals
+
+    def context(self, prompt_id: str) -> tuple[dict, dict | None, dict | None]:
+        """The prompt with its brand and campaign, read once per run."""
+        cached = self._contexts.get(prompt_id)
+        if cached is None:
+            store = self.stores.get()
+            prompt = store.get_prompt(prompt_id)
+            brand = store.get_brand(prompt["brand_id"]) if prompt["brand_id"] else None
+            campaign = store.get_campaign(prompt["campaign_id"]) if prompt["campaign_id"] else None
+            cached = self._contexts.setdefault(prompt_id, (prompt, brand, campaign))
+        return cached
+
+    def case(self, prompt_id: str, candidate: CandidateState) -> Case:
+        prompt, brand, campaign = self.context(prompt_id)
+        return Case(
+            prompt_id=prompt_id,
+            task_type=prompt["task_type"],
+            conversation=tuple((m["role"], m["content"]) for m in prompt["messages"]),
+            response=candidate["text"],
+            persona=prompt["persona"],
+            brand=brand,
+            campaign=campaign,
+            finish_reason=candidate["finish_reason"],
+        )
+
+    def weights(self, prompt_id: str) -> dict[str, float]:
+        prompt, _, _ = self.context(prompt_id)
+        return self.profiles.for_prompt(prompt["task_type"], prompt["brand_id"]).weights
+
+
+def _timed(stage: str, times: StageTimes, fn: Callable[[FeedbackState], dict]) -> Callable:
+    @functools.wraps(fn)
+    def node(state: FeedbackState) -> dict:
+        began = time.perf_counter()
+        try:
+            return fn(state)
+        finally:
+            times.add(stage, time.perf_counter() - began)
+
+    return node
+
+
+def build_feedback_graph(resources: FeedbackResources, checkpointer: Any = None):
+    """Compile the feedback graph over ``resources``; pass a checkpointer to persist threads."""
+    r = resources
+    builder = StateGraph(FeedbackState)
+
+    def generate(state: FeedbackState) -> dict:
+        if state.get("candidates"):
+            return {}
+        return {"candidates": _candidates(r, state["run_id"], state["prompt_id"])}
+
+    def prepare(state: FeedbackState) -> dict:
+        scored = state.get("scores") or {}
+        weights = r.weights(state["prompt_id"])
+        todo = [
+            c
+            for c in state["candidates"]
+            if any(name not in scored.get(c["id"], {}) for name in weights if weights[name] > 0)
+        ]
+        if todo:
+            r.signals.prepare([r.case(state["prompt_id"], c) for c in todo])
+        return {}
+
+    def make_critic_node(name: str, critic: Critic) -> Callable[[FeedbackState], dict]:
+        def judge(state: FeedbackState) -> dict:
+            if r.weights(state["prompt_id"]).get(name, 0) <= 0:
+                return {}
+            done = state.get("scores") or {}
+            out: dict[str, dict[str, Any]] = {}
+            for candidate in state["candidates"]:
+                if name in done.get(candidate["id"], {}):
+                    continue
+                case = r.case(state["prompt_id"], candidate)
+                if not critic.applies(case):
+                    continue
+                score = _run_critic(critic, case, r.signals)
+                r.stores.get().record_critique(
+                    CritiqueRecord(
+                        generation_id=candidate["id"],
+                        critic=name,
+                        score=score.score,
+                        confidence=score.confidence,
+                        rationale=score.rationale,
+                        critic_version=score.critic_version,
+                        backend="local",
+                        evidence={**score.evidence, "dimension": score.dimension, "veto": score.veto},
+                        run_id=state["run_id"],
+                    )
+                )
+                out[candidate["id"]] = {name: score.as_dict()}
+            return {"scores": out} if out else {}
+
+        return judge
+
+    def judge_all(state: FeedbackState) -> dict:
+        prompt, _, _ = r.context(state["prompt_id"])
+        profile = r.profiles.for_prompt(prompt["task_type"], prompt["brand_id"])
+        scores = state.get("scores") or {}
+        rewards = [aggregate(c["id"], scores.get(c["id"], {}), profile.weights) for c in state["candidates"]]
+        pending = state.get("pending_revision")
+        decision = decide(
+            rewards,
+            profile.weights,
+            profile.routing,
+            revisions=state.get("revisions", 0),
+            revision=tuple(pending) if pending else None,
+        )
+        return {
+            "rewards": {rw.candidate_id: rw.as_dict() for rw in rewards},
+            "decision": decision.as_dict(),
+            "pending_revision": None,
+        }
+
+    def revise(state: FeedbackState) -> dict:
+        target_id = state["decision"]["chosen"]
+        target = next(c for c in state["candidates"] if c["id"] == target_id)
+        rounds = state.get("revisions", 0)
+        revision = _revise(r, state, target, rounds)
+        return {"candidates": [revision], "revisions": rounds + 1, "pending_revision": [revision["id"], target_id]}
+
+    def pair(state: FeedbackState) -> dict:
+        d = state["decision"]
+        texts = {c["id"]: c["text"] for c in state["candidates"]}
+        record = PairRecord(
+            prompt_id=state["prompt_id"],
+            chosen=texts[d["chosen"]],
+            rejected=texts[d["rejected"]],
+            source=d["source"],
+            margin=d["margin"],
+            chosen_generation_id=d["chosen"],
+            rejected_generation_id=d["rejected"],
+            run_id=state["run_id"],
+        )
+        store = r.stores.get()
+        store.record_pair(record)
+        outcome = "revision" if d["source"] == "revision" else "pair"
+        _record_decision(r, state, outcome, "done", d["reason"], pair_id=record.id)
+        return {"outcome": {"outcome": outcome, "reason": d["reason"], "pair_id": record.id}}
+
+    def escalate(state: FeedbackState) -> dict:
+        d = state["decision"]
+        # Runs again when the thread resumes: recording "waiting" is an idempotent upsert.
+        _record_decision(r, state, "escalated", "waiting", d["reason"])
+        texts = {c["id"]: c["text"] for c in state["candidates"]}
+        answer = interrupt(
+            {
+                "run_id": state["run_id"],
+                "prompt_id": state["prompt_id"],
+                "a": {"id": d["chosen"], "text": texts[d["chosen"]]},
+                "b": {"id": d["rejected"], "text": texts[d["rejected"]]},
+                "reason": d["reason"],
+                "uncertainty": d["uncertainty"],
+            }
+        )
+        return _apply_human_answer(r, state, answer or {})
+
+    def drop(state: FeedbackState) -> dict:
+        reason = state["decision"]["reason"]
+        _record_decision(r, state, "dropped", "done", reason)
+        return {"outcome": {"outcome": "dropped", "reason": reason}}
+
+    nodes: dict[str, Callable] = {
+        "generate": generate,
+        "prepare": prepare,
+        "aggregate": judge_all,
+        "revise": revise,
+        "pair": pair,
+        "escalate": escalate,
+        "drop": drop,
+    }
+    critic_nodes = {f"critic_{name}": make_critic_node(name, c) for name, c in r.critics.items()}
+    for name, fn in {**nodes, **critic_nodes}.items():
+        stage = name.removeprefix("critic_") if name in critic_nodes else name
+        builder.add_node(name, _timed(stage, r.times, fn))
+    builder.add_edge(START, "generate")
+    builder.add_edge("generate", "prepare")
+    for name in critic_nodes:
+        builder.add_edge("prepare", name)
+    builder.add_edge(list(critic_nodes), "aggregate")
+    builder.add_conditional_edges(
+        "aggregate",
+        route_after_judging,
+        {"pair": "pair", "escalate": "escalate", "revise": "revise", "drop": "drop"},
+    )
+    builder.add_edge("revise", "prepare")
+    for terminal in ("pair", "escalate", "drop"):
+        builder.add_edge(terminal, END)
+    return builder.compile(checkpointer=checkpointer, name="feedback")
+
+
+def _run_critic(critic: Critic, case: Case, signals: Signals) -> Score:
+    """A critic never crashes a run: an exception becomes an unscored result with its reason."""
+    try:
+        return critic(case, signals)
+    except Exception as exc:  # noqa: BLE001 - any critic bug must not stop the nightly job
+        reason = f"critic failed: {type(exc).__name__}: {str(exc)[:200]}"
+        return Score.unscored(critic.dimension, reason, critic.version)
+
+
+def _candidates(r: FeedbackResources, run_id: str, prompt_id: str) -> list[CandidateState]:
+    """Supplied candidates if the prompt came with some, else K from the policy (generating
+    only the ones not already stored under this generation config)."""
+    store = r.stores.get()
+    stored = store.generations_for(prompt_id)
+    supplied = [g for g in stored if g["config_hash"] == SUPPLIED]
+    if supplied:
+        return [_candidate(g, SUPPLIED) for g in supplied]
+    mine = {g["candidate_index"]: g for g in stored if g["config_hash"] == r.config_hash}
+    missing = [i for i in range(r.candidates) if i not in mine]
+    if missing:
+        prompt, brand, campaign = r.context(prompt_id)
+        request = [(prompt_id, build_conversation(prompt, brand, campaign), missing)]
+        for batch in r.policy.generate(request, r.sampling, batch_size=len(missing)):
+            store.record_generations(
+                GenerationRecord(
+                    prompt_id=prompt_id,
+                    config_hash=r.config_hash,
+                    candidate_index=c.index,
+                    text=c.text,
+                    model=r.model_name,
+                    adapter_version=r.adapter_version,
+                    sampling=r.sampling.as_dict(),
+                    prompt_tokens=c.prompt_tokens,
+                    completion_tokens=c.completion_tokens,
+                    finish_reason=c.finish_reason,
+                    run_id=run_id,
+                )
+                for c in batch
+            )
+        mine = {
+            g["candidate_index"]: g
+            for g in store.generations_for(prompt_id)
+            if g["config_hash"] == r.config_hash
+        }
+    return [_candidate(mine[i], "policy") for i in range(r.candidates)]
+
+
+def _candidate(row: dict[str, Any], source: str, revises: str | None = None) -> CandidateState:
+    return CandidateState(
+        id=row["id"],
+        text=row["text"],
+        source=source,
+        finish_reason=row["finish_reason"],
+        revises=revises,
+    )
+
+
+def _revise(
+    r: FeedbackResources, state: FeedbackState, target: CandidateState, rounds: int
+) -> CandidateState:
+    """Rewrite ``target`` with the critics' rationales; stored like any generation."""
+    store = r.stores.get()
+    config = f"{r.config_hash}-revision"
+    index = rounds  # one revision per round: a re-run node finds it stored
+    existing = {
+        g["candidate_index"]: g
+        for g in store.generations_for(state["prompt_id"])
+        if g["config_hash"] == config
+    }
+    if index not in existing:
+        prompt, _, _ = r.context(state["prompt_id"])
+        scores = (state.get("scores") or {}).get(target["id"], {})
+        problems = [
+            s["rationale"]
+            for s in sorted(scores.values(), key=lambda s: (s["score"] is not None, s["score"] or 0))
+            if s.get("veto") or s["score"] is None or s["score"] < 0.6
+        ][:4] or ["make it more helpful, clear and specific"]
+        conversation = build_revision(prompt, target["text"], problems)
+        sampling = Sampling(
+            r.sampling.max_new_tokens, min(r.sampling.temperature, 0.7), r.sampling.top_p, r.sampling.seed + 1 + rounds
+        )
+        for batch in r.policy.generate([(state["prompt_id"], conversation, [index])], sampling, 1):
+            c = batch[0]
+            store.record_generations(
+                [
+                    GenerationRecord(
+                        prompt_id=state["prompt_id"],
+                        config_hash=config,
+                        candidate_index=index,
+                        text=c.text,
+                        model=r.model_name,
+                        adapter_version=r.adapter_version,
+                        sampling={**sampling.as_dict(), "revises": target["id"]},
+                        prompt_tokens=c.prompt_tokens,
+                        completion_tokens=c.completion_tokens,
+                        finish_reason=c.finish_reason,
+                        run_id=state["run_id"],
+                    )
+                ]
+            )
+        existing = {
+            g["candidate_index"]: g
+            for g in store.generations_for(state["prompt_id"])
+            if g["config_hash"] == config
+        }
+    return _candidate(existing[index], "revision", revises=target["id"])
+
+
+def _record_decision(
+    r: FeedbackResources, state: FeedbackState, outcome: str, status: str, reason: str, pair_id: str | None = None
+) -> None:
+    d = state.get("decision") or {}
+    r.stores.get().record_decision(
+        DecisionRecord(
+            run_id=state["run_id"],
+            prompt_id=state["prompt_id"],
+            config_hash=r.config_hash,
+            outcome=outcome,
+            status=status,
+            reason=reason,
+            rewards=state.get("rewards") or {},
+            uncertainty=d.get("uncertainty"),
+            margin=d.get("margin"),
+            chosen_generation_id=d.get("chosen"),
+            rejected_generation_id=d.get("rejected"),
+            pair_id=pair_id,
+        )
+    )
+
+
+def _apply_human_answer(r: FeedbackResources, state: FeedbackState, answer: dict[str, Any]) -> dict:
+    """Turn a person's decision (or the run's budget running out) into records."""
+    d = state["decision"]
+    if answer.get("over_budget"):
+        reason = f"human budget exhausted ({d['reason']})"
+        _record_decision(r, state, "dropped", "done", reason)
+        return {"outcome": {"outcome": "dropped", "reason": reason}}
+    preference = answer.get("preference")
+    if preference not in ("a", "b", "tie"):
+        raise ValueError(f"a review answer needs preference a, b or tie, got {preference!r}")
+    reviewer = str(answer.get("reviewer") or "unknown")
+    store = r.stores.get()
+    store.record_review(
+        ReviewRecord(
+            prompt_id=state["prompt_id"],
+            reviewer=reviewer,
+            kind="preference",
+            generation_id=d["chosen"],
+            other_generation_id=d["rejected"],
+            preference=preference,
+            comment=answer.get("comment"),
+        )
+    )
+    if preference == "tie":
+        reason = f"{reviewer} judged a tie"
+        _record_decision(r, state, "human", "done", reason)
+        return {"outcome": {"outcome": "human", "reason": reason}}
+    chosen, rejected = (d["chosen"], d["rejected"]) if preference == "a" else (d["rejected"], d["chosen"])
+    texts = {c["id"]: c["text"] for c in state["candidates"]}
+    record = PairRecord(
+        prompt_id=state["prompt_id"],
+        chosen=texts[chosen],
+        rejected=texts[rejected],
+        source="human",
+        chosen_generation_id=chosen,
+        rejected_generation_id=rejected,
+        run_id=state["run_id"],
+    )
+    store.record_pair(record)
+    reason = f"{reviewer} preferred {'A' if preference == 'a' else 'B'}"
+    _record_decision(r, state, "human", "done", reason, pair_id=record.id)
+    return {"outcome": {"outcome": "human", "reason": reason, "pair_id": record.id}}

@@ -1,0 +1,30 @@
+"""Entry point for LangGraph's own tooling (``langgraph dev``/``langgraph build``, Studio).
+
+``langgraph.json`` at the repository root points here. The server brings its own checkpointer;
+the graph reads and writes the criticloop database named by the usual settings
+(``CRITICLOOP_HOME``), which ``criticloop init`` must have created.
+"""
+
+from __future__ import annotations
+
+from criticloop.agents import Sampling
+from criticloop.graphs.feedback import ThreadStores, build_feedback_graph
+from criticloop.graphs.profiles import Profiles
+from criticloop.graphs.run import make_resources
+from criticloop.settings import Settings
+
+
+def make_graph():
+    """Compile the feedback graph with the settings from the environment."""
+    settings = Settings.load()
+    settings.apply_offline_policy()
+    defaults = settings.generation
+    sampling = Sampling(defaults.max_new_tokens, defaults.temperature, defaults.top_p, defaults.seed)
+    resources = make_resources(
+        settings,
+        ThreadStores(settings.db_path),
+        Profiles.load(settings.profiles),
+        sampling,
+        defaults.candidates,
+    )
+    return build_feedback_graph(resources)

@@ -1,0 +1,137 @@
+"""Critic profiles: which critics apply per task type and brand, their weights and thresholds.
+
+Profiles live in a TOML file users edit (the default is ``graphs/profiles.toml``; point
+``CRITICLOOP_PROFILES`` at your own). It is validated on load with errors that name the file
+and the key, and its version (the ``version`` key plus a hash of the content) goes into every
+run's record.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import ConfigError
+from ..store import content_hash
+from ..vocab import TASK_TYPES
+
+DEFAULT_PROFILES = Path(__file__).with_name("profiles.toml")
+
+
+class Routing(BaseModel):
+    """Thresholds the feedback graph routes by (see profiles.toml for their meaning)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pair_margin: float = Field(0.05, ge=0, le=1)
+    min_confidence: float = Field(0.3, ge=0, le=1)
+    max_disagreement: float = Field(0.4, ge=0, le=1)
+    good_enough: float = Field(0.45, ge=0, le=1)
+    max_revisions: int = Field(1, ge=0, le=5)
+    human_budget: int = Field(10, ge=0)
+
+
+class _Weights(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    critics: dict[str, float] = Field(default_factory=dict)
+    routing: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("critics")
+    @classmethod
+    def _known_critics(cls, value: dict[str, float]) -> dict[str, float]:
+        from ..agents import CRITICS
+        from ..agents import critics as _registers_builtins  # noqa: F401
+
+        for name, weight in value.items():
+            if name not in CRITICS:
+                raise ValueError(f"unknown critic {name!r} (known: {', '.join(sorted(CRITICS))})")
+            if weight < 0:
+                raise ValueError(f"weight of {name!r} must be >= 0")
+        return value
+
+
+class _ProfileFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = "unversioned"
+    routing: Routing = Field(default_factory=Routing)
+    tasks: dict[str, _Weights] = Field(default_factory=dict)
+    brands: dict[str, _Weights] = Field(default_factory=dict)
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, value: dict[str, _Weights]) -> dict[str, _Weights]:
+        for task in value:
+            if task not in TASK_TYPES:
+                raise ValueError(f"unknown task type {task!r} (known: {', '.join(TASK_TYPES)})")
+        return value
+
+
+class TaskProfile(BaseModel):
+    """The resolved profile for one prompt: critic weights and routing thresholds."""
+
+    weights: dict[str, float]
+    routing: Routing
+
+    @property
+    def critics(self) -> list[str]:
+        return [name for name, weight in self.weights.items() if weight > 0]
+
+
+class Profiles:
+    """A loaded, validated profile file."""
+
+    def __init__(self, parsed: _ProfileFile, source: Path, text: str):
+        self._parsed = parsed
+        self.source = source
+        self.version = f"{parsed.version}+{content_hash(text)[:8]}"
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Profiles:
+        path = Path(path) if path else DEFAULT_PROFILES
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read profiles: {exc.strerror or exc}") from None
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        try:
+            parsed = _ProfileFile.model_validate(raw)
+            for weights in (*parsed.tasks.values(), *parsed.brands.values()):
+                Routing.model_validate({**parsed.routing.model_dump(), **weights.routing})
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            raise ConfigError(f"{path}: {where}: {message}") from None
+        return cls(parsed, path, text)
+
+    def for_prompt(self, task_type: str, brand_id: str | None = None) -> TaskProfile:
+        task = self._parsed.tasks.get(task_type) or _Weights()
+        brand = self._parsed.brands.get(brand_id or "") or _Weights()
+        weights = {**task.critics, **brand.critics}
+        routing = {**self._parsed.routing.model_dump(), **task.routing, **brand.routing}
+        return TaskProfile(weights=weights, routing=Routing.model_validate(routing))
+
+    @property
+    def human_budget(self) -> int:
+        """Escalations one run may leave for people (the file's top-level routing)."""
+        return self._parsed.routing.human_budget
+
+    def critic_options(self, name: str) -> dict[str, Any]:
+        return dict(self._parsed.options.get(name, {}))
+
+    def as_record(self) -> dict[str, Any]:
+        """What goes into a run's record: the version and the whole resolved content."""
+        return {
+            "version": self.version,
+            "source": str(self.source),
+            "content": self._parsed.model_dump(mode="json"),
+        }

@@ -1,0 +1,145 @@
+"""Routing: what the feedback graph does with a prompt once its candidates are judged.
+
+Pure functions of rewards and thresholds, unit-tested without a model:
+
+- ``pair``: the best candidate passes compliance and beats the worst by the margin (or is at
+  least as good on every dimension): a synthetic preference pair;
+- ``escalate``: the judgement is uncertain (low critic confidence, unscored critics, a small
+  margin, critics that disagree, a comparison that flips when the order is swapped): a person
+  decides;
+- ``revise``: no candidate is good enough: rewrite the best with the critics' rationales, then
+  judge again; the revision becomes ``chosen`` only if it scores higher;
+- ``drop``: nothing to learn from; the reason is recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from .profiles import Routing
+from .reward import Comparison, Reward, compare
+
+Route = Literal["pair", "escalate", "revise", "drop"]
+Comparator = Callable[[Reward, Reward, Mapping[str, float]], Comparison]
+
+
+@dataclass(frozen=True)
+class Decision:
+    route: Route
+    reason: str
+    chosen: str | None = None
+    rejected: str | None = None
+    margin: float | None = None
+    uncertainty: float = 0.0  # 0..1: how unsure the critics are; ranks escalations
+    source: Literal["synthetic", "revision"] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def decide(
+    rewards: Sequence[Reward],
+    weights: Mapping[str, float],
+    routing: Routing,
+    *,
+    revisions: int = 0,
+    revision: tuple[str, str] | None = None,
+    comparator: Comparator = compare,
+) -> Decision:
+    """Decide for one prompt. ``revision`` is (revised candidate, the candidate it rewrote)
+    when the last step was a revision."""
+    by_id = {r.candidate_id: r for r in rewards}
+    if revision is not None:
+        return _judge_revision(by_id[revision[0]], by_id[revision[1]], revisions, routing)
+
+    usable = sorted((r for r in rewards if r.usable), key=lambda r: r.total, reverse=True)
+    best = usable[0] if usable else None
+    if best is None or best.total < routing.good_enough:
+        why = (
+            "no candidate passed compliance and scored"
+            if best is None
+            else f"best reward {best.total:.3f} is below good_enough {routing.good_enough}"
+        )
+        target = best or _least_bad(rewards)
+        if target is not None and revisions < routing.max_revisions:
+            return Decision("revise", why, chosen=target.candidate_id, uncertainty=0.0)
+        return Decision("drop", why + (" and revisions are used up" if target else ""))
+    if len(rewards) < 2:
+        return Decision("drop", "only one candidate: nothing to compare it with")
+
+    worst = min(
+        (r for r in rewards if r.candidate_id != best.candidate_id),
+        key=lambda r: -1.0 if r.vetoed else (r.total if r.total is not None else 2.0),
+    )
+    forward = comparator(best, worst, weights)
+    backward = comparator(worst, best, weights)
+    reasons, parts = [], [0.0]
+    low = [
+        (name, c)
+        for reward in (best, worst)
+        for name, c in reward.confidence.items()
+        if c is not None and weights.get(name, 0) > 0 and c < routing.min_confidence
+    ]
+    if low:
+        name, c = min(low, key=lambda item: item[1])
+        reasons.append(f"low confidence ({name} {c:.2f} < {routing.min_confidence})")
+        parts.append(1 - c / routing.min_confidence if routing.min_confidence else 0.0)
+    unscored = sorted(set(best.unscored) | set(worst.unscored))
+    if unscored:
+        reasons.append(f"unscored: {', '.join(unscored)}")
+        parts.append(len(unscored) / max(1, len([w for w in weights.values() if w > 0])))
+    if forward.margin < routing.pair_margin and not forward.pareto:
+        reasons.append(f"small margin ({forward.margin:.3f} < {routing.pair_margin})")
+        parts.append(1 - max(forward.margin, 0) / routing.pair_margin if routing.pair_margin else 0)
+    if forward.disagreement > routing.max_disagreement:
+        reasons.append(f"critics disagree ({forward.disagreement:.2f} of the weight prefers the other)")
+        parts.append(forward.disagreement)
+    if (forward.margin > 0) == (backward.margin > 0) and forward.margin != 0:
+        reasons.append("the preference flips when the order is swapped")
+        parts.append(1.0)
+    uncertainty = round(min(1.0, max(parts)), 4)
+    common = {
+        "chosen": best.candidate_id,
+        "rejected": worst.candidate_id,
+        "margin": forward.margin,
+        "uncertainty": uncertainty,
+    }
+    if reasons:
+        return Decision("escalate", "; ".join(reasons), **common)
+    basis = "dominates on every dimension" if forward.pareto else "beats it"
+    vetoed = f" (rejected is vetoed: {', '.join(worst.vetoes)})" if worst.vetoed else ""
+    reason = f"chosen {basis} by {forward.margin:.3f}{vetoed}"
+    return Decision("pair", reason, source="synthetic", **common)
+
+
+def _judge_revision(revised: Reward, original: Reward, revisions: int, routing: Routing) -> Decision:
+    before = original.total if original.usable else 0.0
+    if revised.usable and revised.total > before:
+        return Decision(
+            "pair",
+            f"revision scores {revised.total:.3f} over the original's {before:.3f}",
+            chosen=revised.candidate_id,
+            rejected=original.candidate_id,
+            margin=round(revised.total - before, 6),
+            source="revision",
+        )
+    now = "vetoed" if revised.vetoed else f"{(revised.total or 0):.3f}"
+    why = f"revision did not score higher ({now} vs {before:.3f})"
+    if revisions < routing.max_revisions:  # sample another rewrite of the same original
+        return Decision("revise", why + "; revising again", chosen=original.candidate_id)
+    return Decision("drop", why)
+
+
+def _least_bad(rewards: Sequence[Reward]) -> Reward | None:
+    """The candidate a revision should start from when none is usable: the highest scored."""
+    scored = [r for r in rewards if r.vector]
+    if not scored:
+        return None
+    return max(scored, key=lambda r: sum(v or 0 for v in r.vector.values()))
+
+
+def route_after_judging(state: Mapping[str, Any]) -> Route:
+    """Conditional edge after ``aggregate``: the route of the decision just made."""
+    return state["decision"]["route"]

@@ -1,0 +1,250 @@
+"""``criticloop graph run``: the nightly job. The feedback graph over every prompt that needs it.
+
+    criticloop graph run            # judge new prompts (or those not judged with this model)
+
+Each prompt is a LangGraph thread ``<run id>/<prompt id>`` checkpointed in
+``$CRITICLOOP_HOME/checkpoints.db``. A run killed at any point is continued by the next
+``criticloop graph run``: finished threads are skipped, started ones resume from their last
+checkpoint, and the store's natural keys keep pairs and critiques from doubling. Escalated
+prompts wait at an ``interrupt()`` while the run moves on; at the end, escalations beyond the
+human budget (the least uncertain) are dropped.
+
+The training hand-off is the pairs table: ``criticloop pairs export`` or the training job read
+the pairs this run recorded (``pairs.run_id``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Any
+
+from ..agents import Critic, Policy, Sampling, build_critic, load_embedder, policy_ref
+from ..settings import Settings
+from ..store import Store
+from ._generate import generation_config_hash
+from .feedback import FeedbackResources, ThreadStores, build_feedback_graph
+from .profiles import Profiles
+
+log = logging.getLogger(__name__)
+RUN_KIND = "graph"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    sampling: Sampling
+    candidates: int
+    concurrency: int = 2
+    prompt_ids: Sequence[str] = ()
+    task_types: Sequence[str] = ()
+    limit: int | None = None
+    human_budget: int | None = None  # None: the profile's
+    progress: bool = True
+
+
+def open_checkpointer(settings: Settings):
+    """The SQLite checkpointer that keeps graph threads across processes."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(settings.checkpoints_path, check_same_thread=False, timeout=60)
+    saver = SqliteSaver(conn)
+    saver.setup()
+    return saver
+
+
+def build_critics(profiles: Profiles) -> dict[str, Critic]:
+    from ..agents import critics as _registers_builtins  # noqa: F401
+    from ..agents._critic import CRITICS
+
+    return {name: build_critic(name, **profiles.critic_options(name)) for name in sorted(CRITICS)}
+
+
+def thread_config(run_id: str, prompt_id: str) -> dict[str, Any]:
+    return {
+        "configurable": {"thread_id": f"{run_id}/{prompt_id}"},
+        "run_name": f"feedback {prompt_id}",
+        "tags": ["criticloop", RUN_KIND],
+        "metadata": {"run_id": run_id, "prompt_id": prompt_id},
+    }
+
+
+def make_resources(
+    settings: Settings,
+    stores: ThreadStores,
+    profiles: Profiles,
+    sampling: Sampling,
+    candidates: int,
+    *,
+    critics: dict[str, Critic] | None = None,
+    load_policy: Callable[[], Any] | None = None,
+    load_embedder_fn: Callable[[], Any] | None = None,
+) -> FeedbackResources:
+    ref = policy_ref(settings)
+    config_hash = generation_config_hash(ref.name, None, sampling, settings.generation.max_prompt_tokens)
+    return FeedbackResources(
+        settings=settings,
+        stores=stores,
+        profiles=profiles,
+        critics=critics if critics is not None else build_critics(profiles),
+        sampling=sampling,
+        candidates=candidates,
+        config_hash=config_hash,
+        model_name=ref.name,
+        load_policy=load_policy or (lambda: Policy.load(settings, ref)),
+        load_embedder=load_embedder_fn or (lambda: load_embedder(settings)),
+    )
+
+
+def advance(graph: Any, run_id: str, prompt_id: str) -> str:
+    """Run (or continue) one prompt's thread as far as it goes; return where it stands."""
+    config = thread_config(run_id, prompt_id)
+    snapshot = graph.get_state(config)
+    if not snapshot.values:
+        graph.invoke({"run_id": run_id, "prompt_id": prompt_id, "revisions": 0}, config)
+    elif snapshot.next and not _interrupted(snapshot):
+        graph.invoke(None, config)  # a crash left it mid-way: continue from the checkpoint
+    snapshot = graph.get_state(config)
+    if _interrupted(snapshot):
+        return "escalated"
+    return (snapshot.values.get("outcome") or {}).get("outcome", "unfinished")
+
+
+def _interrupted(snapshot: Any) -> bool:
+    return any(task.interrupts for task in snapshot.tasks)
+
+
+def run_feedback(
+    settings: Settings,
+    options: RunOptions,
+    *,
+    critics: dict[str, Critic] | None = None,
+    load_policy: Callable[[], Any] | None = None,
+    load_embedder_fn: Callable[[], Any] | None = None,
+) -> dict[str, Any]:
+    """Run the feedback graph over the prompts that need it; return the run's summary."""
+    from langgraph.types import Command
+
+    began = time.perf_counter()
+    profiles = Profiles.load(settings.profiles)
+    with Store.open(settings.db_path, create=False) as store:
+        run = store.claim_unfinished_run(RUN_KIND)
+        if run is not None:
+            config = run["config"]
+            sampling = Sampling(**config["sampling"])
+            candidates = config["candidates"]
+            prompt_ids = config["prompts"]
+            run_id = run["id"]
+            log.info("continuing unfinished run %s (%d prompts)", run_id, len(prompt_ids))
+        else:
+            sampling, candidates = options.sampling, options.candidates
+            run_id = None
+    stores = ThreadStores(settings.db_path)
+    resources = make_resources(
+        settings, stores, profiles, sampling, candidates,
+        critics=critics, load_policy=load_policy, load_embedder_fn=load_embedder_fn,
+    )
+    if run is not None:
+        resources.config_hash = run["config"]["config_hash"]
+    store = stores.get()
+    if run_id is None:
+        prompts = store.prompts_to_judge(
+            resources.config_hash,
+            prompt_ids=options.prompt_ids,
+            task_types=options.task_types,
+            limit=options.limit,
+        )
+        prompt_ids = [p["id"] for p in prompts]
+        run_id = store.start_run(
+            RUN_KIND,
+            {
+                "model": resources.model_name,
+                "config_hash": resources.config_hash,
+                "sampling": sampling.as_dict(),
+                "candidates": candidates,
+                "profile": profiles.as_record(),
+                "critics": {name: c.version for name, c in resources.critics.items()},
+                "prompts": prompt_ids,
+            },
+        )
+    checkpointer = open_checkpointer(settings)
+    graph = build_feedback_graph(resources, checkpointer)
+    states: dict[str, str] = {}
+    status = "failed"
+    try:
+        bar = _progress(len(prompt_ids), options.progress)
+        with ThreadPoolExecutor(max_workers=options.concurrency, thread_name_prefix="feedback") as pool:
+            futures = {pool.submit(advance, graph, run_id, pid): pid for pid in prompt_ids}
+            for future in as_completed(futures):
+                states[futures[future]] = future.result()
+                bar.update(1)
+        bar.close()
+        budget = profiles.human_budget if options.human_budget is None else options.human_budget
+        waiting = store.waiting_decisions(run_id)
+        for decision in waiting[budget:]:
+            graph.invoke(Command(resume={"over_budget": True}), thread_config(run_id, decision["prompt_id"]))
+        status = "done"
+    finally:
+        summary = _summary(store, run_id, resources, began, states)
+        store.finish_run(run_id, status, summary)
+        stores.close()
+        checkpointer.conn.close()
+    return summary
+
+
+def answer_escalation(settings: Settings, run_id: str, prompt_id: str, answer: dict[str, Any]) -> dict:
+    """Resume an escalated prompt's thread with a person's answer (any process, any time).
+
+    ``answer``: ``{"preference": "a" | "b" | "tie", "reviewer": ..., "comment": ...}`` where A is
+    the candidate the critics preferred. Returns the thread's outcome.
+    """
+    from langgraph.types import Command
+
+    from ..errors import NotFoundError
+
+    with Store.open(settings.db_path, create=False) as store:
+        decision = store.get_decision(run_id, prompt_id)
+        if decision is None or decision["status"] != "waiting":
+            raise NotFoundError(f"no escalation of prompt {prompt_id!r} is waiting in run {run_id!r}")
+        run = store.get_run(run_id)
+    config = run["config"]
+    profiles = Profiles.load(settings.profiles)
+    stores = ThreadStores(settings.db_path)
+    resources = make_resources(settings, stores, profiles, Sampling(**config["sampling"]), config["candidates"])
+    resources.config_hash = config["config_hash"]
+    checkpointer = open_checkpointer(settings)
+    try:
+        graph = build_feedback_graph(resources, checkpointer)
+        result = graph.invoke(Command(resume=answer), thread_config(run_id, prompt_id))
+        return result.get("outcome", {})
+    finally:
+        stores.close()
+        checkpointer.conn.close()
+
+
+def _summary(
+    store: Store, run_id: str, resources: FeedbackResources, began: float, states: dict[str, str]
+) -> dict[str, Any]:
+    report = store.run_report(run_id)
+    signals = resources._signals
+    return {
+        "run_id": run_id,
+        "model": resources.model_name,
+        "profile": resources.profiles.version,
+        **report,
+        "wall_seconds": round(time.perf_counter() - began, 2),
+        "stage_seconds": {k: round(v, 3) for k, v in resources.times.seconds.most_common()},
+        "shared_signals": dict(signals.stats) if signals else {},
+        "database": str(store.path),
+    }
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="judging", unit="prompt", file=sys.stderr, disable=not enabled)
