@@ -216,13 +216,73 @@ def load_causal_lm(
     return model, tokenizer, device
 
 
-def load_embedder(settings: Settings):
-    """The sentence-transformers embedder named by the settings."""
-    from sentence_transformers import SentenceTransformer
+class Embedder:
+    """Sentence embeddings from a sentence-transformers model directory (or hub id), computed
+    with transformers directly: the pooling its ``1_Pooling/config.json`` names (mean, CLS or
+    max), L2-normalized. sentence-transformers itself imports peft and bitsandbytes, which a
+    judging run has no use for."""
 
-    ref = embedder_ref(settings)
-    device = pick_device(settings.embedder.device)
+    def __init__(self, ref: ModelRef, device: str = "auto"):
+        from transformers import AutoModel, AutoTokenizer
+
+        _quiet_transformers()
+        self.ref = ref
+        self.device = pick_device(device)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(ref.source)
+            self.model = AutoModel.from_pretrained(ref.source).to(self.device).eval()
+        except (OSError, ValueError) as exc:
+            raise _load_failed("embedder", ref, exc) from None
+        folder = Path(ref.source)
+        pooling = _read_json(folder / "1_Pooling" / "config.json")
+        self.pooling = (
+            "cls" if pooling.get("pooling_mode_cls_token")
+            else "max" if pooling.get("pooling_mode_max_tokens")
+            else "mean"
+        )
+        st_config = _read_json(folder / "sentence_bert_config.json")
+        self.max_length = int(st_config.get("max_seq_length") or self.tokenizer.model_max_length or 512)
+        self.max_length = min(self.max_length, 8192)
+
+    def encode(self, texts, batch_size: int = 64, normalize_embeddings: bool = True, **_: Any):
+        """Embeddings of ``texts`` as a (n, dim) float32 array, in order."""
+        import numpy as np
+        import torch
+
+        texts = list(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # less padding per batch
+        out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            batch = self.tokenizer(
+                [texts[i] for i in chunk],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            ).to(self.device)
+            with torch.inference_mode():
+                hidden = self.model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            if self.pooling == "cls":
+                pooled = hidden[:, 0]
+            elif self.pooling == "max":
+                pooled = hidden.masked_fill(mask == 0, float("-inf")).max(dim=1).values
+            else:
+                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            if normalize_embeddings:
+                pooled = torch.nn.functional.normalize(pooled, dim=-1)
+            out[chunk] = pooled.float().cpu().numpy()
+        return out
+
+
+def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return SentenceTransformer(ref.source, device=device)
-    except (OSError, ValueError) as exc:
-        raise _load_failed("embedder", ref, exc) from None
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def load_embedder(settings: Settings) -> Embedder:
+    """The sentence embedder named by the settings."""
+    return Embedder(embedder_ref(settings), settings.embedder.device)

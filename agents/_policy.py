@@ -107,6 +107,7 @@ class Policy:
         self.device = device
         self.ref = ref
         self.max_prompt_tokens = max_prompt_tokens
+        self.adapter_version: str | None = None  # set when a trained LoRA adapter is loaded
 
     @classmethod
     def load(cls, settings: Settings, ref: ModelRef | None = None) -> Policy:

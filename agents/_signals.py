@@ -118,7 +118,9 @@ class Signals:
             tokenizer = policy.tokenizer
             rows = []
             for key, case in todo.items():
-                prompt_ids = policy.encode([{"role": r, "content": c} for r, c in case.conversation])
+                prompt_ids = policy.encode(
+                    [{"role": r, "content": c} for r, c in case.conversation]
+                )
                 reply = tokenizer(case.judged_text, add_special_tokens=False)["input_ids"]
                 reply = reply[:NLL_MAX_RESPONSE_TOKENS]
                 rows.append((key, prompt_ids, reply))

@@ -9,11 +9,11 @@ config and gives new candidates.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..agents import BatchStats, Policy, Sampling, build_conversation, policy_ref
+from ..agents import BatchStats, Candidate, Policy, Sampling, build_conversation, policy_ref
 from ..settings import Settings
 from ..store import GenerationRecord, Store, content_hash
 
@@ -54,6 +54,55 @@ def generation_config_hash(
     )[:16]
 
 
+def missing_requests(
+    store: Store, prompts: Sequence[dict[str, Any]], config_hash: str, candidates: int
+) -> tuple[list[tuple[str, list[dict[str, str]], list[int]]], int]:
+    """Generation requests for the candidates not stored yet under ``config_hash``, and how
+    many are already there."""
+    requests, present = [], 0
+    for prompt in prompts:
+        done = store.completed_candidates(prompt["id"], config_hash)
+        missing = [i for i in range(candidates) if i not in done]
+        present += candidates - len(missing)
+        if missing:
+            brand = store.get_brand(prompt["brand_id"]) if prompt["brand_id"] else None
+            campaign = store.get_campaign(prompt["campaign_id"]) if prompt["campaign_id"] else None
+            requests.append((prompt["id"], build_conversation(prompt, brand, campaign), missing))
+    return requests, present
+
+
+def generate_and_record(
+    store: Store,
+    policy: Policy,
+    requests: Sequence[tuple[str, list[dict[str, str]], Sequence[int]]],
+    *,
+    sampling: Sampling,
+    config_hash: str,
+    batch_size: int,
+    run_id: str | None,
+    on_batch: Callable[[BatchStats], None] | None = None,
+) -> Iterator[list[Candidate]]:
+    """Sample the requested candidates, recording each batch before yielding it."""
+    for batch in policy.generate(requests, sampling, batch_size, on_batch=on_batch):
+        store.record_generations(
+            GenerationRecord(
+                prompt_id=c.key,
+                config_hash=config_hash,
+                candidate_index=c.index,
+                text=c.text,
+                model=policy.ref.name,
+                adapter_version=policy.adapter_version,
+                sampling=sampling.as_dict(),
+                prompt_tokens=c.prompt_tokens,
+                completion_tokens=c.completion_tokens,
+                finish_reason=c.finish_reason,
+                run_id=run_id,
+            )
+            for c in batch
+        )
+        yield batch
+
+
 def run_generate(
     settings: Settings,
     store: Store,
@@ -81,15 +130,7 @@ def run_generate(
         candidates_per_prompt=candidates,
         database=str(store.path),
     )
-    requests = []
-    for prompt in prompts:
-        done = store.completed_candidates(prompt["id"], config_hash)
-        missing = [i for i in range(candidates) if i not in done]
-        summary.already_present += candidates - len(missing)
-        if missing:
-            brand = store.get_brand(prompt["brand_id"]) if prompt["brand_id"] else None
-            campaign = store.get_campaign(prompt["campaign_id"]) if prompt["campaign_id"] else None
-            requests.append((prompt["id"], build_conversation(prompt, brand, campaign), missing))
+    requests, summary.already_present = missing_requests(store, prompts, config_hash, candidates)
     if not requests:
         return summary
 
@@ -116,22 +157,16 @@ def run_generate(
             bar.update(stats.sequences)
             bar.set_postfix(tok_s=f"{summary.tokens_per_second:.0f}")
 
-        for batch in policy.generate(requests, sampling, batch_size, on_batch=on_batch):
-            store.record_generations(
-                GenerationRecord(
-                    prompt_id=c.key,
-                    config_hash=config_hash,
-                    candidate_index=c.index,
-                    text=c.text,
-                    model=ref.name,
-                    sampling=sampling.as_dict(),
-                    prompt_tokens=c.prompt_tokens,
-                    completion_tokens=c.completion_tokens,
-                    finish_reason=c.finish_reason,
-                    run_id=summary.run_id,
-                )
-                for c in batch
-            )
+        for batch in generate_and_record(
+            store,
+            policy,
+            requests,
+            sampling=sampling,
+            config_hash=config_hash,
+            batch_size=batch_size,
+            run_id=summary.run_id,
+            on_batch=on_batch,
+        ):
             for c in batch:
                 summary.generated += 1
                 task = task_of[c.key]

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from ..store import Store
 
 
-
 class _Context:
     """What the root command hands its subcommands: settings built on first use."""
 
@@ -245,17 +244,32 @@ def graph() -> None:
     type=click.Choice(TASK_TYPES),
     help="Only prompts of this task type (repeatable).",
 )
-@click.option("-p", "--prompt", "prompt_ids", multiple=True, help="Only this prompt id (repeatable).")
+@click.option(
+    "-p", "--prompt", "prompt_ids", multiple=True, help="Only this prompt id (repeatable)."
+)
 @click.option("-k", "--candidates", type=click.IntRange(1, 32), help="Candidates per prompt.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), help="New tokens per candidate.")
 @click.option("--temperature", type=click.FloatRange(min=0), help="0 for greedy decoding.")
 @click.option("--seed", type=int, help="Sampling seed.")
 @click.option("--concurrency", type=click.IntRange(1, 64), help="Prompts in flight at once.")
-@click.option("--human-budget", type=click.IntRange(min=0), help="Escalations this run may leave for people.")
+@click.option(
+    "--human-budget", type=click.IntRange(min=0), help="Escalations this run may leave for people."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_context
-def graph_run(obj: _Context, limit, task_types, prompt_ids, candidates, max_new_tokens, temperature,
-              seed, concurrency, human_budget, as_json) -> None:
+def graph_run(
+    obj: _Context,
+    limit,
+    task_types,
+    prompt_ids,
+    candidates,
+    max_new_tokens,
+    temperature,
+    seed,
+    concurrency,
+    human_budget,
+    as_json,
+) -> None:
     """Generate, judge and route every prompt that needs it: the nightly job.
 
     Picks prompts with no decision under the current model and settings, generates K
@@ -326,8 +340,12 @@ def graph_show(obj: _Context) -> None:
 @graph.command("decide")
 @click.argument("run_id")
 @click.argument("prompt_id")
-@click.option("--prefer", type=click.Choice(["a", "b", "tie"]), required=True,
-              help="a: the critics' choice; b: the other candidate; tie.")
+@click.option(
+    "--prefer",
+    type=click.Choice(["a", "b", "tie"]),
+    required=True,
+    help="a: the critics' choice; b: the other candidate; tie.",
+)
 @click.option("--reviewer", required=True, help="Who decided (recorded with the review).")
 @click.option("--comment", help="Why, in a sentence.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")

@@ -29,16 +29,15 @@ from ..store import (
     SUPPLIED,
     CritiqueRecord,
     DecisionRecord,
-    GenerationRecord,
     PairRecord,
     ReviewRecord,
     Store,
 )
+from ._generate import generate_and_record
 from .profiles import Profiles
 from .reward import aggregate
 from .routing import decide, route_after_judging
 from .state import CandidateState, FeedbackState
-
 
 
 class ThreadStores:
@@ -91,11 +90,9 @@ class FeedbackResources:
     sampling: Sampling
     candidates: int
     config_hash: str
-    model_name: str
     load_policy: Callable[[], Any]
     load_embedder: Callable[[], Any]
     times: StageTimes = field(default_factory=StageTimes)
-    adapter_version: str | None = None
     _policy: Any = None
     _signals: Signals | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -201,7 +198,11 @@ def build_feedback_graph(resources: FeedbackResources, checkpointer: Any = None)
                         rationale=score.rationale,
                         critic_version=score.critic_version,
                         backend="local",
-                        evidence={**score.evidence, "dimension": score.dimension, "veto": score.veto},
+                        evidence={
+                            **score.evidence,
+                            "dimension": score.dimension,
+                            "veto": score.veto,
+                        },
                         run_id=state["run_id"],
                     )
                 )
@@ -214,7 +215,10 @@ def build_feedback_graph(resources: FeedbackResources, checkpointer: Any = None)
         prompt, _, _ = r.context(state["prompt_id"])
         profile = r.profiles.for_prompt(prompt["task_type"], prompt["brand_id"])
         scores = state.get("scores") or {}
-        rewards = [aggregate(c["id"], scores.get(c["id"], {}), profile.weights) for c in state["candidates"]]
+        rewards = [
+            aggregate(c["id"], scores.get(c["id"], {}), profile.weights)
+            for c in state["candidates"]
+        ]
         pending = state.get("pending_revision")
         decision = decide(
             rewards,
@@ -234,7 +238,11 @@ def build_feedback_graph(resources: FeedbackResources, checkpointer: Any = None)
         target = next(c for c in state["candidates"] if c["id"] == target_id)
         rounds = state.get("revisions", 0)
         revision = _revise(r, state, target, rounds)
-        return {"candidates": [revision], "revisions": rounds + 1, "pending_revision": [revision["id"], target_id]}
+        return {
+            "candidates": [revision],
+            "revisions": rounds + 1,
+            "pending_revision": [revision["id"], target_id],
+        }
 
     def pair(state: FeedbackState) -> dict:
         d = state["decision"]
@@ -328,23 +336,16 @@ def _candidates(r: FeedbackResources, run_id: str, prompt_id: str) -> list[Candi
     if missing:
         prompt, brand, campaign = r.context(prompt_id)
         request = [(prompt_id, build_conversation(prompt, brand, campaign), missing)]
-        for batch in r.policy.generate(request, r.sampling, batch_size=len(missing)):
-            store.record_generations(
-                GenerationRecord(
-                    prompt_id=prompt_id,
-                    config_hash=r.config_hash,
-                    candidate_index=c.index,
-                    text=c.text,
-                    model=r.model_name,
-                    adapter_version=r.adapter_version,
-                    sampling=r.sampling.as_dict(),
-                    prompt_tokens=c.prompt_tokens,
-                    completion_tokens=c.completion_tokens,
-                    finish_reason=c.finish_reason,
-                    run_id=run_id,
-                )
-                for c in batch
-            )
+        for _ in generate_and_record(
+            store,
+            r.policy,
+            request,
+            sampling=r.sampling,
+            config_hash=r.config_hash,
+            batch_size=len(missing),
+            run_id=run_id,
+        ):
+            pass
         mine = {
             g["candidate_index"]: g
             for g in store.generations_for(prompt_id)
@@ -380,32 +381,29 @@ def _revise(
         scores = (state.get("scores") or {}).get(target["id"], {})
         problems = [
             s["rationale"]
-            for s in sorted(scores.values(), key=lambda s: (s["score"] is not None, s["score"] or 0))
+            for s in sorted(
+                scores.values(), key=lambda s: (s["score"] is not None, s["score"] or 0)
+            )
             if s.get("veto") or s["score"] is None or s["score"] < 0.6
         ][:4] or ["make it more helpful, clear and specific"]
         conversation = build_revision(prompt, target["text"], problems)
         sampling = Sampling(
-            r.sampling.max_new_tokens, min(r.sampling.temperature, 0.7), r.sampling.top_p, r.sampling.seed + 1 + rounds
+            r.sampling.max_new_tokens,
+            min(r.sampling.temperature, 0.7),
+            r.sampling.top_p,
+            r.sampling.seed + 1 + rounds,
         )
-        for batch in r.policy.generate([(state["prompt_id"], conversation, [index])], sampling, 1):
-            c = batch[0]
-            store.record_generations(
-                [
-                    GenerationRecord(
-                        prompt_id=state["prompt_id"],
-                        config_hash=config,
-                        candidate_index=index,
-                        text=c.text,
-                        model=r.model_name,
-                        adapter_version=r.adapter_version,
-                        sampling={**sampling.as_dict(), "revises": target["id"]},
-                        prompt_tokens=c.prompt_tokens,
-                        completion_tokens=c.completion_tokens,
-                        finish_reason=c.finish_reason,
-                        run_id=state["run_id"],
-                    )
-                ]
-            )
+        request = [(state["prompt_id"], conversation, [index])]
+        for _ in generate_and_record(
+            store,
+            r.policy,
+            request,
+            sampling=sampling,
+            config_hash=config,
+            batch_size=1,
+            run_id=state["run_id"],
+        ):
+            pass
         existing = {
             g["candidate_index"]: g
             for g in store.generations_for(state["prompt_id"])
@@ -415,7 +413,12 @@ def _revise(
 
 
 def _record_decision(
-    r: FeedbackResources, state: FeedbackState, outcome: str, status: str, reason: str, pair_id: str | None = None
+    r: FeedbackResources,
+    state: FeedbackState,
+    outcome: str,
+    status: str,
+    reason: str,
+    pair_id: str | None = None,
 ) -> None:
     d = state.get("decision") or {}
     r.stores.get().record_decision(
@@ -463,7 +466,9 @@ def _apply_human_answer(r: FeedbackResources, state: FeedbackState, answer: dict
         reason = f"{reviewer} judged a tie"
         _record_decision(r, state, "human", "done", reason)
         return {"outcome": {"outcome": "human", "reason": reason}}
-    chosen, rejected = (d["chosen"], d["rejected"]) if preference == "a" else (d["rejected"], d["chosen"])
+    chosen, rejected = (
+        (d["chosen"], d["rejected"]) if preference == "a" else (d["rejected"], d["chosen"])
+    )
     texts = {c["id"]: c["text"] for c in state["candidates"]}
     record = PairRecord(
         prompt_id=state["prompt_id"],

@@ -19,7 +19,9 @@ def make_graph():
     settings = Settings.load()
     settings.apply_offline_policy()
     defaults = settings.generation
-    sampling = Sampling(defaults.max_new_tokens, defaults.temperature, defaults.top_p, defaults.seed)
+    sampling = Sampling(
+        defaults.max_new_tokens, defaults.temperature, defaults.top_p, defaults.seed
+    )
     resources = make_resources(
         settings,
         ThreadStores(settings.db_path),

@@ -101,7 +101,9 @@ def compare(a: Reward, b: Reward, weights: Mapping[str, float]) -> Comparison:
         if weights[name] > 0 and a.vector.get(name) is not None and b.vector.get(name) is not None
     ]
     diffs = {name: a.vector[name] - b.vector[name] for name in shared}
-    pareto = bool(diffs) and all(d >= 0 for d in diffs.values()) and any(d > 0 for d in diffs.values())
+    pareto = (
+        bool(diffs) and all(d >= 0 for d in diffs.values()) and any(d > 0 for d in diffs.values())
+    )
     pareto = pareto and not a.vetoed
     weight = sum(weights[n] for n in shared)
     against = sum(weights[n] for n, d in diffs.items() if d < -CLEAR_DIFFERENCE)

@@ -94,7 +94,9 @@ def decide(
         reasons.append(f"small margin ({forward.margin:.3f} < {routing.pair_margin})")
         parts.append(1 - max(forward.margin, 0) / routing.pair_margin if routing.pair_margin else 0)
     if forward.disagreement > routing.max_disagreement:
-        reasons.append(f"critics disagree ({forward.disagreement:.2f} of the weight prefers the other)")
+        reasons.append(
+            f"critics disagree ({forward.disagreement:.2f} of the weight prefers the other)"
+        )
         parts.append(forward.disagreement)
     if (forward.margin > 0) == (backward.margin > 0) and forward.margin != 0:
         reasons.append("the preference flips when the order is swapped")
@@ -114,7 +116,9 @@ def decide(
     return Decision("pair", reason, source="synthetic", **common)
 
 
-def _judge_revision(revised: Reward, original: Reward, revisions: int, routing: Routing) -> Decision:
+def _judge_revision(
+    revised: Reward, original: Reward, revisions: int, routing: Routing
+) -> Decision:
     before = original.total if original.usable else 0.0
     if revised.usable and revised.total > before:
         return Decision(

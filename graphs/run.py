@@ -26,8 +26,8 @@ from typing import Any
 
 from ..agents import Critic, Policy, Sampling, build_critic, load_embedder, policy_ref
 from ..settings import Settings
-from ..store import Store
-from ._generate import generation_config_hash
+from ..store import SUPPLIED, Store
+from ._generate import generate_and_record, generation_config_hash, missing_requests
 from .feedback import FeedbackResources, ThreadStores, build_feedback_graph
 from .profiles import Profiles
 
@@ -86,7 +86,9 @@ def make_resources(
     load_embedder_fn: Callable[[], Any] | None = None,
 ) -> FeedbackResources:
     ref = policy_ref(settings)
-    config_hash = generation_config_hash(ref.name, None, sampling, settings.generation.max_prompt_tokens)
+    config_hash = generation_config_hash(
+        ref.name, None, sampling, settings.generation.max_prompt_tokens
+    )
     return FeedbackResources(
         settings=settings,
         stores=stores,
@@ -95,7 +97,6 @@ def make_resources(
         sampling=sampling,
         candidates=candidates,
         config_hash=config_hash,
-        model_name=ref.name,
         load_policy=load_policy or (lambda: Policy.load(settings, ref)),
         load_embedder=load_embedder_fn or (lambda: load_embedder(settings)),
     )
@@ -146,8 +147,14 @@ def run_feedback(
             run_id = None
     stores = ThreadStores(settings.db_path)
     resources = make_resources(
-        settings, stores, profiles, sampling, candidates,
-        critics=critics, load_policy=load_policy, load_embedder_fn=load_embedder_fn,
+        settings,
+        stores,
+        profiles,
+        sampling,
+        candidates,
+        critics=critics,
+        load_policy=load_policy,
+        load_embedder_fn=load_embedder_fn,
     )
     if run is not None:
         resources.config_hash = run["config"]["config_hash"]
@@ -163,7 +170,7 @@ def run_feedback(
         run_id = store.start_run(
             RUN_KIND,
             {
-                "model": resources.model_name,
+                "model": policy_ref(settings).name,
                 "config_hash": resources.config_hash,
                 "sampling": sampling.as_dict(),
                 "candidates": candidates,
@@ -177,8 +184,13 @@ def run_feedback(
     states: dict[str, str] = {}
     status = "failed"
     try:
+        began_generating = time.perf_counter()
+        _pregenerate(resources, store, run_id, prompt_ids, options.progress)
+        resources.times.add("pregenerate", time.perf_counter() - began_generating)
         bar = _progress(len(prompt_ids), options.progress)
-        with ThreadPoolExecutor(max_workers=options.concurrency, thread_name_prefix="feedback") as pool:
+        with ThreadPoolExecutor(
+            max_workers=options.concurrency, thread_name_prefix="feedback"
+        ) as pool:
             futures = {pool.submit(advance, graph, run_id, pid): pid for pid in prompt_ids}
             for future in as_completed(futures):
                 states[futures[future]] = future.result()
@@ -187,7 +199,9 @@ def run_feedback(
         budget = profiles.human_budget if options.human_budget is None else options.human_budget
         waiting = store.waiting_decisions(run_id)
         for decision in waiting[budget:]:
-            graph.invoke(Command(resume={"over_budget": True}), thread_config(run_id, decision["prompt_id"]))
+            graph.invoke(
+                Command(resume={"over_budget": True}), thread_config(run_id, decision["prompt_id"])
+            )
         status = "done"
     finally:
         summary = _summary(store, run_id, resources, began, states)
@@ -197,7 +211,9 @@ def run_feedback(
     return summary
 
 
-def answer_escalation(settings: Settings, run_id: str, prompt_id: str, answer: dict[str, Any]) -> dict:
+def answer_escalation(
+    settings: Settings, run_id: str, prompt_id: str, answer: dict[str, Any]
+) -> dict:
     """Resume an escalated prompt's thread with a person's answer (any process, any time).
 
     ``answer``: ``{"preference": "a" | "b" | "tie", "reviewer": ..., "comment": ...}`` where A is
@@ -210,12 +226,16 @@ def answer_escalation(settings: Settings, run_id: str, prompt_id: str, answer: d
     with Store.open(settings.db_path, create=False) as store:
         decision = store.get_decision(run_id, prompt_id)
         if decision is None or decision["status"] != "waiting":
-            raise NotFoundError(f"no escalation of prompt {prompt_id!r} is waiting in run {run_id!r}")
+            raise NotFoundError(
+                f"no escalation of prompt {prompt_id!r} is waiting in run {run_id!r}"
+            )
         run = store.get_run(run_id)
     config = run["config"]
     profiles = Profiles.load(settings.profiles)
     stores = ThreadStores(settings.db_path)
-    resources = make_resources(settings, stores, profiles, Sampling(**config["sampling"]), config["candidates"])
+    resources = make_resources(
+        settings, stores, profiles, Sampling(**config["sampling"]), config["candidates"]
+    )
     resources.config_hash = config["config_hash"]
     checkpointer = open_checkpointer(settings)
     try:
@@ -227,6 +247,37 @@ def answer_escalation(settings: Settings, run_id: str, prompt_id: str, answer: d
         checkpointer.conn.close()
 
 
+def _pregenerate(
+    r: FeedbackResources, store: Store, run_id: str, prompt_ids: Sequence[str], progress: bool
+) -> None:
+    """Sample every prompt's missing candidates up front, batched across prompts (several
+    times the tokens/s of one prompt's K at a time); the graph's generate node then finds them
+    stored. Prompts that came with their own candidates need none."""
+    prompts = [store.get_prompt(pid) for pid in prompt_ids]
+    prompts = [
+        p
+        for p in prompts
+        if not any(g["config_hash"] == SUPPLIED for g in store.generations_for(p["id"]))
+    ]
+    requests, _ = missing_requests(store, prompts, r.config_hash, r.candidates)
+    if not requests:
+        return
+    total = sum(len(indices) for _, _, indices in requests)
+    bar = _progress(total, progress, "generating", "cand")
+    for _ in generate_and_record(
+        store,
+        r.policy,
+        requests,
+        sampling=r.sampling,
+        config_hash=r.config_hash,
+        batch_size=r.settings.generation.batch_size,
+        run_id=run_id,
+        on_batch=lambda stats: bar.update(stats.sequences),
+    ):
+        pass
+    bar.close()
+
+
 def _summary(
     store: Store, run_id: str, resources: FeedbackResources, began: float, states: dict[str, str]
 ) -> dict[str, Any]:
@@ -234,7 +285,7 @@ def _summary(
     signals = resources._signals
     return {
         "run_id": run_id,
-        "model": resources.model_name,
+        "model": policy_ref(resources.settings).name,
         "profile": resources.profiles.version,
         **report,
         "wall_seconds": round(time.perf_counter() - began, 2),
@@ -244,7 +295,7 @@ def _summary(
     }
 
 
-def _progress(total: int, enabled: bool):
+def _progress(total: int, enabled: bool, desc: str = "judging", unit: str = "prompt"):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="judging", unit="prompt", file=sys.stderr, disable=not enabled)
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not enabled)

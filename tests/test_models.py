@@ -104,3 +104,26 @@ def test_a_local_directory_replaces_the_embedder():
     settings = Settings.load(env_file=None, embedder={"model": str(get_model_path())})
     assert embedder_ref(settings).name == str(get_model_path())
     assert load_embedder(settings).encode(["hello"]).shape == (1, 384)
+
+
+def test_embedder_matches_sentence_transformers_without_importing_it():
+    import subprocess
+    import sys
+
+    from sentence_transformers import SentenceTransformer
+
+    settings = Settings.load(env_file=None)
+    texts = ["Cold brew is steeped for hours.", "A short one.", "Budgets for retail media " * 40]
+    ours = load_embedder(settings).encode(texts)
+    reference = SentenceTransformer(embedder_ref(settings).source, device="cpu").encode(
+        texts, normalize_embeddings=True
+    )
+    assert (ours * reference).sum(axis=1).min() > 0.9999
+    code = (
+        "import sys\nfrom criticloop.settings import Settings\n"
+        "from criticloop.agents import load_embedder\n"
+        "load_embedder(Settings(_env_file=None)).encode(['x'])\n"
+        "print([m for m in ('sentence_transformers', 'peft', 'trl', 'bitsandbytes') if m in sys.modules])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "[]"

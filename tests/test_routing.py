@@ -21,7 +21,9 @@ def _reward(cid, helpfulness, coherence, compliance=1.0, confidence=0.8, veto_ru
     scores = {
         "helpfulness": _score(helpfulness, confidence),
         "coherence": _score(coherence, confidence),
-        "compliance": _score(0.0 if veto_rules else compliance, confidence, bool(veto_rules), veto_rules),
+        "compliance": _score(
+            0.0 if veto_rules else compliance, confidence, bool(veto_rules), veto_rules
+        ),
     }
     return aggregate(cid, scores, WEIGHTS)
 
@@ -34,7 +36,10 @@ def test_weighted_mean_keeps_the_vector():
 
 
 def test_unscored_critics_drop_out_of_the_mean():
-    scores = {"helpfulness": _score(0.9), "coherence": {"score": None, "confidence": None, "evidence": {}}}
+    scores = {
+        "helpfulness": _score(0.9),
+        "coherence": {"score": None, "confidence": None, "evidence": {}},
+    }
     reward = aggregate("a", scores, WEIGHTS)
     assert reward.total == pytest.approx(0.9)
     assert reward.unscored == ("coherence",)
@@ -64,7 +69,11 @@ def test_clear_winner_makes_a_synthetic_pair():
 
 
 def test_vetoed_candidate_is_the_rejected_one():
-    rewards = [_reward("a", 0.95, 0.9, veto_rules=("banned_claim",)), _reward("b", 0.7, 0.7), _reward("c", 0.6, 0.6)]
+    rewards = [
+        _reward("a", 0.95, 0.9, veto_rules=("banned_claim",)),
+        _reward("b", 0.7, 0.7),
+        _reward("c", 0.6, 0.6),
+    ]
     decision = decide(rewards, WEIGHTS, ROUTING)
     assert decision.route == "pair"
     assert (decision.chosen, decision.rejected) == ("b", "a")
@@ -88,8 +97,20 @@ def test_uncertain_cases_escalate(a, b, why):
 
 
 def test_unscored_escalates():
-    a = aggregate("a", {"helpfulness": _score(0.9), "coherence": _score(0.9), "compliance": _score(1.0)}, WEIGHTS)
-    b = aggregate("b", {"helpfulness": _score(0.3), "coherence": {"score": None, "confidence": None, "evidence": {}}, "compliance": _score(1.0)}, WEIGHTS)
+    a = aggregate(
+        "a",
+        {"helpfulness": _score(0.9), "coherence": _score(0.9), "compliance": _score(1.0)},
+        WEIGHTS,
+    )
+    b = aggregate(
+        "b",
+        {
+            "helpfulness": _score(0.3),
+            "coherence": {"score": None, "confidence": None, "evidence": {}},
+            "compliance": _score(1.0),
+        },
+        WEIGHTS,
+    )
     decision = decide([a, b], WEIGHTS, ROUTING)
     assert decision.route == "escalate" and "unscored: coherence" in decision.reason
 
@@ -98,7 +119,12 @@ def test_order_dependent_judge_is_not_confident():
     def first_always_wins(x, y, weights):  # a fake pairwise judge with position bias
         return Comparison(margin=0.3, pareto=False, disagreement=0.0)
 
-    decision = decide([_reward("a", 0.9, 0.8), _reward("b", 0.4, 0.6)], WEIGHTS, ROUTING, comparator=first_always_wins)
+    decision = decide(
+        [_reward("a", 0.9, 0.8), _reward("b", 0.4, 0.6)],
+        WEIGHTS,
+        ROUTING,
+        comparator=first_always_wins,
+    )
     assert decision.route == "escalate" and "flips when the order is swapped" in decision.reason
 
 
@@ -107,7 +133,10 @@ def test_nothing_good_enough_revises_then_drops():
     first = decide(weak, WEIGHTS, ROUTING)
     assert first.route == "revise" and first.chosen == "a"
     assert decide(weak, WEIGHTS, ROUTING, revisions=1).route == "drop"
-    all_vetoed = [_reward("a", 0.9, 0.9, veto_rules=("profanity",)), _reward("b", 0.8, 0.8, veto_rules=("pii",))]
+    all_vetoed = [
+        _reward("a", 0.9, 0.9, veto_rules=("profanity",)),
+        _reward("b", 0.8, 0.8, veto_rules=("pii",)),
+    ]
     assert decide(all_vetoed, WEIGHTS, ROUTING).route == "revise"
 
 
@@ -119,7 +148,10 @@ def test_revision_becomes_chosen_only_if_it_scores_higher():
     lose = decide([original, worse], WEIGHTS, ROUTING, revisions=1, revision=("r", "a"))
     assert lose.route == "drop" and "did not score higher" in lose.reason
     vetoed = _reward("r", 0.99, 0.99, veto_rules=("banned_claim",))
-    assert decide([original, vetoed], WEIGHTS, ROUTING, revisions=1, revision=("r", "a")).route == "drop"
+    assert (
+        decide([original, vetoed], WEIGHTS, ROUTING, revisions=1, revision=("r", "a")).route
+        == "drop"
+    )
 
 
 def test_route_function_reads_the_decision():

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 VERSION = "1"
 DIMENSION = "coherence"
+_FLAG = 0.6  # a component below this is named in the rationale
 
 
 def _ramp(value: float, floor: float, ceiling: float) -> float:
@@ -92,7 +93,10 @@ class CoherenceCritic:
             weights["continuity"] = self.w_continuity
             evidence["continuity"] = round(continuity, 4)
             weakest = min(range(len(pairs)), key=pairs.__getitem__)
-            evidence["weakest_link"] = {"sentence": weakest + 2, "similarity": round(pairs[weakest], 4)}
+            evidence["weakest_link"] = {
+                "sentence": weakest + 2,
+                "similarity": round(pairs[weakest], 4),
+            }
 
         topic = signals.similarity(text, case.request) if case.request.strip() else None
         if topic is not None:
@@ -104,8 +108,7 @@ class CoherenceCritic:
         if case.campaign and ad.has_ad:
             context = [t for t in (ad.rest, case.request) if t.strip()]
             per_sentence = [
-                statistics.fmean(signals.similarity(s, c) for c in context)
-                for s in ad.ad_sentences
+                statistics.fmean(signals.similarity(s, c) for c in context) for s in ad.ad_sentences
             ]
             ad_fit = statistics.fmean(per_sentence) if per_sentence else None
             if ad_fit is not None:
@@ -148,29 +151,44 @@ def _confidence(parts: dict[str, float], n_tokens: int, case: Case) -> float:
 
 
 def _rationale(parts: dict[str, float], evidence: dict, n_sentences: int) -> str:
-    problems = []
-    if parts.get("ad_fit", 1.0) < 0.5:
+    # Worst first, except that an off-topic ad leads: it is usually what broke the rest too.
+    problems = []  # (sort key, what to fix)
+    if parts.get("ad_fit", 1.0) < _FLAG:
         where = ", ".join(str(i) for i in evidence.get("ad_sentences", []))
         problems.append(
-            f"the ad (sentence {where} of {n_sentences}) is off-topic: only "
-            f"{evidence['ad_fit']:.2f} similar to the answer and request"
+            (
+                -1.0,
+                f"the ad (sentence {where} of {n_sentences}) is off-topic: only "
+                f"{evidence['ad_fit']:.2f} similar to the answer and request",
+            )
         )
-    if parts.get("topic_fit", 1.0) < 0.5:
+    if parts.get("topic_fit", 1.0) < _FLAG:
         problems.append(
-            f"the response drifts from the request (similarity {evidence['topic_similarity']:.2f})"
+            (
+                parts["topic_fit"],
+                f"the response drifts from the request (similarity "
+                f"{evidence['topic_similarity']:.2f})",
+            )
         )
-    if parts.get("continuity", 1.0) < 0.5:
+    if parts.get("continuity", 1.0) < _FLAG:
         link = evidence["weakest_link"]
         problems.append(
-            f"sentences do not follow on from each other (mean similarity "
-            f"{evidence['continuity']:.2f}, weakest at sentence {link['sentence']})"
+            (
+                parts["continuity"],
+                f"sentences do not follow on from each other (mean similarity "
+                f"{evidence['continuity']:.2f}, weakest at sentence {link['sentence']})",
+            )
         )
-    if parts.get("fluency", 1.0) < 0.5:
+    if parts.get("fluency", 1.0) < _FLAG:
         problems.append(
-            f"the text reads as unlikely to the policy (mean NLL {evidence['mean_nll']:.2f}/token)"
+            (
+                parts["fluency"],
+                f"the text reads as unlikely to the policy (mean NLL "
+                f"{evidence['mean_nll']:.2f}/token)",
+            )
         )
     if problems:
-        text = "; ".join(problems)
+        text = "; ".join(p for _, p in sorted(problems, key=lambda item: item[0]))
         return text[0].upper() + text[1:] + "."
     if "ad_fit" in parts:
         return (

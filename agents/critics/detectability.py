@@ -76,8 +76,8 @@ def promotional_cues(text: str) -> dict[str, list[str]]:
 class DetectabilityCritic:
     """Scores how well the ad is woven in (1 - detectability); see the module docstring."""
 
-    shift_ceiling: float = 0.4  # 1 - cosine at which the shift alone is fully detectable
-    standout_ceiling: float = 0.6  # ad~rest cosine at or above which the ad blends in fully
+    shift_ceiling: float = 0.5  # 1 - cosine at which the shift alone is fully detectable
+    standout_ceiling: float = 0.5  # ad~rest cosine at or above which the ad blends in fully
     w_shift: float = 0.5
     w_standout: float = 0.5
     promo_scale: float = 2.0  # weighted cues for 1 - 1/e promotional detectability

@@ -1,19 +1,24 @@
 """Helpfulness: does the response answer what was asked, fully, without looping or dodging?
 
-Signals, all local and cheap once :meth:`Signals.prepare` has embedded the texts:
+Signals, all local and cheap once :meth:`Signals.prepare` has embedded the texts (no policy
+likelihood: on PandaLM it did not separate better answers from worse ones):
 
-- relevance: cosine similarity of the request's and the response's MiniLM embeddings;
-- coverage: share of the request's content words the response takes up;
-- substance: word count against what the request needs (a short-answer question needs a few
-  words, "write an email" a paragraph), saturating, so longer is not always better;
-- asked-for form: a list when the request asks for N items or steps (and about N of them),
-  numbers when it is quantitative (a budget, "how many");
-- completeness: the response ends mid-sentence, or generation stopped at the token limit;
-- refusal and evasion: "I can't help", "as an AI", "I don't know", a question sent back;
+- relevance: cosine similarity of the request's and the response's MiniLM embeddings, and an
+  off-topic penalty below a floor;
+- coverage: share of the request's sub-questions addressed (two or more), else of its content
+  words taken up;
+- substance: log word count against what the request needs (a label or title a few words, a
+  list about ten per item, an essay or email a few hundred), saturating there: longer is
+  better only up to what was asked for;
+- asked-for form: a list when the request asks for items or steps (about N of them when it
+  says N), numbers when it is quantitative (a budget, "how many");
+- completeness: generation stopped at the token limit, or the text ends mid-sentence;
+- refusal and evasion: "I can't help", "as an AI", "I don't know", a bare question sent back;
 - degeneration: repeated lines, repeated word 4-grams, near-duplicate sentences (embeddings);
-- echo: the response copies the request instead of answering it.
+- echo: share of the response's word 4-grams copied from the request.
 
-Checked against people on the PandaLM test set by ``bench/helpfulness_pandalm.py``.
+Checked against people on the PandaLM test set by ``bench/helpfulness_pandalm.py`` (results in
+bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from .._critic import Case, Score, clamp, critic
 from .._text import content_words, sentences, words
@@ -33,7 +40,7 @@ if TYPE_CHECKING:
 VERSION = "1"
 DIMENSION = "helpfulness"
 
-_MAX_SENTENCES = 60  # near-duplicate check is quadratic in sentences: cap it
+_MAX_SENTENCES = 40  # sentences checked for near-duplicates: each unprepared one is an embedding
 _NUMBER_WORDS = {
     "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
     "ten": 10, "a couple of": 2, "a few": 3,
@@ -58,21 +65,27 @@ _QUANT = re.compile(
     r"percent(?:age)?|average|estimate|convert|allocat\w*|spend|dollars?|ratio)\b|[$€£%]",
     re.IGNORECASE,
 )
-_SHORT_ASK = re.compile(
-    r"\b(?:classify|categori[sz]e|choose|select|pick|identify|detect|determine|decide|"
-    r"true or false|yes or no|which (?:one|of)|one word|a word|label|rate|tag|"
-    r"is (?:it|this|the)|extract|find the|answer|correct|fix|rewrite|paraphrase|translate|"
-    r"title|name|spell|synonym|antonym)\b",
+# What the request needs in words: a count of items, else the kind of output it names, else
+# the kind of task. Short outputs (a title, a label) win over "write", which alone says little.
+_SHORT_OUTPUT = re.compile(
+    r"\b(?:title|headline|name|slogan|tagline|motto|hashtags?|one word|a word|one sentence|"
+    r"a sentence|yes or no|true or false|label|synonyms?|antonyms?|acronym|abbreviation)\b",
     re.IGNORECASE,
 )
 _LONG_ASK = re.compile(
-    r"\b(?:write|essay|article|blog|story|stories|email|letter|explain|describe|plan|guide|"
-    r"discuss|compare|summar\w+|proposal|report|review|itinerary|outline|detailed|"
-    r"step[- ]by[- ]step|introduction|cover letter|post|script|speech|poem|lesson)\b",
+    r"\b(?:essay|article|blog|story|stories|e-?mail|letter|explain|describe|plan|guide|"
+    r"discuss|compare|proposal|report|review|itinerary|detailed|step[- ]by[- ]step|"
+    r"introduction|script|speech|poem|lesson|recipe|strategy|analy[sz]e|analysis)\b",
+    re.IGNORECASE,
+)
+_SHORT_ASK = re.compile(
+    r"\b(?:classify|categori[sz]e|choose|select|pick|identify|detect|determine|decide|"
+    r"which|extract|correct|fix|rewrite|paraphrase|translate|spell|verify|convert)\b",
     re.IGNORECASE,
 )
 _REFUSAL = re.compile(
-    r"\b(?:I(?:'m| am) (?:sorry|afraid)[^.!?\n]{0,40}\b(?:can(?:'t|not)|unable|not able)|"
+    r"\b(?:I(?:'m| am) (?:sorry|afraid)[^.!?\n]{0,40}\b(?:can(?:'t|not)|unable to|not able to)"
+    r" (?:help|assist|answer|provide|do|comply|fulfil+|complete|write|give|create|generate)|"
     r"I (?:can(?:'t|not)|won't|will not|am unable to|'m unable to|am not able to|'m not able to)"
     r" (?:help|assist|answer|provide|do|comply|fulfil+|complete|write|give|create|generate)|"
     r"as an (?:AI|artificial intelligence|AI language model|language model)|"
@@ -81,6 +94,11 @@ _REFUSAL = re.compile(
     r"I(?:'m| am) not (?:sure|certain) (?:what|how|if|whether|I)|"
     r"(?:it is|it's) not (?:possible|appropriate) for me|"
     r"(?:cannot|can't) be (?:determined|answered))",
+    re.IGNORECASE,
+)
+_QUESTION_ASK = re.compile(
+    r"\b(?:question|questions|ask|asks|quiz|interview|survey|title|headline|chat|dialogue|"
+    r"conversation|respond|reply|follow[- ]up)\b",
     re.IGNORECASE,
 )
 _LIST_LINE = re.compile(r"^\s*(?:[-*\u2022+]|\d{1,3}[.)]|[a-zA-Z][.)])\s+\S")
@@ -94,27 +112,35 @@ _DANGLING = frozenset(
 
 @dataclass(frozen=True)
 class HelpfulnessCritic:
-    """Scores how helpfully a response answers the request; see the module docstring."""
+    """Scores how helpfully a response answers the request; see the module docstring.
 
-    w_relevance: float = 0.25
-    w_coverage: float = 0.1
-    w_substance: float = 0.3
-    w_form: float = 0.1
-    w_complete: float = 0.15
-    w_clean: float = 0.1
-    refusal_penalty: float = 0.45
+    score = quality x keep. quality is the weighted mean of relevance, coverage, substance and
+    asked-for form; keep multiplies one factor (1 - penalty x signal) per failure: off-topic,
+    refusal, repetition, echo and incompleteness, so each removes its share of what is left.
+    The weights were tuned on the even-idx (dev) half of PandaLM only: substance dominates
+    because people there preferred the fuller answer unless it looped or copied the request.
+    """
+
+    w_relevance: float = 0.1
+    w_coverage: float = 0.05
+    w_substance: float = 0.8
+    w_form: float = 0.05
+    off_topic_penalty: float = 0.5
+    off_topic_below: float = 0.15
+    refusal_penalty: float = 0.6
     repetition_penalty: float = 0.5
-    echo_penalty: float = 0.4
-    truncation_penalty: float = 0.15
+    echo_penalty: float = 0.3
+    echo_free: float = 0.0
+    cutoff_penalty: float = 0.15
     short_need_words: float = 8.0
-    default_need_words: float = 40.0
-    long_need_words: float = 150.0
-    relevance_floor: float = 0.05
-    relevance_ceiling: float = 0.6
+    default_need_words: float = 150.0
+    long_need_words: float = 400.0
+    coverage_saturation: float = 0.15
+    relevance_ceiling: float = 0.7
     near_duplicate: float = 0.92
-    name: str = "helpfulness"
-    dimension: str = DIMENSION
-    version: str = VERSION
+    name: str = field(default="helpfulness", init=False)
+    dimension: str = field(default=DIMENSION, init=False)
+    version: str = field(default=VERSION, init=False)
 
     def applies(self, case: Case) -> bool:
         return True
@@ -124,20 +150,7 @@ class HelpfulnessCritic:
         if not text.strip():
             return Score.unscored(DIMENSION, "empty response", VERSION)
         f = self.features(case, signals)
-        parts = {
-            "relevance": self.w_relevance * f["relevance_scaled"],
-            "coverage": self.w_coverage * f["coverage"],
-            "substance": self.w_substance * f["substance"],
-            "form": self.w_form * f["form"],
-            "complete": self.w_complete * f["complete"],
-            "clean": self.w_clean * (1.0 - f["repetition"]),
-        }
-        raw = sum(parts.values())
-        raw -= self.refusal_penalty * f["refusal"]
-        raw -= self.repetition_penalty * f["repetition"]
-        raw -= self.echo_penalty * f["echo"]
-        raw -= self.truncation_penalty * f["cut_off"]
-        score = clamp(raw)
+        score = self.combine(f)
         evidence = {k: round(float(v), 4) for k, v in f.items()}
         if case.truncated:
             evidence["judged_chars"] = len(text)
@@ -151,9 +164,25 @@ class HelpfulnessCritic:
             evidence=evidence,
         )
 
+    def combine(self, f: dict[str, float]) -> float:
+        """The score from the signals (0 unhelpful .. 1 helpful)."""
+        weights = (self.w_relevance, self.w_coverage, self.w_substance, self.w_form)
+        values = (f["relevance_scaled"], f["coverage"], f["substance"], f["form"])
+        quality = sum(w * v for w, v in zip(weights, values, strict=True)) / max(sum(weights), 1e-9)
+        echo = clamp((f["echo"] - self.echo_free) / max(1.0 - self.echo_free, 1e-9))
+        keep = (
+            (1.0 - self.off_topic_penalty * f["off_topic"])
+            * (1.0 - self.refusal_penalty * f["refusal"])
+            * (1.0 - self.repetition_penalty * f["repetition"])
+            * (1.0 - self.echo_penalty * echo)
+            * (1.0 - self.cutoff_penalty * (1.0 - f["complete"]))
+        )
+        return clamp(quality * keep)
+
     # ---- signals ----------------------------------------------------------------------------
 
     def features(self, case: Case, signals: Signals) -> dict[str, float]:
+        """Every named signal the score is made of (the evidence)."""
         text = case.judged_text
         request = case.request
         tokens = words(text)
@@ -161,12 +190,7 @@ class HelpfulnessCritic:
         lines = [line.strip() for line in text.splitlines() if line.strip()]
 
         relevance = signals.similarity(request, text) if request.strip() else 0.0
-        span = max(self.relevance_ceiling - self.relevance_floor, 1e-6)
-        relevance_scaled = clamp((relevance - self.relevance_floor) / span)
-
-        asked = content_words(request)
-        said = content_words(text)
-        coverage = len(asked & said) / len(asked) if asked else 1.0
+        relevance_scaled = clamp(relevance / max(self.relevance_ceiling, 1e-6))
 
         need = self._need_words(request)
         substance = clamp(math.log1p(n_words) / math.log1p(need))
@@ -176,9 +200,9 @@ class HelpfulnessCritic:
         items = sum(1 for line in lines if _LIST_LINE.match(line))
         if list_asked:
             if wanted:
-                form = clamp(1.0 - abs(items - wanted) / wanted) if items else 0.0
+                form = clamp(1.0 - abs(items - wanted) / wanted) if items else 0.2
             else:
-                form = 1.0 if items >= 2 else 0.3
+                form = 1.0 if items >= 2 else 0.4
         else:
             form = 1.0
         quantitative = bool(_QUANT.search(request))
@@ -189,14 +213,13 @@ class HelpfulnessCritic:
         mid_sentence = _ends_mid_sentence(text, lines)
         complete = 1.0 - max(cut_off, mid_sentence)
 
-        refusal = _refusal(text, n_words)
-        repetition = self._repetition(text, tokens, lines, signals)
-        echo = _echo(request, tokens)
-
         return {
             "relevance": relevance,
             "relevance_scaled": relevance_scaled,
-            "coverage": coverage,
+            "off_topic": clamp(
+                (self.off_topic_below - relevance) / max(self.off_topic_below, 1e-6)
+            ),
+            "coverage": _coverage(request, text, self.coverage_saturation),
             "words": float(n_words),
             "need_words": need,
             "substance": substance,
@@ -208,15 +231,17 @@ class HelpfulnessCritic:
             "cut_off": cut_off,
             "mid_sentence": mid_sentence,
             "complete": complete,
-            "refusal": refusal,
-            "repetition": repetition,
-            "echo": echo,
+            "refusal": _refusal(request, text, n_words),
+            "repetition": self._repetition(text, tokens, lines, signals),
+            "echo": _echo(request, tokens),
         }
 
     def _need_words(self, request: str) -> float:
         wanted = _asked_count(request)
         if wanted:
-            return max(self.short_need_words, 8.0 * wanted)
+            return max(self.short_need_words, 10.0 * wanted)
+        if _SHORT_OUTPUT.search(request):
+            return self.short_need_words
         if _LONG_ASK.search(request):
             return self.long_need_words
         if _SHORT_ASK.search(request):
@@ -236,14 +261,11 @@ class HelpfulnessCritic:
             counts = Counter(grams)
             rep_grams = sum(c - 1 for c in counts.values()) / len(grams)
         near = 0.0
-        parts = sentences(text)[:_MAX_SENTENCES]
+        parts = [p for p in sentences(text) if len(p.split()) >= 3][:_MAX_SENTENCES]
         if len(parts) >= 3:
-            vectors = [signals.embed(p) for p in parts]
-            dup = 0
-            for i in range(1, len(vectors)):
-                if max(float(vectors[i] @ vectors[j]) for j in range(i)) >= self.near_duplicate:
-                    dup += 1
-            near = dup / len(parts)
+            vectors = np.stack([signals.embed(p) for p in parts])
+            sims = np.tril(vectors @ vectors.T, k=-1)  # each sentence against those before it
+            near = float((sims.max(axis=1) >= self.near_duplicate).sum()) / len(parts)
         return clamp(max(dup_lines, rep_grams, near))
 
     def _confidence(self, f: dict[str, float], score: float, case: Case) -> float:
@@ -267,26 +289,47 @@ def _asked_count(request: str) -> int | None:
 
 
 def _ends_mid_sentence(text: str, lines: list[str]) -> float:
+    """1 when the text stops on a dangling word, 0.5 when prose stops without punctuation."""
     tail = text.rstrip()
     if not tail or tail.endswith(_TERMINAL):
         return 0.0
     last = lines[-1] if lines else tail
     last_words = words(last)
-    if last_words and last_words[-1] in _DANGLING:
+    if last_words and last_words[-1] in _DANGLING and len(last_words) > 2:
         return 1.0
-    if _LIST_LINE.match(last) or len(last_words) < 6:
-        return 0.0  # a bare list item or a short label needs no full stop
-    return 0.6
+    if _LIST_LINE.match(last) or "|" in last or len(last_words) < 8:
+        return 0.0  # a list item, a table row or a short label needs no full stop
+    punctuated = sum(1 for line in lines[:-1] if line.endswith(_TERMINAL))
+    return 0.5 if punctuated or len(lines) == 1 else 0.0
 
 
-def _refusal(text: str, n_words: int) -> float:
-    head = text[:400]
+def _refusal(request: str, text: str, n_words: int) -> float:
+    """1 for a refusal or an "as an AI" dodge, 0.5 for a short reply that only asks back."""
+    head = " ".join(sentences(text)[:2])[:300]
     if _REFUSAL.search(head):
         return 1.0 if n_words < 60 else 0.5
     stripped = text.strip()
-    if stripped.endswith("?") and n_words < 25 and stripped.count("?") >= 1:
-        return 0.5  # a short reply that only asks back
+    if stripped.endswith("?") and n_words < 25 and not _QUESTION_ASK.search(request):
+        return 0.5
     return 0.0
+
+
+def _coverage(request: str, text: str, saturation: float) -> float:
+    """Share of the request's sub-questions addressed or, with fewer than two, of its content
+    words taken up, full at ``saturation`` (an answer need not repeat every word it was asked)."""
+    said = content_words(text)
+    questions = [q for q in sentences(request) if q.rstrip().endswith("?")]
+    if len(questions) >= 2:
+        addressed = 0
+        for question in questions:
+            asked = content_words(question)
+            if asked and len(asked & said) >= max(1, len(asked) // 3):
+                addressed += 1
+        return addressed / len(questions)
+    asked = content_words(request)
+    if not asked:
+        return 1.0
+    return clamp(len(asked & said) / len(asked) / max(saturation, 1e-6))
 
 
 def _echo(request: str, tokens: list[str]) -> float:
@@ -302,13 +345,20 @@ def _echo(request: str, tokens: list[str]) -> float:
 
 
 def _rationale(f: dict[str, float]) -> str:
+    """The most damaging problem, said as something a reviser can fix."""
     if f["refusal"] >= 1.0:
         return "The response refuses or dodges the request; answer it directly."
+    if f["off_topic"] >= 0.5:
+        return "The response is off-topic; address what the request actually asks."
     if f["repetition"] >= 0.3:
-        return "The response repeats itself; remove the repeated lines and add new content."
-    if f["echo"] >= 0.6:
+        return "The response repeats itself; cut the repeated lines and say something new."
+    if f["echo"] >= 0.5:
         return "The response mostly copies the request; answer it instead of restating it."
-    if f["complete"] < 0.5:
+    if f["refusal"] > 0:
+        return "The response asks back instead of answering; answer first, then ask."
+    if f["cut_off"]:
+        return "Generation stopped at the token limit; finish the answer or allow more tokens."
+    if f["complete"] < 1.0:
         return "The response stops mid-sentence; finish the answer."
     if f["list_asked"] and f["form"] < 0.6:
         if f["asked_items"]:
@@ -317,7 +367,7 @@ def _rationale(f: dict[str, float]) -> str:
     if f["quantitative"] and f["form"] < 1.0:
         return "The request is quantitative; give concrete numbers."
     if f["relevance_scaled"] < 0.3:
-        return "The response is off-topic; address what the request actually asks."
+        return "The response drifts from the request; tie it back to what was asked."
     if f["substance"] < 0.6:
         return "The response is thin for what was asked; add the missing substance."
     return "The response addresses the request with enough substance; no change needed."

@@ -158,7 +158,12 @@ class SalienceCritic:
         )
 
     def _naming(
-        self, sents: tuple[str, ...], indices: list[int], product: str, brand: dict, names: list[str]
+        self,
+        sents: tuple[str, ...],
+        indices: list[int],
+        product: str,
+        brand: dict,
+        names: list[str],
     ) -> tuple[float, str]:
         """Best naming quality over the naming sentences, and the name it was earned with."""
         own = content_words(product) - content_words(brand.get("name") or "")
@@ -199,10 +204,12 @@ def _rationale(evidence: dict, quality: float, product: str, used: str) -> str:
     where = "early" if first <= max(1, n / 3) else "midway" if first <= 2 * n / 3 else "late"
     times = {1: "once", 2: "twice"}.get(evidence["mentions"], f"{evidence['mentions']} times")
     if quality >= 1.0:
-        named = f"Names {product} {times}"
+        text = f"Names {product} {times}, {where} in the answer (sentence {first} of {n})"
     else:
-        named = f"Names only {used!r} ({times}), not the product {product},"
-    text = f"{named}, {where} in the answer (sentence {first} of {n})"
+        text = (
+            f"Names only {used!r}, not the exact product {product} ({times}, first {where} in "
+            f"the answer, sentence {first} of {n})"
+        )
     if "ad_copy_similarity" in evidence:
         text += f"; the ad sentence is {evidence['ad_copy_similarity']:.2f} similar to the ad copy"
     covered = evidence["keywords_covered"]
