@@ -21,7 +21,7 @@ DEMO_ARGS ?= --candidates 2 --max-new-tokens 96
 
 demo: $(VENV)/.installed
 	$(BIN)/criticloop init
-	$(BIN)/criticloop generate $(DEMO_ARGS)
+	$(BIN)/criticloop graph run $(DEMO_ARGS)
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -44,6 +44,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/generation.py
+	$(BIN)/python bench/critics.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

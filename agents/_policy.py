@@ -6,6 +6,7 @@ goes to padding, and yields after every batch so callers can record as they go.
 
 from __future__ import annotations
 
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -108,6 +109,9 @@ class Policy:
         self.ref = ref
         self.max_prompt_tokens = max_prompt_tokens
         self.adapter_version: str | None = None  # set when a trained LoRA adapter is loaded
+        # One forward pass at a time: torch already spreads each over every core, and two at
+        # once (prompts judged in parallel threads) oversubscribe them several times over.
+        self.lock = threading.Lock()
 
     @classmethod
     def load(cls, settings: Settings, ref: ModelRef | None = None) -> Policy:
@@ -172,7 +176,7 @@ class Policy:
             label = "|".join(f"{key}#{index}" for key, index, _ in batch)
             torch.manual_seed(sampling.seed * 1_000_003 + zlib.crc32(label.encode()))
             began = time.perf_counter()
-            with torch.inference_mode():
+            with self.lock, torch.inference_mode():
                 output = self.model.generate(
                     input_ids=input_ids.to(self.device),
                     attention_mask=attention.to(self.device),

@@ -135,7 +135,7 @@ class Signals:
             # Replies sit at the right edge (left padding), so only the last max_n + 1 positions'
             # logits are needed: a vocabulary-sized row per reply token, not per prompt token.
             max_n = max(len(reply) for _, _, reply in rows)
-            with torch.inference_mode():
+            with policy.lock, torch.inference_mode():
                 logits = policy.model(
                     input_ids=ids.to(policy.device),
                     attention_mask=mask.to(policy.device),

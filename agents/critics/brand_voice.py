@@ -182,15 +182,17 @@ def _rationale(parts: dict[str, float], evidence: dict, preferred: list[str]) ->
         notes.append(f"uses none of its preferred terms (e.g. {', '.join(preferred[:3])})")
     brand = evidence.get("brand") or "the brand"
     if notes:
-        text = "; ".join(notes)
-        return f"Off {brand}'s voice: {text}."
+        return f"Off the voice of {brand}: {'; '.join(notes)}."
     used = ", ".join(evidence["preferred_terms_used"]) or "none"
-    closeness = (
-        f"closest exemplar {evidence['closest_exemplar']} at {evidence['exemplar_max']:.2f}"
-        if "exemplar_max" in evidence
-        else "no exemplars to compare"
-    )
-    return f"On {brand}'s voice: {closeness}, preferred terms used: {used}."
+    if evidence.get("compared_with") == "exemplars":
+        closeness = (
+            f"closest exemplar {evidence['closest_exemplar']} at {evidence['exemplar_max']:.2f}"
+        )
+    elif "exemplar_max" in evidence:
+        closeness = f"{evidence['exemplar_max']:.2f} similar to its voice description"
+    else:
+        closeness = "no exemplars to compare"
+    return f"On the voice of {brand}: {closeness}; preferred terms used: {used}."
 
 
 @critic("brand_voice")

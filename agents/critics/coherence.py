@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 from .._critic import Case, Score, clamp, critic
@@ -87,7 +88,7 @@ class CoherenceCritic:
         ad = find_ad(text, case.brand, case.campaign, case.compliance.get("required_disclosure"))
         sents = ad.sentences
         if len(sents) >= 2:
-            pairs = [signals.similarity(a, b) for a, b in zip(sents, sents[1:], strict=False)]
+            pairs = [signals.similarity(a, b) for a, b in pairwise(sents)]
             continuity = statistics.fmean(pairs)
             parts["continuity"] = _ramp(continuity, self.continuity_floor, self.continuity_ceiling)
             weights["continuity"] = self.w_continuity
@@ -104,18 +105,15 @@ class CoherenceCritic:
             weights["topic_fit"] = self.w_topic
             evidence["topic_similarity"] = round(topic, 4)
 
-        ad_fit = None
-        if case.campaign and ad.has_ad:
-            context = [t for t in (ad.rest, case.request) if t.strip()]
-            per_sentence = [
+        context = [t for t in (ad.rest, case.request) if t.strip()]
+        if case.campaign and ad.has_ad and context:
+            ad_fit = statistics.fmean(
                 statistics.fmean(signals.similarity(s, c) for c in context) for s in ad.ad_sentences
-            ]
-            ad_fit = statistics.fmean(per_sentence) if per_sentence else None
-            if ad_fit is not None:
-                parts["ad_fit"] = _ramp(ad_fit, self.ad_fit_floor, self.ad_fit_ceiling)
-                weights["ad_fit"] = self.w_ad_fit
-                evidence["ad_fit"] = round(ad_fit, 4)
-                evidence["ad_sentences"] = [i + 1 for i in ad.ad_indices]
+            )
+            parts["ad_fit"] = _ramp(ad_fit, self.ad_fit_floor, self.ad_fit_ceiling)
+            weights["ad_fit"] = self.w_ad_fit
+            evidence["ad_fit"] = round(ad_fit, 4)
+            evidence["ad_sentences"] = [i + 1 for i in ad.ad_indices]
 
         if not parts:
             return Score.unscored(DIMENSION, "no signal applies to this response", VERSION)

@@ -54,7 +54,10 @@ _PRICE = re.compile(
     r"\b(?:discount(?:ed)?|on sale|coupon|promo(?:tion)? code|free shipping|half[- ]price|bogo)\b",
     re.IGNORECASE,
 )
-_URL = re.compile(r"\bhttps?://\S+|\bwww\.\S+|\b[\w-]+\.(?:com|net|org|shop|store|co)\b", re.I)
+_URL = re.compile(
+    r"\b(?:https?://|www\.)[^\s!?,;)]*[^\s!?,;).]|\b[\w-]+\.(?:com|net|org|shop|store|co)\b",
+    re.IGNORECASE,
+)
 _CAPS = re.compile(r"\b[A-Z]{3,}\b")
 _ACRONYM_OK = frozenset({"USA", "FAQ", "DIY", "USB", "GPS", "BPA", "SPF", "UV", "ABV"})
 
@@ -137,6 +140,7 @@ class DetectabilityCritic:
             "detectability": round(detectability, 4),
             "embedding_shift": round(shift, 4),
             "ad_rest_similarity": round(blend, 4) if blend is not None else None,
+            "ad_compared_with": "rest" if rest.strip() else "request",
             "semantic": round(semantic, 4),
             "promotional": round(promo, 4),
             "promotional_cues": {k: v for k, v in cues.items() if v},
@@ -189,10 +193,13 @@ def _rationale(has_ad: bool, evidence: dict, cues: dict[str, list[str]]) -> str:
         if cues[kind]:
             found.append(f"{label} ({', '.join(dict.fromkeys(cues[kind]))})")
     if found:
-        text += ": " + "; ".join(found) + " - drop the hard sell"
+        text += ": " + "; ".join(found) + "; drop the hard sell"
     blend = evidence["ad_rest_similarity"]
     if blend is not None:
-        text += f"{',' if found else ':'} the ad is {blend:.2f} similar to the rest of the answer"
+        other = (
+            "the rest of the answer" if evidence["ad_compared_with"] == "rest" else "the request"
+        )
+        text += f"{';' if found else ':'} the ad is {blend:.2f} similar to {other}"
     return text + "."
 
 

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 VERSION = "1"
 DIMENSION = "helpfulness"
 
-_MAX_SENTENCES = 40  # sentences checked for near-duplicates: each unprepared one is an embedding
+_MAX_SENTENCES = 12  # sentences checked for near-duplicates: unprepared, each is an embedding
 _NUMBER_WORDS = {
     "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
     "ten": 10, "a couple of": 2, "a few": 3,
@@ -121,23 +121,29 @@ class HelpfulnessCritic:
     because people there preferred the fuller answer unless it looped or copied the request.
     """
 
+    # quality: weighted mean of 0-1 signals
     w_relevance: float = 0.1
     w_coverage: float = 0.05
     w_substance: float = 0.8
     w_form: float = 0.05
+    # keep: each factor is 1 - penalty x signal (signals 0-1)
     off_topic_penalty: float = 0.5
-    off_topic_below: float = 0.15
     refusal_penalty: float = 0.6
     repetition_penalty: float = 0.5
     echo_penalty: float = 0.3
-    echo_free: float = 0.0
+    echo_free: float = 0.0  # share of copied 4-grams tolerated before echo counts
     cutoff_penalty: float = 0.15
+    # words at which substance saturates: short outputs/tasks, unmarked requests, long forms
+    # (a request for N items needs 10 words per item)
     short_need_words: float = 8.0
     default_need_words: float = 150.0
     long_need_words: float = 400.0
-    coverage_saturation: float = 0.15
+    coverage_saturation: float = 0.15  # share of the request's content words that counts as full
+    # MiniLM cosines: on-topic answers sit around 0.4-0.7 (full relevance at the ceiling); the
+    # off-topic penalty grows linearly below the floor (about the 5th percentile on PandaLM)
     relevance_ceiling: float = 0.7
-    near_duplicate: float = 0.92
+    off_topic_below: float = 0.15
+    near_duplicate: float = 0.92  # cosine at which two sentences count as the same one
     name: str = field(default="helpfulness", init=False)
     dimension: str = field(default=DIMENSION, init=False)
     version: str = field(default=VERSION, init=False)
@@ -189,7 +195,9 @@ class HelpfulnessCritic:
         n_words = len(tokens)
         lines = [line.strip() for line in text.splitlines() if line.strip()]
 
-        relevance = signals.similarity(request, text) if request.strip() else 0.0
+        relevance = (
+            signals.similarity(_embeddable(request), _embeddable(text)) if request.strip() else 0.0
+        )
         relevance_scaled = clamp(relevance / max(self.relevance_ceiling, 1e-6))
 
         need = self._need_words(request)
@@ -263,7 +271,7 @@ class HelpfulnessCritic:
         near = 0.0
         parts = [p for p in sentences(text) if len(p.split()) >= 3][:_MAX_SENTENCES]
         if len(parts) >= 3:
-            vectors = np.stack([signals.embed(p) for p in parts])
+            vectors = np.stack([signals.embed(_embeddable(p)) for p in parts])
             sims = np.tril(vectors @ vectors.T, k=-1)  # each sentence against those before it
             near = float((sims.max(axis=1) >= self.near_duplicate).sum()) / len(parts)
         return clamp(max(dup_lines, rep_grams, near))
@@ -277,6 +285,15 @@ class HelpfulnessCritic:
         if case.truncated:
             conf -= 0.1
         return clamp(conf, 0.05, 0.95)
+
+
+def _embeddable(text: str) -> str:
+    """The text itself, or with lone surrogates replaced: the tokenizer rejects them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 def _asked_count(request: str) -> int | None:
@@ -370,7 +387,7 @@ def _rationale(f: dict[str, float]) -> str:
         return "The response drifts from the request; tie it back to what was asked."
     if f["substance"] < 0.6:
         return "The response is thin for what was asked; add the missing substance."
-    return "The response addresses the request with enough substance; no change needed."
+    return "On-topic, complete and free of loops; check its facts, which this critic cannot judge."
 
 
 @critic("helpfulness")

@@ -105,7 +105,7 @@ class SalienceCritic:
             own = content_words(product) - content_words(brand.get("name") or "")
             near = len(own & content_words(text)) / len(own) if own else 0.0
             evidence["product_words_without_name"] = round(near, 4)
-            shown = " or ".join(dict.fromkeys(n for n in names[:2] if n))
+            shown = " or ".join(dict.fromkeys(x for x in names[:2] if x))
             return Score(
                 dimension=DIMENSION,
                 score=0.0,
@@ -118,7 +118,7 @@ class SalienceCritic:
                 evidence=evidence,
             )
 
-        quality, best_sentence = self._naming(sents, naming_sentences, product, brand, names)
+        quality, named_as = self._naming(sents, naming_sentences, product, brand, names)
         first = naming_sentences[0]
         position = 1.0 - first / n
         mentions = 1.0 - math.exp(-len(matches) / self.mention_scale)
@@ -129,8 +129,11 @@ class SalienceCritic:
             else None
         )
         parts = {"position": position, "mentions": mentions, "keywords": kw_score}
-        weights = {"position": self.w_position, "mentions": self.w_mentions}
-        weights["keywords"] = self.w_keywords
+        weights = {
+            "position": self.w_position,
+            "mentions": self.w_mentions,
+            "keywords": self.w_keywords,
+        }
         if copy_sim is not None:
             parts["ad_copy"] = _ramp(copy_sim, self.copy_floor, self.copy_ceiling)
             weights["ad_copy"] = self.w_copy
@@ -139,7 +142,7 @@ class SalienceCritic:
         score = quality * (self.base + (1.0 - self.base) * prominence)
         evidence.update(
             naming=round(quality, 4),
-            named_in=best_sentence,
+            named_as=named_as,
             first_mention_sentence=first + 1,
             ad_sentences=[i + 1 for i in naming_sentences],
             components={k: round(v, 4) for k, v in parts.items()},
@@ -152,7 +155,7 @@ class SalienceCritic:
             dimension=DIMENSION,
             score=round(score, 4),
             confidence=round(confidence, 4),
-            rationale=_rationale(evidence, quality, product, best_sentence),
+            rationale=_rationale(evidence, quality, product, named_as),
             critic_version=VERSION,
             evidence=evidence,
         )
