@@ -236,12 +236,16 @@ class Embedder:
         folder = Path(ref.source)
         pooling = _read_json(folder / "1_Pooling" / "config.json")
         self.pooling = (
-            "cls" if pooling.get("pooling_mode_cls_token")
-            else "max" if pooling.get("pooling_mode_max_tokens")
+            "cls"
+            if pooling.get("pooling_mode_cls_token")
+            else "max"
+            if pooling.get("pooling_mode_max_tokens")
             else "mean"
         )
         st_config = _read_json(folder / "sentence_bert_config.json")
-        self.max_length = int(st_config.get("max_seq_length") or self.tokenizer.model_max_length or 512)
+        self.max_length = int(
+            st_config.get("max_seq_length") or self.tokenizer.model_max_length or 512
+        )
         self.max_length = min(self.max_length, 8192)
 
     def encode(self, texts, batch_size: int = 64, normalize_embeddings: bool = True, **_: Any):

@@ -17,6 +17,7 @@ from typing import Any
 from ..errors import ModelError
 from ..settings import Settings
 from ._models import ModelRef, load_causal_lm, policy_ref
+from ._text import encodable
 
 _TEMPLATES = Path(__file__).parent / "templates"
 
@@ -131,7 +132,7 @@ class Policy:
             raise ModelError(
                 f"policy {self.ref.name!r} has no chat template; use an instruct model"
             )
-        messages = list(conversation)
+        messages = [{**m, "content": encodable(m["content"])} for m in conversation]
         while True:
             ids = self.tokenizer.apply_chat_template(
                 messages, add_generation_prompt=True, tokenize=True, return_dict=False

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._critic import Case
+from ._text import encodable as _encodable
 from ._text import find_ad, sentences
 
 if TYPE_CHECKING:
@@ -71,7 +72,10 @@ class Signals:
             if not missing:
                 return
             vectors = self.embedder.encode(
-                missing, batch_size=64, normalize_embeddings=True, show_progress_bar=False
+                [_encodable(t) for t in missing],
+                batch_size=64,
+                normalize_embeddings=True,
+                show_progress_bar=False,
             )
             self.stats["embedding_passes"] += 1
             self.stats["texts_embedded"] += len(missing)
@@ -121,7 +125,9 @@ class Signals:
                 prompt_ids = policy.encode(
                     [{"role": r, "content": c} for r, c in case.conversation]
                 )
-                reply = tokenizer(case.judged_text, add_special_tokens=False)["input_ids"]
+                reply = tokenizer(_encodable(case.judged_text), add_special_tokens=False)[
+                    "input_ids"
+                ]
                 reply = reply[:NLL_MAX_RESPONSE_TOKENS]
                 rows.append((key, prompt_ids, reply))
             width = max(len(p) + len(r) for _, p, r in rows)

@@ -13,6 +13,12 @@ _STOP = frozenset(
 )
 
 
+def encodable(text: str) -> str:
+    """The text with lone surrogates (invalid UTF-16 halves, which JSON escapes can produce)
+    replaced: tokenizers raise on them."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def sentences(text: str) -> list[str]:
     """Split text into sentences and list items; blank pieces dropped."""
     return [piece.strip() for piece in _SENTENCE_END.split(text) if piece and piece.strip()]

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from criticloop.agents import Case, Policy, Sampling, Score, Signals, build_critic, load_embedder
 from criticloop.agents import critics as _registers  # noqa: F401
 from criticloop.agents._critic import CRITICS
@@ -86,8 +85,13 @@ def main() -> None:
         prompts = [p["id"] for p in store.list_prompts()][: args.prompts]
         began = time.perf_counter()
         generated = run_generate(
-            settings, store, prompt_ids=prompts, candidates=args.candidates, sampling=sampling,
-            batch_size=settings.generation.batch_size, progress=False,
+            settings,
+            store,
+            prompt_ids=prompts,
+            candidates=args.candidates,
+            sampling=sampling,
+            batch_size=settings.generation.batch_size,
+            progress=False,
         )
         gen_seconds = time.perf_counter() - began
     per_response_gen = generated.generation_seconds / max(1, generated.generated)
@@ -104,8 +108,16 @@ def main() -> None:
             campaign = store.get_campaign(prompt["campaign_id"]) if prompt["campaign_id"] else None
             for g in store.generations_for(pid):
                 cases.append(
-                    Case(pid, prompt["task_type"], tuple((m["role"], m["content"]) for m in prompt["messages"]),
-                         g["text"], prompt["persona"], brand, campaign, g["finish_reason"])
+                    Case(
+                        pid,
+                        prompt["task_type"],
+                        tuple((m["role"], m["content"]) for m in prompt["messages"]),
+                        g["text"],
+                        prompt["persona"],
+                        brand,
+                        campaign,
+                        g["finish_reason"],
+                    )
                 )
     began = time.perf_counter()
     signals.prepare(cases)
@@ -131,7 +143,9 @@ def main() -> None:
             if src.exists():
                 shutil.copy(src, target / src.name)
         run_settings = Settings.load(env_file=None, home=target)
-        options = RunOptions(sampling=sampling, candidates=args.candidates, concurrency=2, progress=False)
+        options = RunOptions(
+            sampling=sampling, candidates=args.candidates, concurrency=2, progress=False
+        )
         return run_feedback(run_settings, options, **inject)
 
     real = graph_run("real", load_policy=lambda: policy, load_embedder_fn=lambda: embedder)
@@ -152,8 +166,12 @@ def main() -> None:
         *[(f"critic {name}", k, s / k if k else 0.0) for name, (k, s) in per_critic.items()],
         ("whole critic suite", len(cases), suite_s / len(cases)),
     ]
-    table = "| stage | responses | ms per response | responses/s |\n|---|---:|---:|---:|\n" + "\n".join(
-        f"| {label} | {k} | {1000 * s:.1f} | {1 / s if s else float('inf'):.1f} |" for label, k, s in rows
+    table = (
+        "| stage | responses | ms per response | responses/s |\n|---|---:|---:|---:|\n"
+        + "\n".join(
+            f"| {label} | {k} | {1000 * s:.1f} | {1 / s if s else float('inf'):.1f} |"
+            for label, k, s in rows
+        )
     )
     graph_table = (
         "| graph run | prompts | wall s | s per prompt |\n|---|---:|---:|---:|\n"

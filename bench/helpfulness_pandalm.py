@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import random
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -198,7 +197,6 @@ def main() -> None:
     if not args.no_record:
         with RESULTS.open("a", encoding="utf-8") as handle:
             handle.write("\n" + report)
-    sys.stdout.flush()
 
 
 if __name__ == "__main__":

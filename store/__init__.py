@@ -13,8 +13,8 @@ from ._files import ExportReport, read_records, write_preference_jsonl
 from ._records import Brand, BrandVoice, Campaign, CompliancePolicy, Message, Prompt, content_hash
 from ._store import (
     SUPPLIED,
-    DecisionRecord,
     CritiqueRecord,
+    DecisionRecord,
     GenerationRecord,
     ImportSummary,
     PairRecord,

@@ -342,3 +342,15 @@ def test_ad_critics_apply_only_with_a_campaign():
         "persona": False,
     }
     assert all(build_critic(name).applies(with_campaign) for name in ALL)
+
+
+def test_lone_surrogates_do_not_break_the_shared_signals(signals):
+    case = Case(
+        prompt_id="p",
+        task_type="general",
+        conversation=(("user", "Say hi \ud800"),),
+        response="Hi \ud800 there.",
+    )
+    signals.prepare([case])
+    assert signals.response_nll(case) is not None
+    assert signals.similarity(case.request, case.response) > 0

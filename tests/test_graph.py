@@ -56,24 +56,50 @@ BAD_AD = (
 
 def _prompts() -> list[dict]:
     rows = [
-        {"id": "read", "task_type": "ad_insertion", "campaign": "lumen-desk",
-         "prompt": "How can I read late at night without tiring my eyes?",
-         "candidates": [GOOD_AD, BAD_AD]},
-        {"id": "capital", "prompt": "What is the capital of France?",
-         "candidates": ["The capital of France is Paris.", "I cannot help with that request."]},
-        {"id": "tips", "prompt": "Give me three tips for a rainy-day picnic.",
-         "candidates": [
-             "1. Pick a covered spot such as a pavilion. 2. Pack food that stays good when damp. "
-             "3. Bring a waterproof blanket and towels.",
-             "Picnic picnic picnic picnic picnic picnic picnic picnic.",
-         ]},
-        {"id": "huge", "prompt": "Describe the sea.",
-         "candidates": ["The sea is wide and grey-green. " * 3000, "The sea is wide."]},
-        {"id": "email", "task_type": "creative", "brand": "lumen",
-         "prompt": "Write a one-line email subject for our autumn lamp sale.",
-         "candidates": ["Warm light for longer evenings", "CHEAP LAMPS!!! Glarex lamps are garbage"]},
-        {"id": "sums", "prompt": "What is 12 times 11?",
-         "candidates": ["12 times 11 is 132.", "12 times 11 is 132, since 12 x 10 = 120 and 120 + 12 = 132."]},
+        {
+            "id": "read",
+            "task_type": "ad_insertion",
+            "campaign": "lumen-desk",
+            "prompt": "How can I read late at night without tiring my eyes?",
+            "candidates": [GOOD_AD, BAD_AD],
+        },
+        {
+            "id": "capital",
+            "prompt": "What is the capital of France?",
+            "candidates": ["The capital of France is Paris.", "I cannot help with that request."],
+        },
+        {
+            "id": "tips",
+            "prompt": "Give me three tips for a rainy-day picnic.",
+            "candidates": [
+                "1. Pick a covered spot such as a pavilion. 2. Pack food that stays good when damp. "
+                "3. Bring a waterproof blanket and towels.",
+                "Picnic picnic picnic picnic picnic picnic picnic picnic.",
+            ],
+        },
+        {
+            "id": "huge",
+            "prompt": "Describe the sea.",
+            "candidates": ["The sea is wide and grey-green. " * 3000, "The sea is wide."],
+        },
+        {
+            "id": "email",
+            "task_type": "creative",
+            "brand": "lumen",
+            "prompt": "Write a one-line email subject for our autumn lamp sale.",
+            "candidates": [
+                "Warm light for longer evenings",
+                "CHEAP LAMPS!!! Glarex lamps are garbage",
+            ],
+        },
+        {
+            "id": "sums",
+            "prompt": "What is 12 times 11?",
+            "candidates": [
+                "12 times 11 is 132.",
+                "12 times 11 is 132, since 12 x 10 = 120 and 120 + 12 = 132.",
+            ],
+        },
     ]
     return [BRAND, CAMPAIGN, *rows]
 
@@ -107,7 +133,9 @@ def _counts(home: Path) -> dict:
         return {
             "decisions": sorted(q("SELECT prompt_id, outcome, status FROM decisions")),
             "pairs": sorted(q("SELECT prompt_id, source, chosen_generation_id FROM pairs")),
-            "critiques": q("SELECT count(*), count(DISTINCT generation_id || critic) FROM critiques")[0],
+            "critiques": q(
+                "SELECT count(*), count(DISTINCT generation_id || critic) FROM critiques"
+            )[0],
             "runs": q("SELECT kind, status FROM runs"),
         }
 
@@ -144,7 +172,9 @@ def test_graph_run_on_supplied_candidates(model_home, tmp_path):
     assert _counts(model_home)["pairs"] == counts["pairs"]
 
 
-def test_escalations_wait_and_a_person_decides_in_another_process(model_home, tmp_path, monkeypatch):
+def test_escalations_wait_and_a_person_decides_in_another_process(
+    model_home, tmp_path, monkeypatch
+):
     # min_confidence 1.0: every judgement is "unsure", so every prompt is escalated.
     _setup(tmp_path, monkeypatch, min_confidence=1.0, good_enough=0.0)
     summary = json.loads(
@@ -154,7 +184,8 @@ def test_escalations_wait_and_a_person_decides_in_another_process(model_home, tm
     with _db(model_home) as store:
         waiting = store.waiting_decisions(summary["run_id"])
         dropped = [
-            d for d in store.db["decisions"].rows_where("outcome = 'dropped'")
+            d
+            for d in store.db["decisions"].rows_where("outcome = 'dropped'")
             if d["reason"].startswith("human budget exhausted")
         ]
     assert len(waiting) == 2 and len(dropped) >= 1
@@ -162,8 +193,18 @@ def test_escalations_wait_and_a_person_decides_in_another_process(model_home, tm
 
     target = waiting[0]
     result = run_cli(
-        "graph", "decide", summary["run_id"], target["prompt_id"], "--prefer", "b",
-        "--reviewer", "ana", "--comment", "B is clearer", "--json", check=True,
+        "graph",
+        "decide",
+        summary["run_id"],
+        target["prompt_id"],
+        "--prefer",
+        "b",
+        "--reviewer",
+        "ana",
+        "--comment",
+        "B is clearer",
+        "--json",
+        check=True,
     )
     outcome = json.loads(result.stdout)
     assert outcome["outcome"] == "human"
@@ -175,8 +216,16 @@ def test_escalations_wait_and_a_person_decides_in_another_process(model_home, tm
     assert pair["chosen_generation_id"] == target["rejected_generation_id"]  # B won
     assert review["reviewer"] == "ana" and review["preference"] == "b"
     assert decision["status"] == "done" and decision["outcome"] == "human"
-    again = run_cli("graph", "decide", summary["run_id"], target["prompt_id"], "--prefer", "a",
-                    "--reviewer", "ana")
+    again = run_cli(
+        "graph",
+        "decide",
+        summary["run_id"],
+        target["prompt_id"],
+        "--prefer",
+        "a",
+        "--reviewer",
+        "ana",
+    )
     assert again.returncode == 2 and "is waiting" in again.stderr
 
 
@@ -216,8 +265,21 @@ def test_kill_9_then_rerun_continues_the_same_run(model_home, tmp_path):
 
 def test_demo_prompts_with_the_real_policy(model_home):
     run_cli("init", check=True)
-    args = ["graph", "run", "-p", "ad-001", "-p", "general-001", "-p", "persona-001",
-            "-k", "2", "--max-new-tokens", "24", "--json"]
+    args = [
+        "graph",
+        "run",
+        "-p",
+        "ad-001",
+        "-p",
+        "general-001",
+        "-p",
+        "persona-001",
+        "-k",
+        "2",
+        "--max-new-tokens",
+        "24",
+        "--json",
+    ]
     summary = json.loads(run_cli(*args, check=True).stdout)
     assert summary["prompts"] == 3 and summary["candidates"] >= 6
     assert summary["stage_seconds"]["pregenerate"] > 0

@@ -125,5 +125,7 @@ def test_embedder_matches_sentence_transformers_without_importing_it():
         "load_embedder(Settings(_env_file=None)).encode(['x'])\n"
         "print([m for m in ('sentence_transformers', 'peft', 'trl', 'bitsandbytes') if m in sys.modules])"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip().splitlines()[-1] == "[]"

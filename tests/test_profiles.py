@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from criticloop.errors import ConfigError
 from criticloop.graphs.profiles import DEFAULT_PROFILES, Profiles
 from criticloop.vocab import TASK_TYPES
@@ -46,9 +45,15 @@ def test_version_changes_with_content(tmp_path):
         ("[tasks.general.critics]\nwit = 1.0\n", "tasks.general.critics: unknown critic 'wit'"),
         ("[tasks.general.critics]\nhelpfulness = -1\n", "weight of 'helpfulness' must be >= 0"),
         ("[tasks.poetry.critics]\nhelpfulness = 1\n", "unknown task type 'poetry'"),
-        ("[routing]\npair_margin = 2\n", "routing.pair_margin: Input should be less than or equal to 1"),
+        (
+            "[routing]\npair_margin = 2\n",
+            "routing.pair_margin: Input should be less than or equal to 1",
+        ),
         ("[routing]\nmargin = 0.1\n", "routing.margin: Extra inputs are not permitted"),
-        ("[tasks.general.routing]\ngood_enough = 'high'\n", "good_enough: Input should be a valid number"),
+        (
+            "[tasks.general.routing]\ngood_enough = 'high'\n",
+            "good_enough: Input should be a valid number",
+        ),
         ("[routing\npair_margin = 0.1\n", "invalid TOML"),
     ],
 )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from criticloop.graphs.profiles import Routing
 from criticloop.graphs.reward import Comparison, Reward, aggregate, compare
 from criticloop.graphs.routing import decide, route_after_judging
