@@ -122,6 +122,16 @@ class Policy:
         )
         return cls(model, tokenizer, device, ref, settings.generation.max_prompt_tokens)
 
+    def load_adapter(self, path: str, version: str) -> None:
+        """Generate with a trained LoRA adapter on top of the base weights (imports peft)."""
+        from peft import PeftModel
+
+        try:
+            self.model = PeftModel.from_pretrained(self.model, path).to(self.device).eval()
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot load adapter {version!r} from {path}: {exc}") from None
+        self.adapter_version = version
+
     def encode(self, conversation: list[dict[str, str]]) -> list[int]:
         """Token ids of the conversation under the chat template, ready for the reply.
 

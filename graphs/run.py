@@ -86,9 +86,21 @@ def make_resources(
     load_embedder_fn: Callable[[], Any] | None = None,
 ) -> FeedbackResources:
     ref = policy_ref(settings)
+    adapter = None
+    if settings.db_path.exists():
+        with Store.open(settings.db_path, create=False) as store:
+            adapter = store.promoted_adapter(ref.name)
+    version = adapter["version"] if adapter else None
     config_hash = generation_config_hash(
-        ref.name, None, sampling, settings.generation.max_prompt_tokens
+        ref.name, version, sampling, settings.generation.max_prompt_tokens
     )
+
+    def policy_with_adapter() -> Policy:
+        policy = Policy.load(settings, ref)
+        if adapter:
+            policy.load_adapter(adapter["path"], adapter["version"])
+        return policy
+
     return FeedbackResources(
         settings=settings,
         stores=stores,
@@ -97,7 +109,7 @@ def make_resources(
         sampling=sampling,
         candidates=candidates,
         config_hash=config_hash,
-        load_policy=load_policy or (lambda: Policy.load(settings, ref)),
+        load_policy=load_policy or policy_with_adapter,
         load_embedder=load_embedder_fn or (lambda: load_embedder(settings)),
     )
 

@@ -563,6 +563,45 @@ class Store:
             )
             return "inserted"
 
+    def record_adapter(
+        self,
+        version: str,
+        *,
+        base_model: str,
+        method: str,
+        path: str,
+        metrics: dict[str, Any],
+        status: str = "candidate",
+        parent_version: str | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        """Register a trained LoRA adapter (once per version)."""
+        row = {
+            "version": version,
+            "base_model": base_model,
+            "method": method,
+            "path": path,
+            "parent_version": parent_version,
+            "run_id": run_id,
+            "metrics": json.dumps(metrics, sort_keys=True, default=str),
+            "status": status,
+            "created_at": now(),
+            "promoted_at": now() if status == "promoted" else None,
+        }
+        with self.transaction():
+            self.db["adapters"].insert(row, pk="version", ignore=True)
+
+    def promoted_adapter(self, base_model: str) -> dict[str, Any] | None:
+        """The adapter generation should use for ``base_model``: the latest promoted one."""
+        rows = self.db["adapters"].rows_where(
+            "status = 'promoted' AND base_model = ?",
+            [base_model],
+            order_by="promoted_at DESC",
+            limit=1,
+        )
+        row = next(iter(rows), None)
+        return _decode(row, "metrics") if row else None
+
     def record_decision(self, decision: DecisionRecord) -> None:
         """Insert or move on the decision for (run, prompt)."""
         values = {

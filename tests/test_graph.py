@@ -229,16 +229,26 @@ def test_escalations_wait_and_a_person_decides_in_another_process(
     assert again.returncode == 2 and "is waiting" in again.stderr
 
 
-def test_kill_9_then_rerun_continues_the_same_run(model_home, tmp_path):
-    _setup(tmp_path)
+def test_kill_9_then_rerun_continues_the_same_run(model_home, models_cache, tmp_path, monkeypatch):
     exe = Path(sys.executable).parent / "criticloop"
     args = [str(exe), "graph", "run", *SMALL, "--concurrency", "1", "--json"]
+
+    # The reference: the same cases judged by one uninterrupted run in another data home.
+    reference_home = tmp_path / "reference"
+    reference_home.mkdir()
+    (reference_home / "models").symlink_to(models_cache, target_is_directory=True)
+    monkeypatch.setenv("CRITICLOOP_HOME", str(reference_home))
+    _setup(tmp_path)
+    subprocess.run(args, capture_output=True, text=True, timeout=600, check=True)
+    expected = _counts(reference_home)
+
+    monkeypatch.setenv("CRITICLOOP_HOME", str(model_home))
+    _setup(tmp_path)
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     killed_at = 0
     while time.monotonic() < deadline and proc.poll() is None:
-        db = model_home / "criticloop.db"
-        if db.exists():
+        if (model_home / "criticloop.db").exists():
             with _db(model_home) as store:
                 killed_at = store.db["decisions"].count
             if killed_at >= 2:
@@ -252,15 +262,15 @@ def test_kill_9_then_rerun_continues_the_same_run(model_home, tmp_path):
     rerun = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     assert "continuing unfinished run" in rerun.stderr
-    summary = json.loads(rerun.stdout)
-    assert summary["prompts"] == 6
-    counts = _counts(model_home)
-    assert counts["runs"] == [("graph", "done")]  # the same run, finished
-    assert len(counts["decisions"]) == 6
-    total, distinct = counts["critiques"]
+    assert json.loads(rerun.stdout)["prompts"] == 6
+    got = _counts(model_home)
+    assert got["runs"] == [("graph", "done")]  # the same run, finished
+    total, distinct = got["critiques"]
     assert total == distinct  # no critique recorded twice
-    pairs_by_prompt = [p[0] for p in counts["pairs"]]
-    assert len(pairs_by_prompt) == len(set(pairs_by_prompt))
+    # Exactly what the uninterrupted run recorded: same decisions, pairs and critique count.
+    assert got["decisions"] == expected["decisions"]
+    assert got["pairs"] == expected["pairs"]
+    assert got["critiques"] == expected["critiques"]
 
 
 def test_demo_prompts_with_the_real_policy(model_home):
@@ -298,3 +308,35 @@ def test_graph_show_is_mermaid(model_home):
     assert text.lstrip().startswith("---") or "graph TD" in text
     for node in ("generate", "prepare", "critic_compliance", "aggregate", "escalate", "revise"):
         assert node in text
+
+
+def test_generation_uses_the_promoted_adapter(model_home, models_cache, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from criticloop.agents import policy_ref
+    from criticloop.settings import Settings
+
+    base = AutoModelForCausalLM.from_pretrained(models_cache / "smollm2-135m-instruct")
+    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    lora = get_peft_model(base, config)
+    torch.manual_seed(0)
+    adapter_dir = tmp_path / "adapter-v1"
+    lora.save_pretrained(adapter_dir)
+
+    run_cli("init", check=True)
+    name = policy_ref(Settings.load(env_file=None)).name
+    with _db(model_home) as store:
+        store.record_adapter(
+            "dpo-test-1", base_model=name, method="dpo", path=str(adapter_dir),
+            metrics={}, status="promoted",
+        )
+    summary = json.loads(
+        run_cli("graph", "run", "-p", "general-002", "-k", "2", "--max-new-tokens", "8",
+                "--json", check=True).stdout
+    )
+    assert summary["prompts"] == 1
+    with _db(model_home) as store:
+        versions = {g["adapter_version"] for g in store.generations_for("general-002")}
+    assert versions == {"dpo-test-1"}
