@@ -329,14 +329,76 @@ def test_generation_uses_the_promoted_adapter(model_home, models_cache, tmp_path
     name = policy_ref(Settings.load(env_file=None)).name
     with _db(model_home) as store:
         store.record_adapter(
-            "dpo-test-1", base_model=name, method="dpo", path=str(adapter_dir),
-            metrics={}, status="promoted",
+            "dpo-test-1",
+            base_model=name,
+            method="dpo",
+            path=str(adapter_dir),
+            metrics={},
+            status="promoted",
         )
     summary = json.loads(
-        run_cli("graph", "run", "-p", "general-002", "-k", "2", "--max-new-tokens", "8",
-                "--json", check=True).stdout
+        run_cli(
+            "graph",
+            "run",
+            "-p",
+            "general-002",
+            "-k",
+            "2",
+            "--max-new-tokens",
+            "8",
+            "--json",
+            check=True,
+        ).stdout
     )
     assert summary["prompts"] == 1
     with _db(model_home) as store:
         versions = {g["adapter_version"] for g in store.generations_for("general-002")}
     assert versions == {"dpo-test-1"}
+
+
+def test_graph_run_leaves_training_and_ui_stacks_unimported(model_home):
+    run_cli("init", check=True)
+    code = (
+        "import sys, atexit\n"
+        "heavy = ('trl', 'peft', 'bitsandbytes', 'textual', 'crewai', 'sentence_transformers')\n"
+        "atexit.register(lambda: print('LOADED', sorted(m for m in heavy if m in sys.modules)))\n"
+        "from criticloop.graphs.cli import main\n"
+        "main(['graph', 'run', '-p', 'general-001', '-k', '2', '--max-new-tokens', '8', '--json'])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "LOADED []"
+
+
+def test_an_empty_candidate_is_unscored_not_a_crash(model_home, tmp_path):
+    from criticloop.store import SUPPLIED, GenerationRecord
+
+    _setup(tmp_path)
+    with _db(model_home) as store:
+        store.record_generations(
+            [
+                GenerationRecord(
+                    prompt_id="capital",
+                    config_hash=SUPPLIED,
+                    candidate_index=2,
+                    text="",
+                    model=SUPPLIED,
+                    sampling={},
+                    finish_reason=SUPPLIED,
+                )
+            ]
+        )
+    summary = json.loads(
+        run_cli("graph", "run", "-p", "capital", *SMALL, "--json", check=True).stdout
+    )
+    assert summary["prompts"] == 1 and summary["unscored"] >= 3
+    with _db(model_home) as store:
+        empty = next(g for g in store.generations_for("capital") if g["text"] == "")
+        critiques = store.critiques_for(empty["id"])
+        decision = store.get_decision(summary["run_id"], "capital")
+    assert critiques and all(
+        c["score"] is None and c["rationale"] == "empty response" for c in critiques
+    )
+    assert decision["chosen_generation_id"] != empty["id"]
