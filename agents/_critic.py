@@ -138,3 +138,8 @@ def build_critic(name: str, **options: Any) -> Critic:
 
 def clamp(value: float, low: float = 0.0, high: float = 1.0) -> float:
     return max(low, min(high, value))
+
+
+def ramp(value: float, floor: float, ceiling: float) -> float:
+    """0 at ``floor``, 1 at ``ceiling``, linear between, clamped."""
+    return clamp((value - floor) / max(ceiling - floor, 1e-6))

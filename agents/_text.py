@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
+from typing import Any
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n\s*\n|\n(?=\s*(?:[-*\u2022]|\d+[.)])\s)")
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'\-]*")
@@ -89,3 +91,11 @@ def find_ad(text: str, brand: dict | None, campaign: dict | None, disclosure: st
         i for i, s in enumerate(parts) if find_phrases(s, names) or find_phrases(s, marks)
     )
     return AdSpan(tuple(parts), indices)
+
+
+@functools.cache
+def sentiment_analyzer() -> Any:
+    """VADER, built once per process (it reads its lexicon from disk) and shared by critics."""
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    return SentimentIntensityAnalyzer()

@@ -81,6 +81,59 @@ def cli(ctx: click.Context, home: Path | None, env_file: Path) -> None:
     ctx.obj = _Context(home, env_file)
 
 
+def _prompt_selection(command):
+    """-n/--limit, -t/--task-type, -p/--prompt: which prompts a job works on."""
+    options = [
+        click.option("-n", "--limit", type=click.IntRange(min=1), help="Only the first N prompts."),
+        click.option(
+            "-t",
+            "--task-type",
+            "task_types",
+            multiple=True,
+            type=click.Choice(TASK_TYPES),
+            help="Only prompts of this task type (repeatable).",
+        ),
+        click.option(
+            "-p", "--prompt", "prompt_ids", multiple=True, help="Only this prompt id (repeatable)."
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _sampling_options(command):
+    """-k and the sampling settings; unset ones come from CRITICLOOP_GENERATION__*."""
+    options = [
+        click.option(
+            "-k", "--candidates", type=click.IntRange(1, 32), help="Candidates per prompt."
+        ),
+        click.option(
+            "--max-new-tokens", type=click.IntRange(min=1), help="New tokens per candidate."
+        ),
+        click.option("--temperature", type=click.FloatRange(min=0), help="0 for greedy decoding."),
+        click.option(
+            "--top-p", type=click.FloatRange(min=0, max=1, min_open=True), help="Nucleus mass."
+        ),
+        click.option("--seed", type=int, help="Sampling seed; a new seed gives new candidates."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _sampling(settings: Settings, max_new_tokens, temperature, top_p, seed):
+    from ..agents import Sampling
+
+    defaults = settings.generation
+    return Sampling(
+        max_new_tokens=max_new_tokens or defaults.max_new_tokens,
+        temperature=defaults.temperature if temperature is None else temperature,
+        top_p=top_p or defaults.top_p,
+        seed=defaults.seed if seed is None else seed,
+    )
+
+
 @cli.command()
 @click.option("--no-demo", is_flag=True, help="Create an empty database; load no demo data.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -147,23 +200,8 @@ def import_(obj: _Context, files: tuple[Path, ...], as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("-n", "--limit", type=click.IntRange(min=1), help="Only the first N prompts.")
-@click.option(
-    "-t",
-    "--task-type",
-    "task_types",
-    multiple=True,
-    type=click.Choice(TASK_TYPES),
-    help="Only prompts of this task type (repeatable).",
-)
-@click.option(
-    "-p", "--prompt", "prompt_ids", multiple=True, help="Only this prompt id (repeatable)."
-)
-@click.option("-k", "--candidates", type=click.IntRange(1, 32), help="Candidates per prompt.")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), help="New tokens per candidate.")
-@click.option("--temperature", type=click.FloatRange(min=0), help="0 for greedy decoding.")
-@click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), help="Nucleus mass.")
-@click.option("--seed", type=int, help="Sampling seed; a new seed gives new candidates.")
+@_prompt_selection
+@_sampling_options
 @click.option("--batch-size", type=click.IntRange(min=1), help="Sequences per forward pass.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_context
@@ -186,16 +224,10 @@ def generate(
     Candidates already stored for the same prompt and settings are kept, not regenerated, so
     an interrupted run picks up where it stopped. Defaults come from CRITICLOOP_GENERATION__*.
     """
-    from ..agents import Sampling
     from ._generate import run_generate
 
     defaults = obj.settings.generation
-    sampling = Sampling(
-        max_new_tokens=max_new_tokens or defaults.max_new_tokens,
-        temperature=defaults.temperature if temperature is None else temperature,
-        top_p=top_p or defaults.top_p,
-        seed=defaults.seed if seed is None else seed,
-    )
+    sampling = _sampling(obj.settings, max_new_tokens, temperature, top_p, seed)
     with obj.open_store() as store:
         summary = run_generate(
             obj.settings,
@@ -235,22 +267,8 @@ def graph() -> None:
 
 
 @graph.command("run")
-@click.option("-n", "--limit", type=click.IntRange(min=1), help="Only the first N prompts.")
-@click.option(
-    "-t",
-    "--task-type",
-    "task_types",
-    multiple=True,
-    type=click.Choice(TASK_TYPES),
-    help="Only prompts of this task type (repeatable).",
-)
-@click.option(
-    "-p", "--prompt", "prompt_ids", multiple=True, help="Only this prompt id (repeatable)."
-)
-@click.option("-k", "--candidates", type=click.IntRange(1, 32), help="Candidates per prompt.")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), help="New tokens per candidate.")
-@click.option("--temperature", type=click.FloatRange(min=0), help="0 for greedy decoding.")
-@click.option("--seed", type=int, help="Sampling seed.")
+@_prompt_selection
+@_sampling_options
 @click.option("--concurrency", type=click.IntRange(1, 64), help="Prompts in flight at once.")
 @click.option(
     "--human-budget", type=click.IntRange(min=0), help="Escalations this run may leave for people."
@@ -265,6 +283,7 @@ def graph_run(
     candidates,
     max_new_tokens,
     temperature,
+    top_p,
     seed,
     concurrency,
     human_budget,
@@ -272,22 +291,17 @@ def graph_run(
 ) -> None:
     """Generate, judge and route every prompt that needs it: the nightly job.
 
-    Picks prompts with no decision under the current model and settings, generates K
-    candidates, scores them with the critics, and records pairs, escalations (for
-    `criticloop review`), revisions and drops. Killed, it continues the same run next time.
+    Picks prompts with no decision under the current model, adapter and settings, generates
+    K candidates, scores them with the critics, and records pairs, escalations (answered with
+    `criticloop graph decide`), revisions and drops. Killed, it continues the same run next
+    time.
     """
-    from ..agents import Sampling
     from .run import RunOptions, run_feedback
 
     settings = obj.settings
     defaults = settings.generation
     options = RunOptions(
-        sampling=Sampling(
-            max_new_tokens=max_new_tokens or defaults.max_new_tokens,
-            temperature=defaults.temperature if temperature is None else temperature,
-            top_p=defaults.top_p,
-            seed=defaults.seed if seed is None else seed,
-        ),
+        sampling=_sampling(settings, max_new_tokens, temperature, top_p, seed),
         candidates=candidates or defaults.candidates,
         concurrency=concurrency or settings.concurrency,
         prompt_ids=prompt_ids,

@@ -312,11 +312,10 @@ def test_graph_show_is_mermaid(model_home):
 
 def test_generation_uses_the_promoted_adapter(model_home, models_cache, tmp_path):
     import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
     from criticloop.agents import policy_ref
     from criticloop.settings import Settings
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(models_cache / "smollm2-135m-instruct")
     config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)

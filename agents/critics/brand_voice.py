@@ -18,8 +18,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._critic import Case, Score, clamp, critic
-from .._text import find_phrases, sentences, words
+from .._critic import Case, Score, clamp, critic, ramp
+from .._text import find_phrases, sentences, sentiment_analyzer, words
 
 if TYPE_CHECKING:
     from .._signals import Signals
@@ -27,16 +27,6 @@ if TYPE_CHECKING:
 VERSION = "1"
 DIMENSION = "brand_voice"
 _MAX_TONE_SENTENCES = 200  # VADER is pure Python: enough sentences to know the tone
-
-
-def _ramp(value: float, floor: float, ceiling: float) -> float:
-    return clamp((value - floor) / max(ceiling - floor, 1e-6))
-
-
-def _load_vader() -> Any:
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-    return SentimentIntensityAnalyzer()
 
 
 @dataclass(frozen=True)
@@ -55,7 +45,7 @@ class BrandVoiceCritic:
     name: str = field(default="brand_voice", init=False)
     dimension: str = field(default=DIMENSION, init=False)
     version: str = field(default=VERSION, init=False)
-    _vader: Any = field(default_factory=_load_vader, init=False, repr=False, compare=False)
+    _vader: Any = field(default_factory=sentiment_analyzer, init=False, repr=False, compare=False)
 
     def applies(self, case: Case) -> bool:
         return bool(case.brand)
@@ -111,7 +101,7 @@ class BrandVoiceCritic:
             best, mean = max(sims), statistics.fmean(sims)
             # The best exemplar says "sounds like one of ours"; the mean keeps one lucky match
             # from carrying copy that is unlike the rest.
-            parts["similarity"] = _ramp(
+            parts["similarity"] = ramp(
                 0.7 * best + 0.3 * mean, self.similarity_floor, self.similarity_ceiling
             )
             weights["similarity"] = self.w_similarity

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import TYPE_CHECKING
 
-from .._critic import Case, Score, clamp, critic
+from .._critic import Case, Score, clamp, critic, ramp
 from .._text import find_ad, words
 
 if TYPE_CHECKING:
@@ -30,11 +30,6 @@ if TYPE_CHECKING:
 VERSION = "1"
 DIMENSION = "coherence"
 _FLAG = 0.6  # a component below this is named in the rationale
-
-
-def _ramp(value: float, floor: float, ceiling: float) -> float:
-    """0 at ``floor``, 1 at ``ceiling``, linear between."""
-    return clamp((value - floor) / max(ceiling - floor, 1e-6))
 
 
 @dataclass(frozen=True)
@@ -90,7 +85,7 @@ class CoherenceCritic:
         if len(sents) >= 2:
             pairs = [signals.similarity(a, b) for a, b in pairwise(sents)]
             continuity = statistics.fmean(pairs)
-            parts["continuity"] = _ramp(continuity, self.continuity_floor, self.continuity_ceiling)
+            parts["continuity"] = ramp(continuity, self.continuity_floor, self.continuity_ceiling)
             weights["continuity"] = self.w_continuity
             evidence["continuity"] = round(continuity, 4)
             weakest = min(range(len(pairs)), key=pairs.__getitem__)
@@ -101,7 +96,7 @@ class CoherenceCritic:
 
         topic = signals.similarity(text, case.request) if case.request.strip() else None
         if topic is not None:
-            parts["topic_fit"] = _ramp(topic, self.topic_floor, self.topic_ceiling)
+            parts["topic_fit"] = ramp(topic, self.topic_floor, self.topic_ceiling)
             weights["topic_fit"] = self.w_topic
             evidence["topic_similarity"] = round(topic, 4)
 
@@ -110,7 +105,7 @@ class CoherenceCritic:
             ad_fit = statistics.fmean(
                 statistics.fmean(signals.similarity(s, c) for c in context) for s in ad.ad_sentences
             )
-            parts["ad_fit"] = _ramp(ad_fit, self.ad_fit_floor, self.ad_fit_ceiling)
+            parts["ad_fit"] = ramp(ad_fit, self.ad_fit_floor, self.ad_fit_ceiling)
             weights["ad_fit"] = self.w_ad_fit
             evidence["ad_fit"] = round(ad_fit, 4)
             evidence["ad_sentences"] = [i + 1 for i in ad.ad_indices]

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._critic import Case, Score, clamp, critic
-from .._text import contains_phrase, find_ad, sentences, words
+from .._text import contains_phrase, find_ad, sentences, sentiment_analyzer, words
 
 if TYPE_CHECKING:
     from .._signals import Signals
@@ -91,12 +91,6 @@ def _load_profanity() -> Callable[[list[str]], Any]:
     return predict_prob
 
 
-def _load_vader() -> Any:
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-    return SentimentIntensityAnalyzer()
-
-
 @dataclass(frozen=True)
 class ComplianceCritic:
     """Vetoes responses that break the policy; see the module docstring."""
@@ -109,7 +103,7 @@ class ComplianceCritic:
     _profanity: Callable[[list[str]], Any] = field(
         default_factory=_load_profanity, init=False, repr=False, compare=False
     )
-    _vader: Any = field(default_factory=_load_vader, init=False, repr=False, compare=False)
+    _vader: Any = field(default_factory=sentiment_analyzer, init=False, repr=False, compare=False)
 
     def applies(self, case: Case) -> bool:
         return True

@@ -195,9 +195,7 @@ class HelpfulnessCritic:
         n_words = len(tokens)
         lines = [line.strip() for line in text.splitlines() if line.strip()]
 
-        relevance = (
-            signals.similarity(_embeddable(request), _embeddable(text)) if request.strip() else 0.0
-        )
+        relevance = signals.similarity(request, text) if request.strip() else 0.0
         relevance_scaled = clamp(relevance / max(self.relevance_ceiling, 1e-6))
 
         need = self._need_words(request)
@@ -271,7 +269,7 @@ class HelpfulnessCritic:
         near = 0.0
         parts = [p for p in sentences(text) if len(p.split()) >= 3][:_MAX_SENTENCES]
         if len(parts) >= 3:
-            vectors = np.stack([signals.embed(_embeddable(p)) for p in parts])
+            vectors = np.stack([signals.embed(p) for p in parts])
             sims = np.tril(vectors @ vectors.T, k=-1)  # each sentence against those before it
             near = float((sims.max(axis=1) >= self.near_duplicate).sum()) / len(parts)
         return clamp(max(dup_lines, rep_grams, near))
@@ -285,15 +283,6 @@ class HelpfulnessCritic:
         if case.truncated:
             conf -= 0.1
         return clamp(conf, 0.05, 0.95)
-
-
-def _embeddable(text: str) -> str:
-    """The text itself, or with lone surrogates replaced: the tokenizer rejects them."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "replace").decode("utf-8")
-    return text
 
 
 def _asked_count(request: str) -> int | None:

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._critic import Case, Score, clamp, critic
+from .._critic import Case, Score, clamp, critic, ramp
 from .._text import sentences, words
 
 if TYPE_CHECKING:
@@ -45,10 +45,6 @@ _SELF_NAME = re.compile(
     r"\b(?:[Mm]y name is|[Cc]all me)\s+([A-Z][a-z]+)\b"
     r"|\bI(?:'m| am)\s+([A-Z][a-z]+)(?=,?\s+(?:a|an|your|the)\s)"
 )
-
-
-def _ramp(value: float, floor: float, ceiling: float) -> float:
-    return clamp((value - floor) / max(ceiling - floor, 1e-6))
 
 
 def character_breaks(text: str, persona: str) -> list[str]:
@@ -90,7 +86,7 @@ class PersonaCritic:
         sims = [signals.similarity(s, persona) for s in sentences(text)[:_MAX_SENTENCES]]
         best = max(sims, default=whole)
         low, high = self.similarity_floor, self.similarity_ceiling
-        fit = self.w_whole * _ramp(whole, low, high) + self.w_best_sentence * _ramp(best, low, high)
+        fit = self.w_whole * ramp(whole, low, high) + self.w_best_sentence * ramp(best, low, high)
         fit /= self.w_whole + self.w_best_sentence
         breaks = character_breaks(text, persona)
         score = fit * self.break_factor ** len(breaks)

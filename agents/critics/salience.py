@@ -22,7 +22,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .._critic import Case, Score, clamp, critic
+from .._critic import Case, Score, clamp, critic, ramp
 from .._text import brand_names, contains_phrase, content_words, find_ad, words
 
 if TYPE_CHECKING:
@@ -30,10 +30,6 @@ if TYPE_CHECKING:
 
 VERSION = "1"
 DIMENSION = "salience"
-
-
-def _ramp(value: float, floor: float, ceiling: float) -> float:
-    return clamp((value - floor) / max(ceiling - floor, 1e-6))
 
 
 def _name_pattern(names: list[str]) -> re.Pattern[str] | None:
@@ -135,7 +131,7 @@ class SalienceCritic:
             "keywords": self.w_keywords,
         }
         if copy_sim is not None:
-            parts["ad_copy"] = _ramp(copy_sim, self.copy_floor, self.copy_ceiling)
+            parts["ad_copy"] = ramp(copy_sim, self.copy_floor, self.copy_ceiling)
             weights["ad_copy"] = self.w_copy
             evidence["ad_copy_similarity"] = round(copy_sim, 4)
         prominence = sum(weights[k] * parts[k] for k in parts) / sum(weights.values())
@@ -199,7 +195,7 @@ class SalienceCritic:
             elif (kw := content_words(keyword)) and kw <= present:
                 covered.append(keyword)
                 credit += 0.5
-        return _ramp(credit / len(keywords), 0.0, self.keyword_ceiling), covered
+        return ramp(credit / len(keywords), 0.0, self.keyword_ceiling), covered
 
 
 def _rationale(evidence: dict, quality: float, product: str, used: str) -> str:
