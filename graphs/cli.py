@@ -316,6 +316,12 @@ def graph_run(
     if as_json:
         _print_json(summary)
         return
+    if summary["run_id"] is None:
+        click.echo(
+            "nothing to judge: every selected prompt already has a decision under this model, "
+            "adapter and sampling settings (import new prompts, or run with another --seed)"
+        )
+        return
     outcomes = summary["outcomes"]
     click.echo(
         f"run {summary['run_id']}: {summary['prompts']} prompts, {summary['candidates']} candidates, "
@@ -431,6 +437,7 @@ def status(obj: _Context, as_json: bool) -> None:
             "embedder": settings.embedder.model,
             "offline": settings.models_are_local(),
             "langsmith_tracing": settings.langsmith_tracing,
+            "waiting_for_review": len(store.waiting_decisions()),
             "counts": store.counts(),
         }
     if as_json:

@@ -179,6 +179,15 @@ def run_feedback(
             limit=options.limit,
         )
         prompt_ids = [p["id"] for p in prompts]
+        if not prompt_ids:  # nothing new: no run to record
+            stores.close()
+            return {
+                "run_id": None,
+                "model": policy_ref(settings).name,
+                "profile": profiles.version,
+                "prompts": 0,
+                "database": str(settings.db_path),
+            }
         run_id = store.start_run(
             RUN_KIND,
             {

@@ -219,7 +219,8 @@ class Store:
 
     def counts(self) -> dict[str, int]:
         tables = (
-            "brands campaigns prompts generations critiques pairs reviews runs jobs adapters"
+            "brands campaigns prompts generations critiques decisions pairs reviews runs jobs "
+            "adapters"
         ).split()
         return {t: self.db[t].count for t in tables}
 

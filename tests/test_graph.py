@@ -168,7 +168,11 @@ def test_graph_run_on_supplied_candidates(model_home, tmp_path):
     assert set(by_prompt) == {"read", "capital", "tips", "huge", "email", "sums"}
 
     again = json.loads(run_cli("graph", "run", *SMALL, "--json", check=True).stdout)
-    assert again["prompts"] == 0  # everything was judged under this config
+    assert again["prompts"] == 0 and again["run_id"] is None  # all judged under this config
+    text = run_cli("graph", "run", *SMALL, check=True).stdout
+    assert text.startswith("nothing to judge:")
+    with _db(model_home) as store:
+        assert store.db["runs"].count == 1  # no empty runs recorded
     assert _counts(model_home)["pairs"] == counts["pairs"]
 
 
