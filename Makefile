@@ -45,6 +45,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/python bench/generation.py
 	$(BIN)/python bench/critics.py
+	$(BIN)/python bench/helpfulness_agreement.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -92,7 +92,7 @@ def m001_initial(db: Database) -> None:
             UNIQUE (prompt_id, config_hash, candidate_index)
         );
         CREATE TABLE critiques (
-            id TEXT PRIMARY KEY,            -- hash of (generation, critic, critic_version, backend)
+            id TEXT PRIMARY KEY,            -- hash of (generation, critic, version, backend, run)
             generation_id TEXT NOT NULL REFERENCES generations(id),
             critic TEXT NOT NULL,
             score REAL CHECK (score IS NULL OR (score >= 0 AND score <= 1)),
@@ -103,7 +103,7 @@ def m001_initial(db: Database) -> None:
             backend TEXT NOT NULL,
             run_id TEXT REFERENCES runs(id),
             created_at TEXT NOT NULL,
-            UNIQUE (generation_id, critic, critic_version, backend)
+            UNIQUE (generation_id, critic, critic_version, backend, run_id)
         );
         CREATE TABLE pairs (
             id TEXT PRIMARY KEY,            -- hash of (prompt, chosen, rejected, source)

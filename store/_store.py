@@ -63,7 +63,9 @@ class GenerationRecord:
 
 @dataclass(frozen=True)
 class CritiqueRecord:
-    """One critic's judgement of one generation; ``score is None`` means unscored."""
+    """One critic's judgement of one generation in one run; ``score is None`` means unscored.
+    A run that is resumed records each judgement once; another run judging the same text
+    records its own."""
 
     generation_id: str
     critic: str
@@ -77,7 +79,8 @@ class CritiqueRecord:
 
     @property
     def id(self) -> str:
-        return "c-" + _key(self.generation_id, self.critic, self.critic_version, self.backend)
+        key = (self.generation_id, self.critic, self.critic_version, self.backend, self.run_id)
+        return "c-" + _key(*key)
 
 
 @dataclass(frozen=True)

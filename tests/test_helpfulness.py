@@ -1,5 +1,5 @@
 """The helpfulness critic on crafted cases (relations, not exact floats), plus an optional check
-against people on a slice of the PandaLM test set (bench/helpfulness_pandalm.py runs it all)."""
+against people on a slice of the PandaLM test set (bench/helpfulness_agreement.py runs it all)."""
 
 from __future__ import annotations
 

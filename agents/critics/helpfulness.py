@@ -17,7 +17,7 @@ likelihood: on PandaLM it did not separate better answers from worse ones):
 - degeneration: repeated lines, repeated word 4-grams, near-duplicate sentences (embeddings);
 - echo: share of the response's word 4-grams copied from the request.
 
-Checked against people on the PandaLM test set by ``bench/helpfulness_pandalm.py`` (results in
+Checked against people on the PandaLM test set by ``bench/helpfulness_agreement.py`` (results in
 bench/RESULTS.md).
 """
 
