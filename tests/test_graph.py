@@ -405,3 +405,18 @@ def test_an_empty_candidate_is_unscored_not_a_crash(model_home, tmp_path):
         c["score"] is None and c["rationale"] == "empty response" for c in critiques
     )
     assert decision["chosen_generation_id"] != empty["id"]
+
+
+def test_langgraph_json_loads_the_graph_as_langgraph_tooling_would(hermetic):
+    import importlib.util
+
+    repo = Path(__file__).resolve().parent.parent
+    spec_text = json.loads((repo / "langgraph.json").read_text())["graphs"]["feedback"]
+    file_part, _, attribute = spec_text.partition(":")
+    spec = importlib.util.spec_from_file_location("langgraph_entry", repo / file_part)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # loaded by path, as `langgraph dev` does
+    graph = getattr(module, attribute)()
+    assert {"generate", "aggregate", "escalate", "critic_helpfulness"} <= set(
+        graph.get_graph().nodes
+    )
