@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from ..errors import InputError
+from ..errors import InputError, StoreError
 from ._records import Brand, Campaign, ImportRecord, Prompt
 
 _KINDS = {"brand": Brand, "campaign": Campaign, "prompt": Prompt}
@@ -216,8 +216,13 @@ def write_preference_jsonl(
     out = Path(out)
     report = ExportReport(path=out, format=fmt)
     seen: set[tuple[str, str, str]] = set()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    except FileExistsError:
+        raise StoreError(f"cannot write {out}: {out.parent} is not a directory") from None
+    except OSError as exc:
+        raise StoreError(f"cannot write {out}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             for pair in pairs:

@@ -64,3 +64,14 @@ def test_text_summary(settings, tmp_path):
         result.stdout.splitlines()[0] == f"wrote 2 pairs (conversational) to {tmp_path / 'p.jsonl'}"
     )
     assert "skipped 1 identical" in result.stdout
+
+
+def test_unwritable_destination_is_one_line(settings, tmp_path):
+    _seed_pairs(settings)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = run_cli("pairs", "export", str(blocker / "pairs.jsonl"))
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"criticloop: error: cannot write {blocker / 'pairs.jsonl'}: {blocker} is not a directory"
+    )
