@@ -77,6 +77,29 @@ class GenerationSettings(BaseModel):
     seed: int = Field(0, description="Sampling seed; a new seed gives new candidates.")
 
 
+class ReviewSettings(BaseModel):
+    """The reviewer app, ``criticloop review``."""
+
+    reviewer: str | None = Field(
+        None,
+        min_length=1,
+        description="Who is reviewing, recorded with each decision (--reviewer); default: login name.",
+    )
+    reviews_per_item: int = Field(
+        1,
+        ge=1,
+        le=20,
+        description="Reviewers who must decide each escalated case before its pair is made.",
+    )
+    lease_minutes: float = Field(
+        15.0,
+        gt=0,
+        le=24 * 60,
+        description="How long a case stays with a reviewer's app before others may take it.",
+    )
+    theme: Literal["dark", "light"] = Field("dark", description="Colour theme of the app.")
+
+
 class Settings(BaseSettings):
     """criticloop configuration. Build with :meth:`Settings.load`."""
 
@@ -103,6 +126,7 @@ class Settings(BaseSettings):
     concurrency: int = Field(
         2, ge=1, le=64, description="Prompts the feedback graph works on at once."
     )
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
 
     langsmith_tracing: bool = Field(
         False,

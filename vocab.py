@@ -11,8 +11,12 @@ TASK_TYPES = (
     "feedback_conversation",
     "general",
 )
-PAIR_SOURCES = ("synthetic", "human", "revision")
+PAIR_SOURCES = ("synthetic", "human", "revision", "human-revision")
+"""Where a pair came from: the critics, a person's A/B choice, a critic-guided revision the critics
+scored higher, or a person's rewrite of a candidate (chosen) against the candidates."""
 REVIEW_KINDS = ("preference", "stars", "thumbs", "comment", "rewrite")
+VERDICT_KINDS = ("preference", "rewrite")
+"""The review kinds that decide an escalated case; stars, thumbs and comments annotate it."""
 OUTCOMES = ("pair", "revision", "escalated", "human", "dropped")
 """What the feedback graph decided for a prompt: a synthetic pair, a pair from a revision, waiting
 for a person, decided by a person, or dropped (with the reason recorded)."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import CriticloopError
+from ..errors import CriticloopError, InputError
 from ..vocab import TASK_TYPES
 
 if TYPE_CHECKING:
@@ -366,20 +366,78 @@ def graph_show(obj: _Context) -> None:
     required=True,
     help="a: the critics' choice; b: the other candidate; tie.",
 )
-@click.option("--reviewer", required=True, help="Who decided (recorded with the review).")
+@click.option("--reviewer", help="Who decided (default: settings, then the login name).")
 @click.option("--comment", help="Why, in a sentence.")
+@click.option(
+    "--rewrite",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="A file with your corrected version of the --prefer candidate (becomes chosen).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @pass_context
-def graph_decide(obj: _Context, run_id, prompt_id, prefer, reviewer, comment, as_json) -> None:
-    """Answer an escalated case without the TUI: resumes its graph thread."""
-    from .run import answer_escalation
+def graph_decide(
+    obj: _Context, run_id, prompt_id, prefer, reviewer, comment, rewrite, as_json
+) -> None:
+    """Decide an escalated case without the reviewer app: records the verdict and, once the case
+    has the verdicts it needs, resumes its graph thread."""
+    from .review import ReviewDesk, reviewer_name
 
-    answer = {"preference": prefer, "reviewer": reviewer, "comment": comment}
-    outcome = answer_escalation(obj.settings, run_id, prompt_id, answer)
+    text = None
+    if rewrite is not None:
+        try:
+            text = rewrite.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read the rewrite: {exc}", source=str(rewrite)) from None
+    desk = ReviewDesk(obj.settings, reviewer_name(obj.settings, reviewer))
+    try:
+        complete = desk.verdict(f"{run_id}/{prompt_id}", prefer, rewrite=text, comment=comment)
+        outcomes = desk.settle(f"{run_id}/{prompt_id}") if complete else []
+    finally:
+        desk.close()
+    outcome = (
+        outcomes[0]
+        if outcomes
+        else {"outcome": "escalated", "reason": "waiting for more reviewers"}
+    )
     if as_json:
         _print_json(outcome)
     else:
         click.echo(f"{prompt_id}: {outcome.get('outcome')} ({outcome.get('reason')})")
+
+
+@cli.command()
+@click.option(
+    "--reviewer", help="Your reviewer id (default: CRITICLOOP_REVIEW__REVIEWER, then login)."
+)
+@click.option("--brand", help="Only cases of this brand (id).")
+@click.option("--task-type", type=click.Choice(TASK_TYPES), help="Only cases of this task type.")
+@click.option("--run", "run_id", help="Only cases from this run.")
+@click.option("--search", help="Only cases whose prompt or candidates contain these words.")
+@click.option("--theme", type=click.Choice(["dark", "light"]), help="Colour theme.")
+@pass_context
+def review(obj: _Context, reviewer, brand, task_type, run_id, search, theme) -> None:
+    """Review escalated cases in the terminal (keyboard or mouse; works over SSH).
+
+    For each case: the prompt with its brand, campaign and persona, candidates A (the critics'
+    choice) and B side by side with every critic's score, confidence and rationale, and why it
+    was escalated. Choose A, B or a tie, rewrite a candidate, rate with stars or thumbs, comment,
+    skip, undo. Each decision is saved at once and resumes the case's graph thread, which makes
+    the pair. Two reviewers never get the same case at once.
+    """
+    from ..store import CaseFilter
+    from .review import ReviewDesk, reviewer_name
+
+    settings = obj.settings
+    with obj.open_store():  # fail early, with the usual message, when there is no database
+        pass
+    name = reviewer_name(settings, reviewer)
+    filters = CaseFilter(brand, task_type, run_id, search)
+    desk = ReviewDesk(settings, name)
+    if brand:
+        desk.store.get_brand(brand)  # an unknown brand is an error, not an empty queue
+    from ..tui import ReviewApp
+
+    ReviewApp(settings, name, filters=filters, theme=theme, desk=desk).run()
 
 
 @cli.group()

@@ -30,7 +30,6 @@ from ..store import (
     CritiqueRecord,
     DecisionRecord,
     PairRecord,
-    ReviewRecord,
     Store,
 )
 from ._generate import generate_and_record
@@ -98,16 +97,16 @@ class FeedbackResources:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _contexts: dict[str, tuple] = field(default_factory=dict)
 
-    @property
+    # Methods, not properties: LangGraph's compile() reads the attributes that node functions
+    # use (looking for subgraphs), and a property there would load the models at compile time.
     def policy(self) -> Any:
         with self._lock:
             if self._policy is None:
                 self._policy = self.load_policy()
             return self._policy
 
-    @property
     def signals(self) -> Signals:
-        policy = self.policy  # coherence reads the response likelihood under the policy
+        policy = self.policy()  # coherence reads the response likelihood under the policy
         with self._lock:
             if self._signals is None:
                 self._signals = Signals(self.load_embedder(), policy)
@@ -173,7 +172,7 @@ def build_feedback_graph(resources: FeedbackResources, checkpointer: Any = None)
             if any(name not in scored.get(c["id"], {}) for name in weights if weights[name] > 0)
         ]
         if todo:
-            r.signals.prepare([r.case(state["prompt_id"], c) for c in todo])
+            r.signals().prepare([r.case(state["prompt_id"], c) for c in todo])
         return {}
 
     def make_critic_node(name: str, critic: Critic) -> Callable[[FeedbackState], dict]:
@@ -188,7 +187,7 @@ def build_feedback_graph(resources: FeedbackResources, checkpointer: Any = None)
                 case = r.case(state["prompt_id"], candidate)
                 if not critic.applies(case):
                     continue
-                score = _run_critic(critic, case, r.signals)
+                score = _run_critic(critic, case, r.signals())
                 r.stores.get().record_critique(
                     CritiqueRecord(
                         generation_id=candidate["id"],
@@ -338,7 +337,7 @@ def _candidates(r: FeedbackResources, run_id: str, prompt_id: str) -> list[Candi
         request = [(prompt_id, build_conversation(prompt, brand, campaign), missing)]
         for _ in generate_and_record(
             store,
-            r.policy,
+            r.policy(),
             request,
             sampling=r.sampling,
             config_hash=r.config_hash,
@@ -396,7 +395,7 @@ def _revise(
         request = [(state["prompt_id"], conversation, [index])]
         for _ in generate_and_record(
             store,
-            r.policy,
+            r.policy(),
             request,
             sampling=sampling,
             config_hash=config,
@@ -440,46 +439,72 @@ def _record_decision(
 
 
 def _apply_human_answer(r: FeedbackResources, state: FeedbackState, answer: dict[str, Any]) -> dict:
-    """Turn a person's decision (or the run's budget running out) into records."""
+    """Turn people's verdicts (or the run's human budget running out) into pairs.
+
+    ``answer``: ``{"over_budget": True}`` or ``{"verdicts": [{"reviewer", "preference": a|b|tie,
+    "rewrite", "comment"}, ...]}``, A being the critics' choice. The verdicts are already in
+    the store (reviews); this makes what follows from them: a ``human`` pair for the majority
+    preference, and for each rewrite, ``human-revision`` pairs of the rewrite over both
+    candidates.
+    """
     d = state["decision"]
     if answer.get("over_budget"):
         reason = f"human budget exhausted ({d['reason']})"
         _record_decision(r, state, "dropped", "done", reason)
         return {"outcome": {"outcome": "dropped", "reason": reason}}
-    preference = answer.get("preference")
-    if preference not in ("a", "b", "tie"):
-        raise ValueError(f"a review answer needs preference a, b or tie, got {preference!r}")
-    reviewer = str(answer.get("reviewer") or "unknown")
-    store = r.stores.get()
-    store.record_review(
-        ReviewRecord(
-            prompt_id=state["prompt_id"],
-            reviewer=reviewer,
-            kind="preference",
-            generation_id=d["chosen"],
-            other_generation_id=d["rejected"],
-            preference=preference,
-            comment=answer.get("comment"),
-        )
-    )
-    if preference == "tie":
-        reason = f"{reviewer} judged a tie"
-        _record_decision(r, state, "human", "done", reason)
-        return {"outcome": {"outcome": "human", "reason": reason}}
-    chosen, rejected = (
-        (d["chosen"], d["rejected"]) if preference == "a" else (d["rejected"], d["chosen"])
-    )
+    verdicts = answer.get("verdicts") or []
+    if not verdicts or any(v.get("preference") not in ("a", "b", "tie") for v in verdicts):
+        raise ValueError(f"a review answer needs verdicts of a, b or tie, got {answer!r}")
+    a, b = d["chosen"], d["rejected"]
     texts = {c["id"]: c["text"] for c in state["candidates"]}
-    record = PairRecord(
-        prompt_id=state["prompt_id"],
-        chosen=texts[chosen],
-        rejected=texts[rejected],
-        source="human",
-        chosen_generation_id=chosen,
-        rejected_generation_id=rejected,
-        run_id=state["run_id"],
-    )
-    store.record_pair(record)
-    reason = f"{reviewer} preferred {'A' if preference == 'a' else 'B'}"
-    _record_decision(r, state, "human", "done", reason, pair_id=record.id)
-    return {"outcome": {"outcome": "human", "reason": reason, "pair_id": record.id}}
+    votes = Counter(v["preference"] for v in verdicts)
+    (top, count), *rest = votes.most_common()
+    winner = top if top != "tie" and all(n < count for _, n in rest) else None
+
+    def pair(chosen_text: str, rejected: str, source: str, chosen: str | None) -> PairRecord:
+        return PairRecord(
+            prompt_id=state["prompt_id"],
+            chosen=chosen_text,
+            rejected=texts[rejected],
+            source=source,
+            chosen_generation_id=chosen,
+            rejected_generation_id=rejected,
+            run_id=state["run_id"],
+        )
+
+    records = []
+    if winner:
+        chosen, rejected = (a, b) if winner == "a" else (b, a)
+        records.append(pair(texts[chosen], rejected, "human", chosen))
+    for v in verdicts:
+        rewrite = (v.get("rewrite") or "").strip()
+        if rewrite:
+            edited, other = (a, b) if v["preference"] == "a" else (b, a)
+            for rejected in (edited, other):
+                if texts[rejected].strip() != rewrite:
+                    records.append(pair(rewrite, rejected, "human-revision", None))
+    store = r.stores.get()
+    for record in records:
+        store.record_pair(record)
+    reason = _verdicts_reason(verdicts, winner)
+    pair_id = records[0].id if records else None
+    _record_decision(r, state, "human", "done", reason, pair_id=pair_id)
+    return {
+        "outcome": {
+            "outcome": "human",
+            "reason": reason,
+            "pair_id": pair_id,
+            "pairs": [p.id for p in records],
+        }
+    }
+
+
+def _verdicts_reason(verdicts: list[dict[str, Any]], winner: str | None) -> str:
+    def said(v: dict[str, Any]) -> str:
+        choice = v["preference"].upper() if v["preference"] != "tie" else "a tie"
+        return f"rewrote {choice}" if v.get("rewrite") else f"chose {choice}"
+
+    if len(verdicts) == 1:
+        return f"{verdicts[0]['reviewer']} {said(verdicts[0])}"
+    each = "; ".join(f"{v['reviewer']} {said(v)}" for v in verdicts)
+    return f"{each}: {'majority ' + winner.upper() if winner else 'no majority'}"

@@ -232,42 +232,6 @@ def run_feedback(
     return summary
 
 
-def answer_escalation(
-    settings: Settings, run_id: str, prompt_id: str, answer: dict[str, Any]
-) -> dict:
-    """Resume an escalated prompt's thread with a person's answer (any process, any time).
-
-    ``answer``: ``{"preference": "a" | "b" | "tie", "reviewer": ..., "comment": ...}`` where A is
-    the candidate the critics preferred. Returns the thread's outcome.
-    """
-    from langgraph.types import Command
-
-    from ..errors import NotFoundError
-
-    with Store.open(settings.db_path, create=False) as store:
-        decision = store.get_decision(run_id, prompt_id)
-        if decision is None or decision["status"] != "waiting":
-            raise NotFoundError(
-                f"no escalation of prompt {prompt_id!r} is waiting in run {run_id!r}"
-            )
-        run = store.get_run(run_id)
-    config = run["config"]
-    profiles = Profiles.load(settings.profiles)
-    stores = ThreadStores(settings.db_path)
-    resources = make_resources(
-        settings, stores, profiles, Sampling(**config["sampling"]), config["candidates"]
-    )
-    resources.config_hash = config["config_hash"]
-    checkpointer = open_checkpointer(settings)
-    try:
-        graph = build_feedback_graph(resources, checkpointer)
-        result = graph.invoke(Command(resume=answer), thread_config(run_id, prompt_id))
-        return result.get("outcome", {})
-    finally:
-        stores.close()
-        checkpointer.conn.close()
-
-
 def _pregenerate(
     r: FeedbackResources, store: Store, run_id: str, prompt_ids: Sequence[str], progress: bool
 ) -> None:
@@ -287,7 +251,7 @@ def _pregenerate(
     bar = _progress(total, progress, "generating", "cand")
     for _ in generate_and_record(
         store,
-        r.policy,
+        r.policy(),
         requests,
         sampling=r.sampling,
         config_hash=r.config_hash,

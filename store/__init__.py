@@ -8,9 +8,10 @@ natural keys so reruns never duplicate. Callers use these verbs, never SQL::
         store.record_generations([...])
 """
 
-from ..vocab import PAIR_SOURCES, REVIEW_KINDS, TASK_TYPES
+from ..vocab import PAIR_SOURCES, REVIEW_KINDS, TASK_TYPES, VERDICT_KINDS
 from ._files import ExportReport, read_records, write_preference_jsonl
 from ._records import Brand, BrandVoice, Campaign, CompliancePolicy, Message, Prompt, content_hash
+from ._review import ALL_CASES, CaseFilter, critic_agreement, reviewer_agreement
 from ._store import (
     SUPPLIED,
     CritiqueRecord,
@@ -24,15 +25,18 @@ from ._store import (
 from .demo import DEMO_FILES
 
 __all__ = [
+    "ALL_CASES",
     "SUPPLIED",
     "DecisionRecord",
     "DEMO_FILES",
     "PAIR_SOURCES",
     "REVIEW_KINDS",
     "TASK_TYPES",
+    "VERDICT_KINDS",
     "Brand",
     "BrandVoice",
     "Campaign",
+    "CaseFilter",
     "CompliancePolicy",
     "CritiqueRecord",
     "ExportReport",
@@ -44,6 +48,8 @@ __all__ = [
     "ReviewRecord",
     "Store",
     "content_hash",
+    "critic_agreement",
+    "reviewer_agreement",
     "read_records",
     "write_preference_jsonl",
 ]

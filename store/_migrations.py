@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlite_utils import Database, Migrations
 
-from ..vocab import OUTCOMES, PAIR_SOURCES, REVIEW_KINDS, TASK_TYPES
+from ..vocab import OUTCOMES, REVIEW_KINDS, TASK_TYPES
 
 migrations = Migrations("criticloop")
 
@@ -112,7 +112,7 @@ def m001_initial(db: Database) -> None:
             rejected TEXT NOT NULL,
             chosen_generation_id TEXT REFERENCES generations(id),
             rejected_generation_id TEXT REFERENCES generations(id),
-            source TEXT NOT NULL {_check("source", PAIR_SOURCES)},
+            source TEXT NOT NULL {_check("source", ("synthetic", "human", "revision"))},
             margin REAL,
             run_id TEXT REFERENCES runs(id),
             created_at TEXT NOT NULL
@@ -179,3 +179,50 @@ def m002_decisions(db: Database) -> None:
         CREATE INDEX pairs_run ON pairs(run_id);
         """
     )
+
+
+@migrations()
+def m003_review(db: Database) -> None:
+    """The reviewer app: leases on escalated cases, reviews tied to the case they decide, and
+    pairs from a person's rewrite (source ``human-revision``).
+
+    SQLite cannot change a CHECK constraint in place, so ``pairs`` is rebuilt by SQLite's
+    documented procedure (``Store.open`` runs migrations with foreign keys off and checks them
+    before committing). Statement by statement: ``executescript`` would commit half-way.
+    """
+    sources = _check("source", ("synthetic", "human", "revision", "human-revision"))
+    statements = [
+        "ALTER TABLE reviews ADD COLUMN decision_id TEXT REFERENCES decisions(id)",
+        "CREATE INDEX reviews_decision ON reviews(decision_id, reviewer)",
+        """CREATE TABLE leases (
+            decision_id TEXT NOT NULL REFERENCES decisions(id),
+            holder TEXT NOT NULL,           -- one running reviewer app
+            reviewer TEXT NOT NULL,
+            expires_at TEXT NOT NULL,       -- an app that dies lets go when this passes
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (decision_id, holder)
+        )""",
+        "CREATE INDEX leases_holder ON leases(holder)",
+        f"""CREATE TABLE pairs_new (
+            id TEXT PRIMARY KEY,
+            prompt_id TEXT NOT NULL REFERENCES prompts(id),
+            chosen TEXT NOT NULL,
+            rejected TEXT NOT NULL,
+            chosen_generation_id TEXT REFERENCES generations(id),
+            rejected_generation_id TEXT REFERENCES generations(id),
+            source TEXT NOT NULL {sources},
+            margin REAL,
+            run_id TEXT REFERENCES runs(id),
+            created_at TEXT NOT NULL
+        )""",
+        """INSERT INTO pairs_new
+            SELECT id, prompt_id, chosen, rejected, chosen_generation_id, rejected_generation_id,
+                   source, margin, run_id, created_at
+            FROM pairs""",
+        "DROP TABLE pairs",
+        "ALTER TABLE pairs_new RENAME TO pairs",
+        "CREATE INDEX pairs_prompt ON pairs(prompt_id)",
+        "CREATE INDEX pairs_run ON pairs(run_id)",
+    ]
+    for statement in statements:
+        db.execute(statement)

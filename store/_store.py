@@ -23,21 +23,15 @@ from sqlite_utils.db import NotFoundError as _RowMissing
 
 from ..errors import InputError, NotFoundError, StoreError
 from ..vocab import PAIR_SOURCES, REVIEW_KINDS
+from ._common import _decode, _key, now
 from ._migrations import migrations
 from ._records import Brand, Campaign, ImportRecord, Prompt, content_hash
+from ._review import ReviewVerbs
 
 BUSY_TIMEOUT_S = 60.0
 SUPPLIED = "supplied"
 """Config hash and model name of candidates that came with the prompt instead of the policy."""
 Outcome = Literal["inserted", "updated", "unchanged"]
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _key(*parts: Any) -> str:
-    return content_hash(list(parts))[:24]
 
 
 @dataclass(frozen=True)
@@ -115,6 +109,7 @@ class ReviewRecord:
     thumbs: str | None = None
     comment: str | None = None
     rewrite: str | None = None
+    decision_id: str | None = None  # the escalated case it was given on, if any
 
     @property
     def id(self) -> str:
@@ -164,7 +159,7 @@ class ImportSummary:
         return {"inserted": self.inserted, "updated": self.updated, "unchanged": self.unchanged}
 
 
-class Store:
+class Store(ReviewVerbs):
     """Verbs over the criticloop database. Open with :meth:`Store.open`."""
 
     def __init__(self, db: Database, path: Path):
@@ -183,12 +178,20 @@ class Store:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
             db = Database(conn)
-            db.execute("PRAGMA foreign_keys = ON")
             if db.journal_mode != "wal":
                 db.enable_wal()
             store = cls(db, path)
+            # Foreign keys off while migrating, so a migration may rebuild a table that others
+            # reference (SQLite's procedure for schema changes ALTER TABLE cannot make).
+            db.execute("PRAGMA foreign_keys = OFF")
             with store.transaction():
                 migrations.apply(db)
+                broken = db.execute("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise sqlite3.IntegrityError(
+                        f"foreign keys broken by a migration: {broken[:3]}"
+                    )
+            db.execute("PRAGMA foreign_keys = ON")
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open database {path}: {exc}") from None
         return store
@@ -494,6 +497,9 @@ class Store:
         ]
         return self._insert_new("generations", rows)
 
+    def get_generation(self, generation_id: str) -> dict[str, Any]:
+        return _decode(self._get("generations", generation_id, "generation"), "sampling")
+
     def generations_for(self, prompt_id: str) -> list[dict[str, Any]]:
         rows = self.db["generations"].rows_where(
             "prompt_id = ?", [prompt_id], order_by="config_hash, candidate_index"
@@ -555,6 +561,7 @@ class Store:
             "thumbs": review.thumbs,
             "comment": review.comment,
             "rewrite": review.rewrite,
+            "decision_id": review.decision_id,
         }
         stamp = now()
         with self.transaction():
@@ -746,10 +753,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # someone else's live process
         return True
     return True
-
-
-def _decode(row: dict[str, Any], *json_columns: str) -> dict[str, Any]:
-    for column in json_columns:
-        if row.get(column) is not None:
-            row[column] = json.loads(row[column])
-    return row
