@@ -110,3 +110,119 @@ def signals(bundled_embedder, bundled_policy):
     from criticloop.agents import Signals
 
     return Signals(bundled_embedder, bundled_policy)
+
+
+# ---- the review queue: escalated cases from a real graph run ------------------------------------
+
+REVIEW_CASES = [
+    {
+        "kind": "brand",
+        "id": "lumen",
+        "name": "Lumen Lamps",
+        "voice": {"tone": "calm, practical", "preferred_terms": ["warm light"]},
+        "compliance": {"required_disclosure": "Sponsored", "banned_claims": ["guaranteed"]},
+    },
+    {
+        "kind": "campaign",
+        "id": "lumen-desk",
+        "brand": "lumen",
+        "name": "Desk lamp",
+        "product": "Lumen Desk Lamp",
+        "ad_copy": "The Lumen Desk Lamp gives soft, even light for late reading without glare.",
+        "keywords": ["reading", "desk"],
+    },
+    {
+        "id": "read",
+        "task_type": "ad_insertion",
+        "campaign": "lumen-desk",
+        "prompt": "How can I read late at night without tiring my eyes?",
+        "candidates": [
+            "Keep the page evenly lit and rest your eyes every half hour. Sponsored: the Lumen "
+            "Desk Lamp gives soft, even light for late reading.",
+            "Use a bright light and take breaks. Sponsored: the Lumen Desk Lamp helps.",
+        ],
+    },
+    {
+        "id": "capital",
+        "prompt": "What is the capital of France?",
+        "candidates": ["The capital of France is Paris.", "Paris is the capital city of France."],
+    },
+    {
+        "id": "picnic",
+        "prompt": "Give me three tips for a rainy-day picnic.",
+        "candidates": [
+            "1. Pick a covered spot. 2. Pack food that stays good when damp. 3. Bring towels.",
+            "Find a pavilion, bring a waterproof blanket, and pack warm drinks in a flask.",
+        ],
+    },
+    {
+        "id": "sums",
+        "messages": [
+            {"role": "user", "content": "I am checking my homework."},
+            {"role": "assistant", "content": "Sure, what is the question?"},
+            {"role": "user", "content": "What is 12 times 11?"},
+        ],
+        "candidates": [
+            "12 times 11 is 132.",
+            "12 times 11 is 132, since 12 x 10 = 120 and 120 + 12 = 132.",
+        ],
+    },
+]
+
+
+def copy_database(source: Path, target: Path) -> None:
+    """Copy a live SQLite file (WAL included) with SQLite's backup API."""
+    import sqlite3
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
+
+
+@pytest.fixture(scope="session")
+def review_template(tmp_path_factory, bundled_policy, bundled_embedder) -> tuple[Path, str]:
+    """A data home whose graph run escalated every case to people (real critics, real
+    checkpointed threads waiting at their interrupt()), built once per session."""
+    import json
+    import re
+
+    from criticloop.agents import Sampling
+    from criticloop.graphs.profiles import DEFAULT_PROFILES
+    from criticloop.graphs.run import RunOptions, run_feedback
+
+    home = tmp_path_factory.mktemp("review-template")
+    profiles = home / "profiles.toml"
+    text = DEFAULT_PROFILES.read_text()
+    text = re.sub(r"^min_confidence = .*$", "min_confidence = 1.0", text, count=1, flags=re.M)
+    text = re.sub(r"^good_enough = .*$", "good_enough = 0.0", text, count=1, flags=re.M)
+    profiles.write_text(text)
+    cases = home / "cases.jsonl"
+    cases.write_text("".join(json.dumps(row) + "\n" for row in REVIEW_CASES))
+    settings = Settings(_env_file=None, home=home, profiles=profiles)
+    with Store.open(settings.db_path) as store:
+        store.import_records(read_records(cases))
+    summary = run_feedback(
+        settings,
+        RunOptions(
+            sampling=Sampling(32, 0.0, 1.0, 0),
+            candidates=2,
+            concurrency=1,
+            human_budget=20,
+            progress=False,
+        ),
+        load_policy=lambda: bundled_policy,
+        load_embedder_fn=lambda: bundled_embedder,
+    )
+    assert summary["waiting"] == 4, summary
+    return home, summary["run_id"]
+
+
+@pytest.fixture
+def review_home(hermetic: Path, review_template) -> Settings:
+    """Settings over a fresh copy of the review template: four cases waiting for people."""
+    template, _ = review_template
+    for name in ("criticloop.db", "checkpoints.db"):
+        copy_database(template / name, hermetic / name)
+    return Settings.load(env_file=None)

@@ -26,11 +26,12 @@ TABLES = {
     "runs",
     "jobs",
     "adapters",
+    "leases",
 }
 
 
 def test_migrations_create_every_table_in_wal_mode(store: Store):
-    assert store.applied_migrations() == ["m001_initial", "m002_decisions"]
+    assert store.applied_migrations() == ["m001_initial", "m002_decisions", "m003_review"]
     assert TABLES <= set(store.db.table_names())
     assert store.db.journal_mode == "wal"
     assert {"prompts_fts", "generations_fts"} <= set(store.db.table_names())
@@ -39,9 +40,9 @@ def test_migrations_create_every_table_in_wal_mode(store: Store):
 def test_reopening_applies_nothing_twice(settings, store: Store):
     store.close()
     with Store.open(settings.db_path) as again:
-        assert again.applied_migrations() == ["m001_initial", "m002_decisions"]
+        assert again.applied_migrations() == ["m001_initial", "m002_decisions", "m003_review"]
         rows = again.db.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0]
-        assert rows == 2
+        assert rows == 3
 
 
 def test_open_without_create_needs_a_database(settings):
@@ -212,3 +213,42 @@ def test_runs_left_running_by_a_dead_process_are_marked_failed(store: Store):
     store.db["runs"].update(run, {"pid": 2**22 + 12345})  # no such process
     store.start_run("generate", {"x": 2})
     assert store.get_run(run)["status"] == "failed"
+
+
+def test_a_database_from_before_the_review_app_migrates(hermetic):
+    """m003 rebuilds the pairs table (a new pair source): every pair survives, the decision
+    that points at one still does, and foreign keys hold."""
+    from criticloop.store._migrations import migrations
+    from sqlite_utils import Database
+
+    hermetic.mkdir(parents=True, exist_ok=True)
+    path = hermetic / "old.db"
+    old = Database(path)
+    migrations.apply(old, stop_before="m003_review")
+    stamp = "2026-11-01T00:00:00.000+00:00"
+    old["prompts"].insert(
+        {"id": "p1", "task_type": "general", "messages": "[]", "text": "hi", "metadata": "{}",
+         "source": "x", "content_hash": "h", "created_at": stamp, "updated_at": stamp}
+    )  # fmt: skip
+    old["runs"].insert(
+        {"id": "r1", "kind": "graph", "status": "done", "config": "{}", "started_at": stamp}
+    )
+    old["pairs"].insert(
+        {"id": "pr-1", "prompt_id": "p1", "chosen": "a", "rejected": "b", "source": "human",
+         "run_id": "r1", "created_at": stamp}
+    )  # fmt: skip
+    old["decisions"].insert(
+        {"id": "r1/p1", "run_id": "r1", "prompt_id": "p1", "config_hash": "c", "outcome": "human",
+         "status": "done", "reason": "x", "pair_id": "pr-1", "rewards": "{}",
+         "created_at": stamp, "updated_at": stamp}
+    )  # fmt: skip
+    old.close()
+
+    with Store.open(path) as store:
+        assert store.applied_migrations()[-1] == "m003_review"
+        assert [p["id"] for p in store.db["pairs"].rows] == ["pr-1"]
+        assert store.get_decision("r1", "p1")["pair_id"] == "pr-1"
+        assert store.db.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert store.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        store.record_pair(PairRecord("p1", "better", "a", "human-revision", run_id="r1"))
+        assert store.db["pairs"].count == 2
