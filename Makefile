@@ -22,6 +22,7 @@ DEMO_ARGS ?= --candidates 2 --max-new-tokens 96
 demo: $(VENV)/.installed
 	$(BIN)/criticloop init
 	$(BIN)/criticloop graph run $(DEMO_ARGS)
+	@echo "Next: decide the escalated cases with $(BIN)/criticloop review"
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -142,12 +142,14 @@ class ReviewVerbs:
         all_waiting = self.db.execute(
             "SELECT count(*) FROM decisions WHERE status = 'waiting'"
         ).fetchone()[0]
+        settling = {d["id"] for d in self.cases_to_settle(reviews_per_item)} & set(matching)
         return {
             "waiting": all_waiting,
             "matching": len(matching),
             "open": len(open_now),
             "skipped": len({c["id"] for c in open_now} & set(exclude)),
-            "awaiting_others": len(set(matching) & mine),
+            "awaiting_others": len((set(matching) & mine) - settling),
+            "settling": len(settling),  # decided; their threads are being resumed
         }
 
     def _open_cases(

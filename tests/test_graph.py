@@ -230,7 +230,7 @@ def test_escalations_wait_and_a_person_decides_in_another_process(
         "--reviewer",
         "ana",
     )
-    assert again.returncode == 2 and "is waiting" in again.stderr
+    assert again.returncode == 2 and "is not waiting for review" in again.stderr
 
 
 def test_kill_9_then_rerun_continues_the_same_run(model_home, models_cache, tmp_path, monkeypatch):

@@ -84,9 +84,8 @@ class ReviewScreen(Screen[None]):
     def on_mount(self) -> None:
         self.review.next_case()
 
-    def show(self, case: Case | None) -> None:
+    def refresh_status(self) -> dict[str, int]:
         app = self.review
-        self.set_class(case is None, "-empty")
         queue = app.desk.queue(app.filters, app.skipped)
         where = f" · filter: {app.filters.describe()}" if app.filters else ""
         status = (
@@ -94,8 +93,15 @@ class ReviewScreen(Screen[None]):
             f" of {queue['waiting']} waiting{where}"
         )
         self.query_one("#status", Static).update(status)
-        if case is None:
+        if app.case is None:
             self.query_one("#empty", Static).update(Content.from_markup(empty_markup(queue, app)))
+        return queue
+
+    def show(self, case: Case | None) -> None:
+        app = self.review
+        self.set_class(case is None, "-empty")
+        self.refresh_status()
+        if case is None:
             return
         n = app.desk.reviews_per_item
         self.query_one("#context-text", Static).update(Content.from_markup(context_markup(case, n)))
@@ -152,6 +158,12 @@ class ReviewScreen(Screen[None]):
 
 
 def empty_markup(queue: dict[str, int], app: ReviewApp) -> str:
+    if queue["waiting"] == 0 and app.decided:
+        return (
+            f"[b]Queue clear.[/b] You decided {len(app.decided)} case(s) in this session; "
+            "their pairs are in the store (criticloop pairs export FILE).\n\n"
+            "[b]S[/b] stats · [b]u[/b] undo the last · [b]q[/b] quit"
+        )
     if queue["waiting"] == 0:
         return (
             "[b]Nothing to review:[/b] no escalated case is waiting.\n\n"
@@ -165,7 +177,9 @@ def empty_markup(queue: dict[str, int], app: ReviewApp) -> str:
             f"[b]No waiting case matches the filter[/b] ({app.filters.describe()}); "
             f"{queue['waiting']} wait in all.\n\n[b]f[/b] change the filter · [b]q[/b] quit"
         )
-    others = queue["matching"] - queue["awaiting_others"]
+    if queue["settling"] == queue["matching"]:
+        return "[b]All decided.[/b] Making the last pairs...\n\n[b]S[/b] stats · [b]q[/b] quit"
+    others = queue["matching"] - queue["awaiting_others"] - queue["settling"]
     lines = ["[b]Nothing open to you right now.[/b]"]
     if queue["awaiting_others"]:
         lines.append(
@@ -399,5 +413,9 @@ class ReviewApp(App[None]):
                 return
             if then is not None:
                 then(result)
+            if self.case is None:  # the queue may have changed: a case freed, or all done
+                self.next_case()
+            else:
+                self.main.refresh_status()
 
         self.run_worker(job(), group="graph", exit_on_error=False)
