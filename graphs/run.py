@@ -117,11 +117,17 @@ def make_resources(
 def advance(graph: Any, run_id: str, prompt_id: str) -> str:
     """Run (or continue) one prompt's thread as far as it goes; return where it stands."""
     config = thread_config(run_id, prompt_id)
+    start = {"run_id": run_id, "prompt_id": prompt_id, "revisions": 0}
     snapshot = graph.get_state(config)
     if not snapshot.values:
-        graph.invoke({"run_id": run_id, "prompt_id": prompt_id, "revisions": 0}, config)
+        graph.invoke(start, config)
     elif snapshot.next and not _interrupted(snapshot):
         graph.invoke(None, config)  # a crash left it mid-way: continue from the checkpoint
+    elif not _interrupted(snapshot) and not snapshot.values.get("outcome"):
+        # A kill can leave a thread whose last checkpoint has nowhere to go and no outcome.
+        # Run it again from the start: every node's records are keyed, so nothing doubles.
+        log.warning("thread %s/%s stopped without an outcome; running it again", run_id, prompt_id)
+        graph.invoke(start, config)
     snapshot = graph.get_state(config)
     if _interrupted(snapshot):
         return "escalated"
