@@ -18,7 +18,7 @@ import getpass
 import os
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import ConfigError
@@ -198,19 +198,13 @@ class ReviewDesk:
         )
         return None if row is None else self.load_case(row)
 
-    def queue(self, filters: CaseFilter = ALL_CASES, exclude: Iterable[str] = ()) -> dict[str, int]:
+    def queue(self, filters: CaseFilter = ALL_CASES) -> dict[str, int]:
         return self.store.queue_summary(
-            self.holder,
-            self.reviewer,
-            reviews_per_item=self.reviews_per_item,
-            filters=filters,
-            exclude=exclude,
+            self.holder, self.reviewer, reviews_per_item=self.reviews_per_item, filters=filters
         )
 
     def load_case(self, decision: dict[str, Any]) -> Case:
         store = self.store
-        if isinstance(decision.get("rewards"), str):
-            decision = store.get_decision(decision["run_id"], decision["prompt_id"]) or decision
         prompt = store.get_prompt(decision["prompt_id"])
         brand = store.get_brand(prompt["brand_id"]) if prompt.get("brand_id") else None
         campaign = store.get_campaign(prompt["campaign_id"]) if prompt.get("campaign_id") else None
@@ -236,12 +230,16 @@ class ReviewDesk:
             a=candidate("A", decision["chosen_generation_id"]),
             b=candidate("B", decision["rejected_generation_id"]),
             mine=store.case_reviews(decision["id"], self.reviewer),
-            verdicts_in=len({v["reviewer"] for v in store.verdicts(decision["id"])}),
+            verdicts_in=len(store.verdicts(decision["id"])),
         )
 
-    def reload(self, case: Case) -> Case:
-        decision = self.store.get_decision(case.decision["run_id"], case.decision["prompt_id"])
-        return self.load_case(decision or case.decision)
+    def with_reviews(self, case: Case) -> Case:
+        """``case`` with this reviewer's reviews as they are now (after a rating, say)."""
+        return replace(
+            case,
+            mine=self.store.case_reviews(case.id, self.reviewer),
+            verdicts_in=len(self.store.verdicts(case.id)),
+        )
 
     def verdict(
         self,
@@ -261,7 +259,7 @@ class ReviewDesk:
             comment=comment,
             holder=self.holder,
         )
-        return len({v["reviewer"] for v in verdicts}) >= self.reviews_per_item
+        return len(verdicts) >= self.reviews_per_item  # one verdict per reviewer
 
     def annotate(self, case: Case, label: str, **annotation: Any) -> None:
         self.store.annotate(case.id, self.reviewer, case.candidate(label).id, **annotation)

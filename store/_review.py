@@ -88,11 +88,9 @@ class ReviewVerbs:
             self.db.execute(
                 "DELETE FROM leases WHERE holder = ? OR expires_at <= ?", [holder, now()]
             )
-            limit = None if only else 1
             rows = self._open_cases(
-                holder, reviewer, reviews_per_item, filters, exclude, limit=limit
+                holder, reviewer, reviews_per_item, filters, exclude, only=only, limit=1
             )
-            rows = [r for r in rows if only is None or r["id"] == only]
             if not rows:
                 return None
             case = rows[0]
@@ -114,24 +112,20 @@ class ReviewVerbs:
         *,
         reviews_per_item: int = 1,
         filters: CaseFilter = ALL_CASES,
-        exclude: Iterable[str] = (),
     ) -> dict[str, int]:
-        """How many cases wait (matching ``filters``), how many of those are open to this
-        reviewer, and why the rest are not: leased by others, or given a verdict by this
-        reviewer and waiting for more reviewers."""
-        exclude = list(exclude)
-        open_now = self._open_cases(
-            holder, reviewer, reviews_per_item, filters, exclude, limit=None
-        )
+        """How many cases wait (in all, and matching ``filters``), how many of those are open to
+        this reviewer, and why the rest are not: decided and being resumed, given a verdict by
+        this reviewer and waiting for more reviewers, or leased by others."""
+        open_now = self._open_cases(holder, reviewer, reviews_per_item, filters)
         where, params = self._filter_sql(filters)
-        matching = [
+        matching = {
             r[0]
             for r in self.db.execute(
-                f"SELECT d.id FROM decisions d JOIN prompts p ON p.id = d.prompt_id "
+                "SELECT d.id FROM decisions d JOIN prompts p ON p.id = d.prompt_id "
                 f"WHERE d.status = 'waiting'{where}",
                 params,
             )
-        ]
+        }
         mine = {
             r[0]
             for r in self.db.execute(
@@ -142,14 +136,13 @@ class ReviewVerbs:
         all_waiting = self.db.execute(
             "SELECT count(*) FROM decisions WHERE status = 'waiting'"
         ).fetchone()[0]
-        settling = {d["id"] for d in self.cases_to_settle(reviews_per_item)} & set(matching)
+        settling = {d["id"] for d in self.cases_to_settle(reviews_per_item)} & matching
         return {
             "waiting": all_waiting,
             "matching": len(matching),
             "open": len(open_now),
-            "skipped": len({c["id"] for c in open_now} & set(exclude)),
-            "awaiting_others": len((set(matching) & mine) - settling),
-            "settling": len(settling),  # decided; their threads are being resumed
+            "settling": len(settling),
+            "awaiting_others": len((matching & mine) - settling),
         }
 
     def _open_cases(
@@ -158,43 +151,47 @@ class ReviewVerbs:
         reviewer: str,
         reviews_per_item: int,
         filters: CaseFilter,
-        exclude: Iterable[str],
-        limit: int | None,
+        exclude: Iterable[str] = (),
+        *,
+        only: str | None = None,
+        limit: int | None = None,
     ) -> list[dict[str, Any]]:
+        """Waiting cases this reviewer may take: not decided by them, not held by another app
+        of theirs, and with fewer verdicts plus others' leases than ``reviews_per_item``."""
         where, params = self._filter_sql(filters)
         exclude = list(exclude)
-        if exclude and limit is not None:
+        if exclude:
             where += f" AND d.id NOT IN ({', '.join('?' for _ in exclude)})"
             params += exclude
+        if only is not None:
+            where += " AND d.id = ?"
+            params.append(only)
         sql = f"""
-            WITH verdicts AS (
-                SELECT decision_id, count(DISTINCT reviewer) AS n, max(reviewer = :reviewer) AS mine
-                FROM reviews WHERE decision_id IS NOT NULL AND {_VERDICT_IN}
-                GROUP BY decision_id
-            ), held AS (
-                SELECT decision_id, count(*) AS n, max(reviewer = :reviewer) AS mine
-                FROM leases WHERE expires_at > :now AND holder != :holder
-                GROUP BY decision_id
-            )
             SELECT d.* FROM decisions d
             JOIN prompts p ON p.id = d.prompt_id
-            LEFT JOIN verdicts v ON v.decision_id = d.id
-            LEFT JOIN held h ON h.decision_id = d.id
+            LEFT JOIN (
+                SELECT decision_id, count(DISTINCT reviewer) AS n, max(reviewer = ?) AS mine
+                FROM reviews WHERE decision_id IS NOT NULL AND {_VERDICT_IN}
+                GROUP BY decision_id
+            ) v ON v.decision_id = d.id
+            LEFT JOIN (
+                SELECT decision_id, count(*) AS n, max(reviewer = ?) AS mine
+                FROM leases WHERE expires_at > ? AND holder != ?
+                GROUP BY decision_id
+            ) h ON h.decision_id = d.id
             WHERE d.status = 'waiting'
               AND coalesce(v.mine, 0) = 0 AND coalesce(h.mine, 0) = 0
-              AND coalesce(v.n, 0) + coalesce(h.n, 0) < :n
-              {where.replace("?", "{}")}
+              AND coalesce(v.n, 0) + coalesce(h.n, 0) < ?
+              {where}
             ORDER BY d.uncertainty DESC, d.created_at, d.id
         """
-        named = {"reviewer": reviewer, "holder": holder, "now": now(), "n": reviews_per_item}
-        # positional filter values become named ones so both styles do not mix
-        sql = sql.format(*[f":f{i}" for i in range(len(params))])
-        named.update({f"f{i}": value for i, value in enumerate(params)})
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [dict(row) for row in self.db.query(sql, named)]
+        head = [reviewer, reviewer, now(), holder, reviews_per_item]
+        return [dict(row) for row in self.db.query(sql, head + params)]
 
     def _filter_sql(self, filters: CaseFilter) -> tuple[str, list[Any]]:
+        """SQL conditions (``p``: prompts, ``d``: decisions) and their parameters."""
         where, params = "", []
         if filters.brand:
             where += " AND p.brand_id = ?"
@@ -205,20 +202,16 @@ class ReviewVerbs:
         if filters.run_id:
             where += " AND d.run_id = ?"
             params.append(filters.run_id)
-        if filters.search and fts_query(filters.search):
-            query = fts_query(filters.search)
+        query = fts_query(filters.search or "")
+        if query:
             where += (
-                " AND (d.prompt_id IN (SELECT prompts.id FROM prompts"
-                " JOIN prompts_fts ON prompts_fts.rowid = prompts.rowid"
-                " WHERE prompts_fts MATCH ?)"
-                " OR d.chosen_generation_id IN (SELECT generations.id FROM generations"
-                " JOIN generations_fts ON generations_fts.rowid = generations.rowid"
-                " WHERE generations_fts MATCH ?)"
-                " OR d.rejected_generation_id IN (SELECT generations.id FROM generations"
-                " JOIN generations_fts ON generations_fts.rowid = generations.rowid"
-                " WHERE generations_fts MATCH ?))"
+                " AND (p.rowid IN (SELECT rowid FROM prompts_fts WHERE prompts_fts MATCH ?)"
+                " OR EXISTS (SELECT 1 FROM generations g"
+                " JOIN generations_fts f ON f.rowid = g.rowid"
+                " WHERE generations_fts MATCH ?"
+                " AND g.id IN (d.chosen_generation_id, d.rejected_generation_id)))"
             )
-            params += [query, query, query]
+            params += [query, query]
         return where, params
 
     def renew_lease(self, holder: str, lease_seconds: float) -> None:
@@ -404,7 +397,7 @@ class ReviewVerbs:
                     sum(kind = 'rewrite') AS rewrites,
                     sum(kind = 'stars') AS stars,
                     sum(kind = 'thumbs') AS thumbs,
-                    sum(kind = 'comment' OR (comment IS NOT NULL AND kind != 'comment')) AS comments,
+                    sum(comment IS NOT NULL) AS comments,
                     max(updated_at) AS last
                 FROM reviews GROUP BY reviewer ORDER BY verdicts DESC, reviewer"""
             )

@@ -266,7 +266,7 @@ def test_kill_9_then_rerun_continues_the_same_run(model_home, models_cache, tmp_
     rerun = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     assert "continuing unfinished run" in rerun.stderr
-    assert json.loads(rerun.stdout)["prompts"] == 6
+    assert json.loads(rerun.stdout)["prompts"] == 6, rerun.stderr
     got = _counts(model_home)
     assert got["runs"] == [("graph", "done")]  # the same run, finished
     total, distinct = got["critiques"]

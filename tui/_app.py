@@ -86,7 +86,7 @@ class ReviewScreen(Screen[None]):
 
     def refresh_status(self) -> dict[str, int]:
         app = self.review
-        queue = app.desk.queue(app.filters, app.skipped)
+        queue = app.desk.queue(app.filters)
         where = f" · filter: {app.filters.describe()}" if app.filters else ""
         status = (
             f" criticloop review · {app.desk.reviewer} · {queue['open']} open"
@@ -208,14 +208,12 @@ class ReviewApp(App[None]):
         desk: ReviewDesk | None = None,
     ):
         super().__init__()
-        self.settings = settings
         self.desk = desk or ReviewDesk(settings, reviewer)
         self.filters = filters
         self.case: Case | None = None
         self.side = "A"
         self.skipped: list[str] = []
         self.decided: list[str] = []  # this session's verdicts, for undo
-        self.graph_errors: list[str] = []
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="review-graph")
         self.main = ReviewScreen()
         self.theme = THEMES[theme or settings.review.theme]
@@ -289,7 +287,7 @@ class ReviewApp(App[None]):
         except CriticloopError as exc:
             self.notify(str(exc), severity="error")
             return
-        self.case = self.desk.reload(case)
+        self.case = self.desk.with_reviews(case)
         for pane in self.main.query(CandidatePane):
             pane.border_subtitle = annotations_text(self.case, pane.label)
 
@@ -403,10 +401,9 @@ class ReviewApp(App[None]):
                 result = await loop.run_in_executor(self._pool, fn, *args)
             except Exception as exc:  # noqa: BLE001 - shown; the verdict itself is saved
                 log.exception("%s failed", what)
-                message = f"{what} failed: {type(exc).__name__}: {exc}"
-                self.graph_errors.append(message)
                 self.notify(
-                    f"{message}. Verdicts are saved; the next start retries.",
+                    f"{what} failed: {type(exc).__name__}: {exc}. "
+                    "Verdicts are saved; the next start retries.",
                     severity="error",
                     timeout=10,
                 )
