@@ -100,6 +100,84 @@ class ReviewSettings(BaseModel):
     theme: Literal["dark", "light"] = Field("dark", description="Colour theme of the app.")
 
 
+class TrainingSettings(BaseModel):
+    """``criticloop train`` and the training phase of ``criticloop graph run --train``."""
+
+    method: Literal["dpo", "ppo", "grpo", "rloo"] = Field(
+        "dpo", description="Training method: dpo (pairs), ppo, grpo or rloo (critics as reward)."
+    )
+    min_new_pairs: int = Field(
+        16, ge=1, description="graph run --train auto trains once this many new pairs exist."
+    )
+    source_weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "synthetic": 1.0,
+            "revision": 1.5,
+            "human": 3.0,
+            "human-revision": 3.0,
+        },
+        description="How often DPO samples a pair of each source, relative to the others; 0 "
+        "leaves a source out.",
+    )
+    heldout_percent: int = Field(
+        20, ge=0, le=90, description="Share of prompts kept out of training for the gate."
+    )
+    learning_rate: float = Field(2e-4, gt=0, description="LoRA learning rate.")
+    epochs: float = Field(1.0, gt=0, description="Passes over the pairs (DPO).")
+    max_steps: int = Field(0, ge=0, description="Stop after this many steps; 0: by epochs.")
+    batch_size: int = Field(4, ge=1, description="Pairs (or prompts) per device per step.")
+    gradient_accumulation: int = Field(1, ge=1, description="Steps accumulated per update.")
+    max_length: int = Field(1024, ge=32, description="Longest prompt plus response in tokens.")
+    beta: float = Field(0.1, gt=0, description="DPO beta: strength of the pull to the reference.")
+    lora_r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA alpha.")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
+    lora_target_modules: str = Field(
+        "all-linear", description="Modules that get LoRA: 'all-linear' or a comma-separated list."
+    )
+    gradient_checkpointing: bool = Field(True, description="Trade compute for activation memory.")
+    quantize: Literal["none", "4bit"] = Field(
+        "none", description="4bit: QLoRA with bitsandbytes NF4 base weights (CUDA only)."
+    )
+    launcher: Literal["auto", "inprocess", "subprocess", "accelerate"] = Field(
+        "auto",
+        description="auto: in this process on CPU, a subprocess on one GPU, accelerate launch "
+        "across several.",
+    )
+    accelerate_config: Path | None = Field(
+        None, description="accelerate config file (DeepSpeed or FSDP) for the accelerate launcher."
+    )
+    save_steps: int = Field(10, ge=1, description="Checkpoint every this many steps (resume).")
+    seed: int = Field(0, description="Training seed.")
+    rl_steps: int = Field(8, ge=1, description="PPO/GRPO/RLOO: optimisation steps.")
+    rl_samples_per_prompt: int = Field(
+        4, ge=2, description="PPO/GRPO/RLOO: responses sampled per prompt."
+    )
+    rl_max_new_tokens: int = Field(64, ge=1, description="PPO/GRPO/RLOO: response length.")
+    kl_coef: float = Field(0.05, ge=0, description="PPO/GRPO/RLOO: KL penalty to the reference.")
+    veto_penalty: float = Field(
+        -1.0, le=0, description="Reward of a response that breaks a hard rule (PPO/GRPO/RLOO)."
+    )
+
+
+class GateSettings(BaseModel):
+    """The promotion gate: a new adapter against the current one on held-out prompts."""
+
+    prompts: int = Field(24, ge=1, description="Held-out prompts to compare on (at most).")
+    samples_per_prompt: int = Field(2, ge=1, description="Responses per prompt per adapter.")
+    max_new_tokens: int = Field(96, ge=1, description="New tokens per response.")
+    temperature: float = Field(0.7, ge=0, description="Sampling temperature; 0 is greedy.")
+    tie_margin: float = Field(0.02, ge=0, description="Reward differences at most this are ties.")
+    require: Literal["significant", "better", "always"] = Field(
+        "significant",
+        description="significant: sign test p < alpha and the 95% interval above 50%; "
+        "better: win rate above 50%; always: promote every adapter that trained.",
+    )
+    alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of the sign test.")
+    bootstrap: int = Field(2000, ge=100, description="Bootstrap resamples for the interval.")
+    seed: int = Field(0, description="Seed of generation and bootstrap.")
+
+
 class Settings(BaseSettings):
     """criticloop configuration. Build with :meth:`Settings.load`."""
 
@@ -127,6 +205,8 @@ class Settings(BaseSettings):
         2, ge=1, le=64, description="Prompts the feedback graph works on at once."
     )
     review: ReviewSettings = Field(default_factory=ReviewSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
 
     langsmith_tracing: bool = Field(
         False,

@@ -6,7 +6,16 @@ The critics (coherence, helpfulness, salience, detectability, compliance, brand 
 consistency) live in ``agents/critics/``, one module each, registered by name.
 """
 
-from ._critic import CRITICS, MAX_JUDGED_CHARS, Case, Critic, Score, build_critic, critic
+from ._critic import (
+    CRITICS,
+    MAX_JUDGED_CHARS,
+    Case,
+    Critic,
+    Score,
+    build_critic,
+    critic,
+    run_critic,
+)
 from ._models import ModelRef, embedder_ref, ensure_bundled_policy, load_embedder, policy_ref
 from ._policy import BatchStats, Candidate, Policy, Sampling, build_conversation, build_revision
 from ._signals import Signals
@@ -22,6 +31,7 @@ __all__ = [
     "Signals",
     "build_critic",
     "critic",
+    "run_critic",
     "ModelRef",
     "Policy",
     "Sampling",

@@ -143,3 +143,13 @@ def clamp(value: float, low: float = 0.0, high: float = 1.0) -> float:
 def ramp(value: float, floor: float, ceiling: float) -> float:
     """0 at ``floor``, 1 at ``ceiling``, linear between, clamped."""
     return clamp((value - floor) / max(ceiling - floor, 1e-6))
+
+
+def run_critic(critic: Critic, case: Case, signals: Signals) -> Score:
+    """Call a critic; an exception becomes an unscored result with its reason, so a critic
+    never crashes a run."""
+    try:
+        return critic(case, signals)
+    except Exception as exc:  # noqa: BLE001 - any critic bug must not stop the nightly job
+        reason = f"critic failed: {type(exc).__name__}: {str(exc)[:200]}"
+        return Score.unscored(critic.dimension, reason, critic.version)

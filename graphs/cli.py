@@ -549,3 +549,6 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("criticloop: interrupted", err=True)
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+from . import _train_cli  # noqa: E402,F401  (registers train, adapters, jobs)

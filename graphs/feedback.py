@@ -23,7 +23,15 @@ from typing import Any
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 
-from ..agents import Case, Critic, Sampling, Score, Signals, build_conversation, build_revision
+from ..agents import (
+    Case,
+    Critic,
+    Sampling,
+    Signals,
+    build_conversation,
+    build_revision,
+    run_critic,
+)
 from ..settings import Settings
 from ..store import (
     SUPPLIED,
@@ -187,7 +195,7 @@ def build_feedback_graph(resources: FeedbackResources, checkpointer: Any = None)
                 case = r.case(state["prompt_id"], candidate)
                 if not critic.applies(case):
                     continue
-                score = _run_critic(critic, case, r.signals())
+                score = run_critic(critic, case, r.signals())
                 r.stores.get().record_critique(
                     CritiqueRecord(
                         generation_id=candidate["id"],
@@ -311,15 +319,6 @@ def build_feedback_graph(resources: FeedbackResources, checkpointer: Any = None)
     for terminal in ("pair", "escalate", "drop"):
         builder.add_edge(terminal, END)
     return builder.compile(checkpointer=checkpointer, name="feedback")
-
-
-def _run_critic(critic: Critic, case: Case, signals: Signals) -> Score:
-    """A critic never crashes a run: an exception becomes an unscored result with its reason."""
-    try:
-        return critic(case, signals)
-    except Exception as exc:  # noqa: BLE001 - any critic bug must not stop the nightly job
-        reason = f"critic failed: {type(exc).__name__}: {str(exc)[:200]}"
-        return Score.unscored(critic.dimension, reason, critic.version)
 
 
 def _candidates(r: FeedbackResources, run_id: str, prompt_id: str) -> list[CandidateState]:

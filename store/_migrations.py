@@ -226,3 +226,50 @@ def m003_review(db: Database) -> None:
     ]
     for statement in statements:
         db.execute(statement)
+
+
+@migrations()
+def m004_training(db: Database) -> None:
+    """Training jobs, what each adapter was trained on, and the promotion gate's reports."""
+    statements = [
+        """CREATE TABLE training_jobs (
+            id TEXT PRIMARY KEY,
+            method TEXT NOT NULL,           -- dpo, ppo, grpo, rloo
+            status TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed')),
+            launcher TEXT NOT NULL,         -- inprocess, subprocess, accelerate
+            base_model TEXT NOT NULL,
+            parent_version TEXT REFERENCES adapters(version),  -- in service when it started
+            config TEXT NOT NULL,           -- JSON: the whole training config, no secrets
+            data_hash TEXT NOT NULL,        -- what it trained on (pairs and weights, or prompts)
+            examples INTEGER NOT NULL,
+            output_dir TEXT NOT NULL,       -- checkpoints while it runs, then the adapter
+            log_path TEXT NOT NULL,
+            metrics TEXT NOT NULL,          -- JSON: per-step log and the final numbers
+            adapter_version TEXT REFERENCES adapters(version),
+            reason TEXT,                    -- why it failed
+            pid INTEGER,
+            run_id TEXT REFERENCES runs(id),  -- the nightly run that started it, if any
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            finished_at TEXT
+        )""",
+        "CREATE INDEX training_jobs_status ON training_jobs(status, method)",
+        "ALTER TABLE adapters ADD COLUMN data_hash TEXT",
+        "ALTER TABLE adapters ADD COLUMN config TEXT",
+        "ALTER TABLE adapters ADD COLUMN job_id TEXT REFERENCES training_jobs(id)",
+        "ALTER TABLE adapters ADD COLUMN replaced_version TEXT REFERENCES adapters(version)",
+        "ALTER TABLE adapters ADD COLUMN reason TEXT",
+        """CREATE TABLE gate_reports (
+            id TEXT PRIMARY KEY,
+            candidate_version TEXT NOT NULL REFERENCES adapters(version),
+            baseline_version TEXT REFERENCES adapters(version),  -- NULL: the base model
+            decision TEXT NOT NULL CHECK (decision IN ('promote', 'keep')),
+            reason TEXT NOT NULL,
+            report TEXT NOT NULL,           -- JSON: counts, win rate, interval, p-value, outcomes
+            run_id TEXT REFERENCES runs(id),
+            created_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX gate_reports_candidate ON gate_reports(candidate_version)",
+    ]
+    for statement in statements:
+        db.execute(statement)

@@ -27,6 +27,7 @@ from ._common import _decode, _key, now
 from ._migrations import migrations
 from ._records import Brand, Campaign, ImportRecord, Prompt, content_hash
 from ._review import ReviewVerbs
+from ._training import TrainingVerbs
 
 BUSY_TIMEOUT_S = 60.0
 SUPPLIED = "supplied"
@@ -159,7 +160,7 @@ class ImportSummary:
         return {"inserted": self.inserted, "updated": self.updated, "unchanged": self.unchanged}
 
 
-class Store(ReviewVerbs):
+class Store(ReviewVerbs, TrainingVerbs):
     """Verbs over the criticloop database. Open with :meth:`Store.open`."""
 
     def __init__(self, db: Database, path: Path):
@@ -357,6 +358,9 @@ class Store(ReviewVerbs):
             )
             for i, text in enumerate(prompt.candidates)
         )
+
+    def prompt_ids(self) -> list[str]:
+        return [row[0] for row in self.db.execute("SELECT id FROM prompts ORDER BY id")]
 
     def get_brand(self, brand_id: str) -> dict[str, Any]:
         return _decode(self._get("brands", brand_id, "brand"), "voice", "compliance")
@@ -573,45 +577,6 @@ class Store(ReviewVerbs):
                 {"id": review.id, **values, "created_at": stamp, "updated_at": stamp}
             )
             return "inserted"
-
-    def record_adapter(
-        self,
-        version: str,
-        *,
-        base_model: str,
-        method: str,
-        path: str,
-        metrics: dict[str, Any],
-        status: str = "candidate",
-        parent_version: str | None = None,
-        run_id: str | None = None,
-    ) -> None:
-        """Register a trained LoRA adapter (once per version)."""
-        row = {
-            "version": version,
-            "base_model": base_model,
-            "method": method,
-            "path": path,
-            "parent_version": parent_version,
-            "run_id": run_id,
-            "metrics": json.dumps(metrics, sort_keys=True, default=str),
-            "status": status,
-            "created_at": now(),
-            "promoted_at": now() if status == "promoted" else None,
-        }
-        with self.transaction():
-            self.db["adapters"].insert(row, pk="version", ignore=True)
-
-    def promoted_adapter(self, base_model: str) -> dict[str, Any] | None:
-        """The adapter generation should use for ``base_model``: the latest promoted one."""
-        rows = self.db["adapters"].rows_where(
-            "status = 'promoted' AND base_model = ?",
-            [base_model],
-            order_by="promoted_at DESC",
-            limit=1,
-        )
-        row = next(iter(rows), None)
-        return _decode(row, "metrics") if row else None
 
     def record_decision(self, decision: DecisionRecord) -> None:
         """Insert or move on the decision for (run, prompt)."""

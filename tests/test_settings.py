@@ -107,7 +107,7 @@ def test_offline_flags_follow_the_models(monkeypatch):
 def test_env_example_lists_every_setting():
     example = (Path(__file__).parent.parent / ".env.example").read_text()
     names = {"CRITICLOOP_HOME", "CRITICLOOP_PROFILES", "CRITICLOOP_CONCURRENCY"}
-    for section in ("policy", "embedder", "generation"):
+    for section in ("policy", "embedder", "generation", "review", "training", "gate"):
         model = Settings.model_fields[section].annotation
         names |= {f"CRITICLOOP_{section.upper()}__{f.upper()}" for f in model.model_fields}
     for field in Settings.model_fields.values():

@@ -1,6 +1,34 @@
-"""Training: LoRA adapters from accumulated preference pairs.
+"""Training: LoRA adapters from what the feedback graph learned, and the gate that promotes them.
 
-DPO and PPO (plus GRPO/RLOO) runners over TRL and PEFT, QLoRA through bitsandbytes on a GPU,
-and the adapter registry that promotes a new adapter only when it beats the current one.
-Nothing here is imported unless a training command runs.
+    criticloop train --method dpo|ppo|grpo|rloo
+    criticloop adapters list|evaluate|promote|rollback
+
+DPO trains on the store's preference pairs (TRL ``DPOTrainer``, weighted by source); PPO
+(written here: TRL 1.16 has none), GRPO and RLOO (TRL) train on prompts with the critics as the
+reward. Jobs run in this process on CPU, as a subprocess on one GPU, or under ``accelerate
+launch`` across several, and are recorded in the store with their metrics. A new adapter goes
+into service only when the gate finds it better than the current one on held-out prompts.
+Nothing here is imported unless a training command runs: torch, TRL and PEFT load inside.
 """
+
+from ._config import TrainConfig
+from ._data import PreferenceData, is_heldout, load_preferences
+from ._gate import GateReport, bootstrap_interval, run_gate, sign_test
+from ._jobs import TrainingFailed, TrainResult, resolve_launcher, train
+from ._judge import CriticJudge
+
+__all__ = [
+    "CriticJudge",
+    "GateReport",
+    "PreferenceData",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingFailed",
+    "bootstrap_interval",
+    "is_heldout",
+    "load_preferences",
+    "resolve_launcher",
+    "run_gate",
+    "sign_test",
+    "train",
+]

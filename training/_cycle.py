@@ -1,0 +1,44 @@
+"""One training round as the nightly job runs it: train, then let the gate decide."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..settings import Settings, TrainingSettings
+from ..store import Store
+from ._gate import run_gate
+from ._jobs import TrainingFailed, train
+
+
+def new_pairs(settings: Settings) -> int:
+    """Pairs recorded since the last finished training job started."""
+    with Store.open(settings.db_path, create=False) as store:
+        return store.count_pairs_since(store.last_trained_at())
+
+
+def train_and_gate(
+    settings: Settings,
+    training: TrainingSettings | None = None,
+    *,
+    run_id: str | None = None,
+    gate: bool = True,
+) -> dict[str, Any]:
+    """Train one adapter and put it through the gate; a failed job is reported, not raised."""
+    try:
+        result = train(settings, training, run_id=run_id)
+    except TrainingFailed as exc:
+        return {"status": "failed", "reason": str(exc), "promoted": False}
+    summary: dict[str, Any] = {
+        "status": "done",
+        "job_id": result.job_id,
+        "method": result.method,
+        "adapter": result.adapter_version,
+        "resumed": result.resumed,
+        "metrics": {k: v for k, v in result.metrics.items() if k != "log"},
+        "promoted": False,
+    }
+    if gate:
+        report = run_gate(settings, result.adapter_version, run_id=run_id)
+        summary["gate"] = report.summary()
+        summary["promoted"] = report.decision == "promote"
+    return summary

@@ -1,0 +1,197 @@
+"""DPO with a LoRA adapter: TRL's ``DPOTrainer`` over the store's pairs.
+
+The reference is the base model with the adapter disabled (TRL does this when it gets a PEFT
+config and no reference model), so DPO costs one model in memory. Pair sources are weighted by
+sampling: a pair with weight 3 is drawn three times as often as one with weight 1, which in
+expectation is the same gradient as weighting its loss. On CUDA it trains in bf16, with 4-bit
+NF4 base weights (QLoRA) when asked. Checkpoints every ``save_steps`` let an interrupted job
+resume where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from ._config import TrainConfig
+
+LogFn = Callable[[dict[str, Any]], None]
+
+
+def load_base(config: TrainConfig, *, for_training: bool = True) -> tuple[Any, Any]:
+    """(model, tokenizer) for training: bf16 on CUDA, NF4 4-bit when quantize is 4bit."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..agents._models import _quiet_transformers
+
+    _quiet_transformers()
+    kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if config.bf16 else torch.float32}
+    if config.quantize == "4bit":
+        if config.device != "cuda":
+            raise InputError("--quantize 4bit (QLoRA) needs a CUDA GPU; this job runs on CPU")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_use_double_quant=True,
+        )
+    tokenizer = AutoTokenizer.from_pretrained(config.model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(config.model_path, **kwargs)
+    if config.quantize == "4bit" and for_training:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=config.gradient_checkpointing
+        )
+    return model, tokenizer
+
+
+def lora_config(config: TrainConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.target_modules(),
+        task_type="CAUSAL_LM",
+    )
+
+
+def trainer_args(config: TrainConfig, args_class: type, **extra: Any) -> Any:
+    """The transformers/TRL arguments every method shares; ``extra`` adds or overrides."""
+    shared = {
+        "output_dir": str(Path(config.output_dir) / "checkpoints"),
+        "per_device_train_batch_size": config.batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation,
+        "learning_rate": config.learning_rate,
+        "num_train_epochs": config.epochs,
+        "max_steps": config.max_steps or -1,
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": config.save_steps,
+        "save_total_limit": 2,
+        "report_to": [],
+        "bf16": config.bf16,
+        "use_cpu": config.device == "cpu",
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "dataloader_num_workers": 0,
+        "disable_tqdm": True,
+    }
+    return args_class(**(shared | extra))
+
+
+def step_logger(log: LogFn):
+    """A TrainerCallback passing each logged step on, and failing the job on a NaN loss."""
+    from transformers import TrainerCallback
+
+    class _StepLog(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "train_runtime" in logs:
+                return
+            loss = logs.get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                raise FloatingPointError(f"loss became {loss} at step {state.global_step}")
+            log({"step": state.global_step, **{k: _number(v) for k, v in logs.items()}})
+
+    return _StepLog()
+
+
+def quiet_trainer(trainer: Any) -> None:
+    """Without tqdm, transformers prints every log dict on stdout; the step log has them."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+
+
+def _number(value: Any) -> Any:
+    try:
+        return round(float(value), 6)
+    except (TypeError, ValueError):
+        return value
+
+
+def last_checkpoint(output_dir: str) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = Path(output_dir) / "checkpoints"
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def run_dpo(
+    config: TrainConfig, rows: list[dict[str, Any]], weights: list[float], log: LogFn
+) -> dict[str, Any]:
+    """Train a LoRA adapter with DPO; save it to ``output_dir/adapter``; return the metrics."""
+    import torch
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    class WeightedDPOTrainer(DPOTrainer):
+        def _get_train_sampler(self, train_dataset=None):
+            # The dataloader's copy has lost the weight column (not a model input); this one has
+            # the same rows in the same order.
+            dataset = self.train_dataset
+            generator = torch.Generator().manual_seed(config.seed)
+            return torch.utils.data.WeightedRandomSampler(
+                dataset["weight"], num_samples=len(dataset), replacement=True, generator=generator
+            )
+
+    model, tokenizer = load_base(config)
+    dataset = Dataset.from_list(
+        [{**row, "weight": w} for row, w in zip(rows, weights, strict=True)]
+    )
+    args = trainer_args(config, DPOConfig, beta=config.beta, max_length=config.max_length)
+    trainer = WeightedDPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config(config),
+        callbacks=[step_logger(log)],
+    )
+    quiet_trainer(trainer)
+    resume = last_checkpoint(config.output_dir)
+    began = time.perf_counter()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    result = trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - began
+    trainer.model.save_pretrained(Path(config.output_dir) / "adapter")
+    steps = [h for h in trainer.state.log_history if "loss" in h]
+    last = steps[-1] if steps else {}
+    tokens = trainer._total_train_tokens if hasattr(trainer, "_total_train_tokens") else None
+    return {
+        "steps": trainer.state.global_step,
+        "resumed_from": Path(resume).name if resume else None,
+        "train_loss": _number(result.training_loss),
+        "final_loss": _number(last.get("loss")),
+        "reward_accuracy": _number(last.get("rewards/accuracies")),
+        "reward_margin": _number(last.get("rewards/margins")),
+        "pairs": len(rows),
+        "seconds": round(seconds, 2),
+        "tokens": tokens,
+        "tokens_per_second": round(tokens / seconds, 1) if tokens and seconds else None,
+        "peak_memory_mb": peak_memory_mb(),
+    }
+
+
+def peak_memory_mb() -> float:
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -1,0 +1,342 @@
+"""Training jobs: prepare the data, run the method where the hardware says, record everything.
+
+    criticloop train --method dpo            # then the gate decides whether to promote
+
+A job's directory (``$CRITICLOOP_HOME/training/<job id>``) holds its ``config.json``, its data
+(``pairs.jsonl`` or ``prompts.json``, frozen when the job starts), ``train.log``, per-step
+``metrics.jsonl``, checkpoints, and finally the adapter, which moves to
+``$CRITICLOOP_HOME/adapters/<version>`` when it is registered.
+
+Launchers: ``inprocess`` (CPU), ``subprocess`` (one GPU: the job runs as
+``python -m criticloop.training.worker DIR`` and its crash cannot take the CLI with it), and
+``accelerate`` (several GPUs: ``accelerate launch`` with the user's config file for DeepSpeed or
+FSDP). Only the launching process writes to the store. A job that fails (out of memory, a NaN
+loss, killed) is recorded as failed with its reason and never registers an adapter; the next
+``criticloop train`` with the same data and config resumes it from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import CriticloopError, InputError
+from ..settings import Settings, TrainingSettings
+from ..store import Store
+from ._config import TrainConfig
+from ._data import load_preferences, prompts_hash, training_prompts
+
+log = logging.getLogger(__name__)
+RL_METHODS = ("ppo", "grpo", "rloo")
+
+
+class TrainingFailed(CriticloopError):
+    """The job ran and failed; the reason is recorded with the job."""
+
+    exit_code = 1
+
+
+@dataclass
+class TrainResult:
+    job_id: str
+    method: str
+    adapter_version: str
+    adapter_path: str
+    metrics: dict[str, Any]
+    resumed: bool
+
+
+def resolve_launcher(requested: str, cuda_devices: int) -> str:
+    if requested != "auto":
+        return requested
+    return "inprocess" if cuda_devices == 0 else "subprocess" if cuda_devices == 1 else "accelerate"
+
+
+def train(
+    settings: Settings,
+    training: TrainingSettings | None = None,
+    *,
+    run_id: str | None = None,
+) -> TrainResult:
+    """Run one training job with ``training`` (default: the settings'); register its adapter."""
+    import torch
+
+    from ..agents import policy_ref
+    from ..agents._models import pick_device
+
+    training = training or settings.training
+    cuda = torch.cuda.device_count()
+    launcher = resolve_launcher(training.launcher, cuda)
+    if launcher != "inprocess" and cuda == 0 and training.launcher != "auto":
+        log.warning("launcher %s with no CUDA device: the job will train on CPU", launcher)
+    ref = policy_ref(settings)
+    device = pick_device(settings.policy.device)
+    with Store.open(settings.db_path, create=False) as store:
+        parent = store.promoted_adapter(ref.name)
+        if training.method == "dpo":
+            data = load_preferences(store, training.source_weights, training.heldout_percent)
+            if not data.rows:
+                raise InputError(
+                    "no preference pairs to train on (criticloop graph run makes them; held-out "
+                    "prompts and sources weighted 0 are left out)"
+                )
+            data_hash, examples = data.data_hash, len(data)
+        else:
+            prompt_ids = training_prompts(store, training.heldout_percent)
+            if not prompt_ids:
+                raise InputError("no prompts to train on (criticloop import adds some)")
+            data_hash, examples = prompts_hash(prompt_ids), len(prompt_ids)
+        config = _config(settings, training, ref, device, launcher, job_id="", output_dir="")
+        resumable = store.resumable_job(training.method, data_hash, config.key())
+        if resumable and not has_checkpoint(Path(resumable["output_dir"])):
+            resumable = None  # it failed before its first checkpoint: nothing to resume
+        if resumable:
+            job = store.claim_job(resumable["id"])
+            job_id, job_dir = job["id"], Path(job["output_dir"])
+            config = replace(config, job_id=job_id, output_dir=str(job_dir), launcher=launcher)
+            log.info("resuming interrupted job %s from %s", job_id, job_dir)
+        else:
+            job_id = _new_job_id()
+            job_dir = settings.home / "training" / job_id
+            config = replace(config, job_id=job_id, output_dir=str(job_dir))
+            job_dir.mkdir(parents=True, exist_ok=True)
+            if training.method == "dpo":
+                _write_jsonl(
+                    job_dir / "pairs.jsonl",
+                    ({**row, "weight": w} for row, w in zip(data.rows, data.weights, strict=True)),
+                )
+            else:
+                (job_dir / "prompts.json").write_text(json.dumps(prompt_ids))
+            config.write(job_dir / "config.json")
+            store.start_job(
+                job_id=job_id,
+                method=training.method,
+                launcher=launcher,
+                base_model=ref.name,
+                parent_version=parent["version"] if parent else None,
+                config=config.as_dict(),
+                data_hash=data_hash,
+                examples=examples,
+                output_dir=str(job_dir),
+                log_path=str(job_dir / "train.log"),
+                run_id=run_id,
+            )
+        try:
+            metrics = _launch(config, job_dir, store, training)
+        except KeyboardInterrupt:
+            store.finish_job(job_id, "failed", metrics=_read_steps(job_dir), reason="interrupted")
+            raise
+        except TrainingFailed as exc:
+            store.finish_job(job_id, "failed", metrics=_read_steps(job_dir), reason=str(exc))
+            raise
+        version = job_id.replace("train-", f"{training.method}-", 1)
+        target = settings.adapters_dir / version
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.move(str(job_dir / "adapter"), target)
+        store.record_adapter(
+            version,
+            base_model=ref.name,
+            method=training.method,
+            path=str(target),
+            metrics=metrics,
+            parent_version=parent["version"] if parent else None,
+            run_id=run_id,
+            data_hash=data_hash,
+            config=config.as_dict(),
+            job_id=job_id,
+        )
+        store.finish_job(job_id, "done", metrics=metrics, adapter_version=version)
+        shutil.rmtree(job_dir / "checkpoints", ignore_errors=True)  # the adapter is what stays
+    return TrainResult(job_id, training.method, version, str(target), metrics, bool(resumable))
+
+
+def _config(settings, training, ref, device, launcher, *, job_id, output_dir) -> TrainConfig:
+    return TrainConfig(
+        method=training.method,
+        job_id=job_id,
+        base_model=ref.name,
+        model_path=ref.source,
+        home=str(settings.home),
+        output_dir=output_dir,
+        launcher=launcher,
+        device=device,
+        quantize=training.quantize,
+        learning_rate=training.learning_rate,
+        epochs=training.epochs,
+        max_steps=training.max_steps,
+        batch_size=training.batch_size,
+        gradient_accumulation=training.gradient_accumulation,
+        max_length=training.max_length,
+        beta=training.beta,
+        lora_r=training.lora_r,
+        lora_alpha=training.lora_alpha,
+        lora_dropout=training.lora_dropout,
+        lora_target_modules=training.lora_target_modules,
+        gradient_checkpointing=training.gradient_checkpointing,
+        save_steps=training.save_steps,
+        seed=training.seed,
+        rl_steps=training.rl_steps,
+        rl_samples_per_prompt=training.rl_samples_per_prompt,
+        rl_max_new_tokens=training.rl_max_new_tokens,
+        kl_coef=training.kl_coef,
+        veto_penalty=training.veto_penalty,
+        temperature=settings.generation.temperature or 1.0,
+    )
+
+
+def has_checkpoint(job_dir: Path) -> bool:
+    """A job can resume from a TRL checkpoint or a PPO state."""
+    return any((job_dir / "checkpoints").glob("checkpoint-*")) or any(
+        (job_dir / "adapter" / "ppo_state").glob("step-*")
+    )
+
+
+def _new_job_id() -> str:
+    import uuid
+    from datetime import UTC, datetime
+
+    return f"train-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def _launch(config: TrainConfig, job_dir: Path, store: Store, training: TrainingSettings):
+    """Run the job with its launcher; return its final metrics or raise TrainingFailed."""
+    if config.launcher == "inprocess":
+        try:
+            return run_job(job_dir, on_step=lambda steps: store.update_job(config.job_id, steps))
+        except TrainingFailed:
+            raise
+        except (InputError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - any training error fails the job with its reason
+            raise TrainingFailed(failure_reason(exc)) from exc
+    command = worker_command(config.launcher, job_dir, training.accelerate_config)
+    with open(job_dir / "train.log", "ab") as logfile:
+        process = subprocess.Popen(command, stdout=logfile, stderr=subprocess.STDOUT)
+        try:
+            while process.poll() is None:
+                time.sleep(2)
+                store.update_job(config.job_id, _read_steps(job_dir))
+        except KeyboardInterrupt:
+            process.send_signal(signal.SIGINT)
+            process.wait()
+            raise
+    result = job_dir / "result.json"
+    if process.returncode == 0 and result.exists():
+        return json.loads(result.read_text())
+    failure = job_dir / "failure.json"
+    if failure.exists():
+        raise TrainingFailed(json.loads(failure.read_text())["reason"])
+    if process.returncode < 0:
+        name = signal.Signals(-process.returncode).name
+        raise TrainingFailed(f"killed by {name} (see {job_dir / 'train.log'})")
+    raise TrainingFailed(f"worker exited with {process.returncode} (see {job_dir / 'train.log'})")
+
+
+def worker_command(launcher: str, job_dir: Path, accelerate_config: Path | None) -> list[str]:
+    worker = ["-m", "criticloop.training.worker", str(job_dir)]
+    if launcher == "subprocess":
+        return [sys.executable, *worker]
+    if launcher == "accelerate":
+        launch = [sys.executable, "-m", "accelerate.commands.launch"]
+        if accelerate_config:
+            if not Path(accelerate_config).exists():
+                raise InputError(f"accelerate config {accelerate_config} does not exist")
+            launch += ["--config_file", str(accelerate_config)]
+        else:
+            launch += ["--multi_gpu"]
+        return [*launch, *worker]
+    raise InputError(f"unknown launcher {launcher!r}")
+
+
+def failure_reason(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "out of memory" in text.lower() or type(exc).__name__ == "OutOfMemoryError":
+        return f"out of memory: {text[:300]}"
+    if isinstance(exc, FloatingPointError):
+        return f"NaN loss: {text}"
+    return f"{type(exc).__name__}: {text[:300]}"
+
+
+def run_job(job_dir: Path, on_step=None) -> dict[str, Any]:
+    """Train what ``job_dir/config.json`` describes; write ``adapter/`` and ``result.json``."""
+    quiet_libraries()
+    config = TrainConfig.read(job_dir / "config.json")
+    steps_file = job_dir / "metrics.jsonl"
+    main_process = int(os.environ.get("RANK", "0")) == 0
+
+    def log_step(entry: dict[str, Any]) -> None:
+        if main_process:
+            with open(steps_file, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(entry) + "\n")
+            if on_step:
+                on_step(_read_steps(job_dir))
+
+    for stale in ("result.json", "failure.json"):
+        (job_dir / stale).unlink(missing_ok=True)
+    try:
+        if config.method == "dpo":
+            from ._dpo import run_dpo
+
+            rows = [json.loads(line) for line in open(job_dir / "pairs.jsonl", encoding="utf-8")]
+            weights = [row.pop("weight") for row in rows]
+            metrics = run_dpo(config, rows, weights, log_step)
+        elif config.method in RL_METHODS:
+            from ._online import run_online
+
+            prompt_ids = json.loads((job_dir / "prompts.json").read_text())
+            metrics = run_online(config, prompt_ids, log_step)
+        else:
+            raise InputError(f"unknown training method {config.method!r}")
+    except BaseException as exc:
+        if main_process and not isinstance(exc, KeyboardInterrupt):
+            (job_dir / "failure.json").write_text(json.dumps({"reason": failure_reason(exc)}))
+        raise
+    metrics = {**metrics, "log": _read_steps(job_dir)["log"]}
+    if main_process:
+        (job_dir / "result.json").write_text(json.dumps(metrics, default=str))
+    return metrics
+
+
+def quiet_libraries() -> None:
+    """Training libraries print deprecation advice, progress bars and, for bitsandbytes on a
+    CPU, a note about an optional kernel package; the job's log keeps what matters."""
+    import warnings
+
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*use_cache=True.*")
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()
+
+
+def _read_steps(job_dir: Path) -> dict[str, Any]:
+    path = job_dir / "metrics.jsonl"
+    steps = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                steps.append(json.loads(line))
+            except ValueError:  # a line cut short by a kill
+                continue
+    # A resumed job logs its steps again from the checkpoint on: keep the latest of each.
+    by_step = {entry.get("step"): entry for entry in steps}
+    return {"log": [by_step[k] for k in sorted(by_step, key=lambda s: (s is None, s))]}
+
+
+def _write_jsonl(path: Path, rows) -> None:
+    tmp = path.with_suffix(".partial")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,105 @@
+"""The critics as a reward for training and as the judge of the promotion gate.
+
+The same critics, profile weights and aggregation as the feedback graph: a response's reward is
+the weighted mean of its critic scores, and a hard violation (veto) becomes ``veto_penalty``.
+The coherence critic's likelihood signal comes from the *base* policy with no adapter, so the
+model being trained or evaluated never grades itself.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from ..agents import Case, Critic, Signals, load_embedder, policy_ref, run_critic
+from ..graphs.profiles import Profiles
+from ..graphs.reward import Reward, aggregate
+from ..settings import Settings
+from ..store import Store
+
+
+class CriticJudge:
+    """Scores responses to stored prompts; each (prompt, response) is judged once."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        profiles: Profiles | None = None,
+        critics: dict[str, Critic] | None = None,
+        signals: Signals | None = None,
+        veto_penalty: float = -1.0,
+    ):
+        from ..graphs.run import build_critics
+
+        self.settings = settings
+        self.profiles = profiles or Profiles.load(settings.profiles)
+        self.critics = critics if critics is not None else build_critics(self.profiles)
+        self.veto_penalty = veto_penalty
+        self._signals = signals
+        self._contexts: dict[str, tuple[dict, dict | None, dict | None]] = {}
+        self._rewards: dict[tuple[str, str], Reward] = {}
+        self._lock = threading.Lock()
+
+    def signals(self) -> Signals:
+        if self._signals is None:
+            from ..agents import Policy
+
+            judge_policy = Policy.load(self.settings, policy_ref(self.settings))
+            self._signals = Signals(load_embedder(self.settings), judge_policy)
+        return self._signals
+
+    def context(self, prompt_id: str) -> tuple[dict, dict | None, dict | None]:
+        if prompt_id not in self._contexts:
+            with Store.open(self.settings.db_path, create=False) as store:
+                prompt = store.get_prompt(prompt_id)
+                brand = store.get_brand(prompt["brand_id"]) if prompt["brand_id"] else None
+                campaign = (
+                    store.get_campaign(prompt["campaign_id"]) if prompt["campaign_id"] else None
+                )
+            self._contexts[prompt_id] = (prompt, brand, campaign)
+        return self._contexts[prompt_id]
+
+    def weights(self, prompt_id: str) -> dict[str, float]:
+        prompt, _, _ = self.context(prompt_id)
+        return self.profiles.for_prompt(prompt["task_type"], prompt["brand_id"]).weights
+
+    def rewards(self, prompt_id: str, responses: Sequence[str]) -> list[Reward]:
+        """The reward of each response to the prompt (computed once per distinct text)."""
+        with self._lock:
+            todo = [r for r in dict.fromkeys(responses) if (prompt_id, r) not in self._rewards]
+            if todo:
+                cases = [self._case(prompt_id, r) for r in todo]
+                signals = self.signals()
+                signals.prepare(cases)
+                weights = self.weights(prompt_id)
+                for response, case in zip(todo, cases, strict=True):
+                    scores = {}
+                    for name, critic in self.critics.items():
+                        if weights.get(name, 0) > 0 and critic.applies(case):
+                            scores[name] = run_critic(critic, case, signals).as_dict()
+                    self._rewards[(prompt_id, response)] = aggregate(response, scores, weights)
+            return [self._rewards[(prompt_id, r)] for r in responses]
+
+    def scalar(self, reward: Reward) -> float:
+        """One number for RL: the aggregate, the veto penalty, or 0 when nothing could judge."""
+        if reward.vetoed:
+            return self.veto_penalty
+        return 0.0 if reward.total is None else float(reward.total)
+
+    def dimension(self, reward: Reward, name: str) -> float | None:
+        """One critic's score for RL reward functions; None when it did not judge."""
+        return reward.vector.get(name)
+
+    def _case(self, prompt_id: str, response: str) -> Case:
+        prompt, brand, campaign = self.context(prompt_id)
+        return Case(
+            prompt_id=prompt_id,
+            task_type=prompt["task_type"],
+            conversation=tuple((m["role"], m["content"]) for m in prompt["messages"]),
+            response=response,
+            persona=prompt["persona"],
+            brand=brand,
+            campaign=campaign,
+            finish_reason="stop",
+        )

@@ -1,0 +1,196 @@
+"""Reinforcement learning from the critics: PPO (``_ppo.py``), GRPO and RLOO (TRL).
+
+The reward is the feedback graph's: the critics, the profile's weights, vetoes as a penalty.
+For PPO it is one number per response. For GRPO and RLOO every critic is its own TRL
+``reward_func`` (so TRL logs each dimension) with the profile's weights as ``reward_weights``
+(averaged over the training prompts' task profiles, since TRL takes one weight per function),
+plus a ``veto`` function worth ``veto_penalty`` when a hard rule is broken. A critic that does not
+judge a prompt's task returns None, which TRL leaves out of that response's sum.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..settings import Settings
+from ..store import Store
+from ._config import TrainConfig
+from ._data import policy_conversation
+from ._dpo import (
+    load_base,
+    lora_config,
+    peak_memory_mb,
+    quiet_trainer,
+    step_logger,
+    trainer_args,
+)
+from ._judge import CriticJudge
+
+LogFn = Callable[[dict[str, Any]], None]
+
+
+def run_online(config: TrainConfig, prompt_ids: list[str], log: LogFn) -> dict[str, Any]:
+    settings = Settings.load(home=Path(config.home))
+    judge = CriticJudge(settings, veto_penalty=config.veto_penalty)
+    with Store.open(settings.db_path, create=False) as store:
+        conversations = [policy_conversation(store, pid) for pid in prompt_ids]
+    if config.method == "ppo":
+        return run_ppo(config, prompt_ids, conversations, judge, log)
+    return run_trl_online(config, prompt_ids, conversations, judge, log)
+
+
+def run_ppo(config, prompt_ids, conversations, judge: CriticJudge, log: LogFn) -> dict[str, Any]:
+    from peft import get_peft_model
+
+    from ._ppo import PPOSettings, train_ppo
+
+    model, tokenizer = load_base(config)
+    model = get_peft_model(model, lora_config(config)).to(config.device)
+    budget = max(16, config.max_length - config.rl_max_new_tokens)
+    prompts = [_encode(tokenizer, conversation)[-budget:] for conversation in conversations]
+
+    def reward_fn(indices: list[int], responses: list[str]) -> list[float]:
+        by_prompt: dict[int, list[int]] = defaultdict(list)
+        for position, index in enumerate(indices):
+            by_prompt[index].append(position)
+        out = [0.0] * len(responses)
+        for index, positions in by_prompt.items():
+            texts = [responses[p] for p in positions]
+            for p, reward in zip(positions, judge.rewards(prompt_ids[index], texts), strict=True):
+                out[p] = judge.scalar(reward)
+        return out
+
+    ppo = PPOSettings(
+        steps=config.rl_steps,
+        prompts_per_step=config.batch_size,
+        samples_per_prompt=config.rl_samples_per_prompt,
+        max_new_tokens=config.rl_max_new_tokens,
+        temperature=config.temperature,
+        learning_rate=config.learning_rate,
+        kl_coef=config.kl_coef,
+        seed=config.seed,
+    )
+    began = time.perf_counter()
+    history = train_ppo(
+        model, tokenizer, prompts, reward_fn, ppo, Path(config.output_dir) / "adapter", on_step=log
+    )
+    first, last = history[0], history[-1]
+    return {
+        "steps": len(history),
+        "reward_first": round(first["reward_mean"], 4),
+        "reward_last": round(last["reward_mean"], 4),
+        "kl_last": round(last["kl"], 4),
+        "seconds": round(time.perf_counter() - began, 2),
+        "peak_memory_mb": peak_memory_mb(),
+    }
+
+
+def reward_functions(judge: CriticJudge, prompt_ids: list[str]) -> tuple[list, list[float]]:
+    """One TRL reward function per critic with its averaged profile weight, plus vetoes."""
+    totals: dict[str, float] = defaultdict(float)
+    for pid in prompt_ids:
+        weights = judge.weights(pid)
+        norm = sum(w for w in weights.values() if w > 0) or 1.0
+        for name, weight in weights.items():
+            if weight > 0:
+                totals[name] += weight / norm / len(prompt_ids)
+    names = sorted(totals)
+
+    def rewards_of(kwargs: dict[str, Any], completions: list) -> list:
+        texts = [_completion_text(c) for c in completions]
+        out = []
+        for pid, text in zip(kwargs["prompt_id"], texts, strict=True):
+            out.append(judge.rewards(pid, [text])[0])
+        return out
+
+    def critic_reward(name: str):
+        def reward(prompts, completions, **kwargs) -> list[float | None]:
+            return [
+                r.vector.get(name) if judge.weights(pid).get(name, 0) > 0 else None
+                for pid, r in zip(kwargs["prompt_id"], rewards_of(kwargs, completions), strict=True)
+            ]
+
+        reward.__name__ = name
+        return reward
+
+    def veto(prompts, completions, **kwargs) -> list[float]:
+        return [judge.veto_penalty if r.vetoed else 0.0 for r in rewards_of(kwargs, completions)]
+
+    return [*(critic_reward(n) for n in names), veto], [*(totals[n] for n in names), 1.0]
+
+
+def run_trl_online(config, prompt_ids, conversations, judge, log: LogFn) -> dict[str, Any]:
+    from datasets import Dataset
+
+    if config.method == "grpo":
+        from trl import GRPOConfig as Args
+        from trl import GRPOTrainer as Trainer
+    else:
+        from trl import RLOOConfig as Args
+        from trl import RLOOTrainer as Trainer
+    from ._dpo import last_checkpoint
+
+    funcs, weights = reward_functions(judge, prompt_ids)
+    model, tokenizer = load_base(config)
+    dataset = Dataset.from_list(
+        [{"prompt": c, "prompt_id": pid} for pid, c in zip(prompt_ids, conversations, strict=True)]
+    )
+    generations = config.rl_samples_per_prompt
+    args = trainer_args(
+        replace_steps(config),
+        Args,
+        per_device_train_batch_size=config.batch_size * generations,
+        num_generations=generations,
+        max_completion_length=config.rl_max_new_tokens,
+        temperature=config.temperature,
+        beta=config.kl_coef,
+        reward_weights=weights,
+    )
+    trainer = Trainer(
+        model=model,
+        reward_funcs=funcs,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config(config),
+        callbacks=[step_logger(log)],
+    )
+    quiet_trainer(trainer)
+    resume = last_checkpoint(config.output_dir)
+    began = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(str(Path(config.output_dir) / "adapter"))
+    steps = [h for h in trainer.state.log_history if "reward" in h]
+    return {
+        "steps": trainer.state.global_step,
+        "resumed_from": Path(resume).name if resume else None,
+        "reward_first": steps[0]["reward"] if steps else None,
+        "reward_last": steps[-1]["reward"] if steps else None,
+        "reward_weights": dict(zip([f.__name__ for f in funcs], weights, strict=True)),
+        "seconds": round(time.perf_counter() - began, 2),
+        "peak_memory_mb": peak_memory_mb(),
+    }
+
+
+def replace_steps(config: TrainConfig) -> TrainConfig:
+    """RL methods count optimisation steps in ``rl_steps``, not epochs over the prompts."""
+    from dataclasses import replace
+
+    return replace(config, max_steps=config.rl_steps)
+
+
+def _encode(tokenizer, conversation: list[dict[str, str]]) -> list[int]:
+    ids = tokenizer.apply_chat_template(
+        conversation, add_generation_prompt=True, tokenize=True, return_dict=False
+    )
+    return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+
+
+def _completion_text(completion: Any) -> str:
+    if isinstance(completion, list):  # conversational: [{"role": "assistant", "content": ...}]
+        return "".join(m.get("content", "") for m in completion)
+    return str(completion)
