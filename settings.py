@@ -106,6 +106,11 @@ class TrainingSettings(BaseModel):
     method: Literal["dpo", "ppo", "grpo", "rloo"] = Field(
         "dpo", description="Training method: dpo (pairs), ppo, grpo or rloo (critics as reward)."
     )
+    nightly: Literal["auto", "never", "always"] = Field(
+        "auto",
+        description="graph run's training phase (--train): auto trains when enough new pairs "
+        "exist, always trains, never skips it.",
+    )
     min_new_pairs: int = Field(
         16, ge=1, description="graph run --train auto trains once this many new pairs exist."
     )

@@ -273,6 +273,12 @@ def graph() -> None:
 @click.option(
     "--human-budget", type=click.IntRange(min=0), help="Escalations this run may leave for people."
 )
+@click.option(
+    "--train",
+    "train_mode",
+    type=click.Choice(["auto", "never", "always"]),
+    help="Then train and gate an adapter: auto when enough new pairs exist (default: settings).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_context
 def graph_run(
@@ -287,14 +293,16 @@ def graph_run(
     seed,
     concurrency,
     human_budget,
+    train_mode,
     as_json,
 ) -> None:
-    """Generate, judge and route every prompt that needs it: the nightly job.
+    """Generate, judge and route every prompt that needs it, then train: the nightly job.
 
     Picks prompts with no decision under the current model, adapter and settings, generates
     K candidates, scores them with the critics, and records pairs, escalations (answered with
-    `criticloop graph decide`), revisions and drops. Killed, it continues the same run next
-    time.
+    `criticloop review`), revisions and drops. Then, with --train auto (the default) and enough
+    new pairs, trains an adapter and lets the gate decide whether it replaces the current one.
+    Killed, it continues the same run next time.
     """
     from .run import RunOptions, run_feedback
 
@@ -313,6 +321,11 @@ def graph_run(
     with obj.open_store():  # fail early, with the usual message, when there is no database
         pass
     summary = run_feedback(settings, options)
+    mode = train_mode or settings.training.nightly
+    if mode != "never":
+        from ..training._cycle import nightly_training
+
+        summary["training"] = nightly_training(settings, mode, summary["run_id"])
     if as_json:
         _print_json(summary)
         return
@@ -321,7 +334,19 @@ def graph_run(
             "nothing to judge: every selected prompt already has a decision under this model, "
             "adapter and sampling settings (import new prompts, or run with another --seed)"
         )
-        return
+    else:
+        _echo_run(summary)
+    if "training" in summary:
+        from ._train_cli import echo_training
+
+        training = summary["training"]
+        if training["status"] == "skipped":
+            click.echo(f"training skipped: {training['reason']}")
+        else:
+            echo_training(training)
+
+
+def _echo_run(summary: dict[str, Any]) -> None:
     outcomes = summary["outcomes"]
     click.echo(
         f"run {summary['run_id']}: {summary['prompts']} prompts, {summary['candidates']} candidates, "

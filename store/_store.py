@@ -466,6 +466,11 @@ class Store(ReviewVerbs, TrainingVerbs):
                 },
             )
 
+    def update_run_summary(self, run_id: str, summary: dict[str, Any]) -> None:
+        """Replace a finished run's summary (the nightly job adds its training phase)."""
+        with self.transaction():
+            self.db["runs"].update(run_id, {"summary": json.dumps(summary, default=str)})
+
     def get_run(self, run_id: str) -> dict[str, Any]:
         return _decode(self._get("runs", run_id, "run"), "config", "summary")
 

@@ -37,6 +37,8 @@ def hermetic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             monkeypatch.delenv(name)
     home = tmp_path / "home"
     monkeypatch.setenv("CRITICLOOP_HOME", str(home))
+    # graph run trains after judging by default; the tests that want training ask for it.
+    monkeypatch.setenv("CRITICLOOP_TRAINING__NIGHTLY", "never")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     workdir = tmp_path / "work"

@@ -69,7 +69,13 @@ def test_help_imports_nothing_heavy():
 
 @pytest.mark.parametrize(
     "module",
-    ["criticloop.store", "criticloop.settings", "criticloop.agents", "criticloop.graphs.cli"],
+    [
+        "criticloop.store",
+        "criticloop.settings",
+        "criticloop.agents",
+        "criticloop.graphs.cli",
+        "criticloop.training",
+    ],
 )
 def test_headless_modules_keep_training_and_ui_stacks_out(module):
     code = f"import sys, {module}\nprint([m for m in ('trl', 'peft', 'textual', 'crewai', 'torch') if m in sys.modules])"

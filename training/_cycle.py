@@ -16,6 +16,32 @@ def new_pairs(settings: Settings) -> int:
         return store.count_pairs_since(store.last_trained_at())
 
 
+def nightly_training(settings: Settings, mode: str, run_id: str | None) -> dict[str, Any]:
+    """The nightly job's training phase: ``auto`` trains once enough new pairs exist."""
+    waiting = new_pairs(settings)
+    threshold = settings.training.min_new_pairs
+    if mode == "never":
+        return {
+            "status": "skipped",
+            "reason": "training is off (--train never)",
+            "new_pairs": waiting,
+        }
+    if mode == "auto" and waiting < threshold:
+        return {
+            "status": "skipped",
+            "reason": f"{waiting} new pairs since the last training, fewer than {threshold} "
+            "(CRITICLOOP_TRAINING__MIN_NEW_PAIRS)",
+            "new_pairs": waiting,
+        }
+    summary = train_and_gate(settings, run_id=run_id)
+    summary["new_pairs"] = waiting
+    if run_id:
+        with Store.open(settings.db_path, create=False) as store:
+            run = store.get_run(run_id)
+            store.update_run_summary(run_id, {**(run["summary"] or {}), "training": summary})
+    return summary
+
+
 def train_and_gate(
     settings: Settings,
     training: TrainingSettings | None = None,
@@ -24,8 +50,14 @@ def train_and_gate(
     gate: bool = True,
 ) -> dict[str, Any]:
     """Train one adapter and put it through the gate; a failed job is reported, not raised."""
+    from ..errors import InputError
+
     try:
         result = train(settings, training, run_id=run_id)
+    except InputError as exc:
+        if run_id is None:
+            raise
+        return {"status": "skipped", "reason": str(exc), "promoted": False}
     except TrainingFailed as exc:
         return {"status": "failed", "reason": str(exc), "promoted": False}
     summary: dict[str, Any] = {

@@ -1,0 +1,386 @@
+"""Training: the data it learns from, the registry, the gate's statistics, and real jobs.
+
+The slow tests train real LoRA adapters on the bundled SmolLM2 for a few steps through the
+installed CLI, on preference pairs the test writes itself (constructed pairs: a useful answer
+chosen over a curt one), so they run without a feedback run first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+from criticloop.errors import InputError
+from criticloop.settings import GateSettings
+from criticloop.store import PairRecord, Store
+from criticloop.training import is_heldout, load_preferences, sign_test
+from criticloop.training._gate import GateReport, bootstrap_interval, outcome, score_outcomes
+from criticloop.training._jobs import failure_reason, resolve_launcher, worker_command
+
+TINY_DPO = ("--max-steps", "2", "--batch-size", "2", "--save-steps", "1")
+
+
+# ---- the gate's statistics on constructed outcomes ---------------------------------------------
+
+
+def test_sign_test_matches_the_binomial_tail():
+    # P(X >= 8 | n = 10, p = 1/2) = (45 + 10 + 1) / 1024
+    assert sign_test(8, 2) == pytest.approx(56 / 1024)
+    assert sign_test(5, 5) == pytest.approx(638 / 1024)  # (252 + 210 + 120 + 45 + 10 + 1) / 1024
+    assert sign_test(0, 0) == 1.0
+    assert sign_test(10, 0) == pytest.approx(1 / 1024)
+
+
+def test_bootstrap_interval_resamples_whole_prompts():
+    assert bootstrap_interval([[1.0, 1.0]] * 10, 500, seed=1) == (1.0, 1.0)
+    low, high = bootstrap_interval([[1.0], [0.0]] * 20, 2000, seed=1)
+    assert low < 0.5 < high and high - low < 0.4
+    # Ten prompts whose two answers always agree are ten observations, not twenty.
+    clustered = bootstrap_interval([[1.0, 1.0], [0.0, 0.0]] * 5, 2000, seed=2)
+    independent = bootstrap_interval([[1.0], [0.0]] * 10, 2000, seed=2)
+    assert clustered[1] - clustered[0] > (independent[1] - independent[0]) * 0.9
+
+
+def test_both_orders_must_agree_for_a_win():
+    assert outcome(0.3, -0.3, 0.02) == (1.0, False)
+    assert outcome(-0.3, 0.3, 0.02) == (0.0, False)
+    assert outcome(0.01, -0.01, 0.02) == (0.5, False)
+    # A judge that prefers whichever answer it reads first: a tie, and counted as inconsistent.
+    assert outcome(0.3, 0.3, 0.02) == (0.5, True)
+
+
+def _report(per_prompt, **gate) -> GateReport:
+    return score_outcomes(GateReport("cand", None), per_prompt, GateSettings(**gate))
+
+
+def test_gate_promotes_only_a_significant_win():
+    wins = {f"p{i}": [1.0, 1.0 if i % 4 else 0.5] for i in range(12)}
+    report = _report(wins)
+    assert report.wins == 21 and report.ties == 3 and report.losses == 0
+    assert report.p_value < 0.05 and report.ci_low > 0.5
+    assert report.decision == "promote" and "significantly better" in report.reason
+
+    narrow = {"p0": [1.0], "p1": [1.0], "p2": [0.0]}
+    report = _report(narrow)
+    assert report.win_rate == pytest.approx(2 / 3, abs=1e-4)
+    assert report.decision == "keep" and "not significantly better" in report.reason
+    assert _report(narrow, require="better").decision == "promote"
+    assert _report({"p0": [0.0]}, require="better").decision == "keep"
+    assert _report({"p0": [0.0]}, require="always").decision == "promote"
+    assert _report({}).decision == "keep"
+
+
+# ---- the data ----------------------------------------------------------------------------------
+
+
+def test_heldout_split_is_stable_and_near_its_share():
+    ids = [f"prompt-{i}" for i in range(2000)]
+    held = [i for i in ids if is_heldout(i, 20)]
+    assert 0.17 < len(held) / len(ids) < 0.23
+    assert held == [i for i in ids if is_heldout(i, 20)]
+    assert not any(is_heldout(i, 0) for i in ids)
+
+
+def add_constructed_pairs(store: Store) -> int:
+    """A useful answer chosen over a curt one for every demo prompt (constructed, not judged)."""
+    count = 0
+    for pid in store.prompt_ids():
+        request = store.get_prompt(pid)["text"]
+        chosen = f"Here is a clear answer to your question about {request[:60].lower()}"
+        store.record_pair(PairRecord(pid, chosen, "No.", "synthetic", margin=0.4))
+        count += 1
+    return count
+
+
+def test_preferences_weight_sources_and_keep_heldout_prompts_out(demo_store):
+    add_constructed_pairs(demo_store)
+    first = demo_store.prompt_ids()[0]
+    demo_store.record_pair(PairRecord(first, "A person preferred this.", "Not this.", "human"))
+    data = load_preferences(demo_store, {"synthetic": 1.0, "human": 3.0}, heldout_percent=20)
+    held = [pid for pid in demo_store.prompt_ids() if is_heldout(pid, 20)]
+    assert held and data.skipped["held out for the gate"] == len(held) + is_heldout(first, 20)
+    assert sorted(set(data.weights)) == ([1.0] if is_heldout(first, 20) else [1.0, 3.0])
+    row = data.rows[0]
+    assert row["prompt"][-1]["role"] == "user" and row["chosen"][0]["role"] == "assistant"
+    # The prompt is what the policy answered: the stored turns plus the task's system message.
+    assert row["prompt"][0]["role"] == "system"
+
+    no_synthetic = load_preferences(demo_store, {"synthetic": 0.0, "human": 3.0}, 20)
+    assert no_synthetic.sources["synthetic"] == 0
+    assert no_synthetic.data_hash != data.data_hash
+    with pytest.raises(InputError, match="unknown source 'robots'"):
+        load_preferences(demo_store, {"robots": 1.0}, 20)
+
+
+# ---- registry and jobs -------------------------------------------------------------------------
+
+
+def test_promote_and_rollback_walk_back_through_what_was_in_service(store):
+    for version in ("v1", "v2", "v3"):
+        store.record_adapter(
+            version, base_model="m", method="dpo", path=f"/a/{version}", metrics={}
+        )
+    assert store.promoted_adapter("m") is None
+    assert store.promote_adapter("v1", "test") is None
+    assert store.promote_adapter("v2", "test") == "v1"
+    assert store.get_adapter("v1")["status"] == "retired"
+    store.reject_adapter("v3", "lost")
+    assert store.get_adapter("v3")["status"] == "rejected"
+    with pytest.raises(InputError):
+        store.reject_adapter("v2", "in service")
+    assert store.rollback_adapter("m") == ("v2", "v1")
+    assert store.promoted_adapter("m")["version"] == "v1"
+    assert store.rollback_adapter("m") == ("v1", None)
+    assert store.promoted_adapter("m") is None
+    with pytest.raises(InputError, match="already uses the base model"):
+        store.rollback_adapter("m")
+
+
+def test_a_job_whose_process_died_is_failed_and_resumable(store):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    job = store.start_job(
+        method="dpo",
+        launcher="inprocess",
+        base_model="m",
+        parent_version=None,
+        config={"key": "k1"},
+        data_hash="d1",
+        examples=3,
+        output_dir="/x",
+        log_path="/x/train.log",
+    )
+    store.db["training_jobs"].update(job, {"pid": dead.pid})
+    assert store.resumable_job("dpo", "d1", "k1")["id"] == job
+    assert store.get_job(job)["status"] == "failed"
+    assert "killed" in store.get_job(job)["reason"]
+    assert store.resumable_job("dpo", "d1", "other config") is None
+    assert store.resumable_job("dpo", "other data", "k1") is None
+
+
+def test_failure_reasons_and_launchers(tmp_path):
+    assert failure_reason(FloatingPointError("loss became nan at step 3")).startswith("NaN loss")
+    assert failure_reason(RuntimeError("CUDA out of memory. Tried")).startswith("out of memory")
+    assert resolve_launcher("auto", 0) == "inprocess"
+    assert resolve_launcher("auto", 1) == "subprocess"
+    assert resolve_launcher("auto", 4) == "accelerate"
+    config = tmp_path / "fsdp.yaml"
+    config.write_text("distributed_type: FSDP\n")
+    command = worker_command("accelerate", tmp_path, config)
+    assert command[1:5] == ["-m", "accelerate.commands.launch", "--config_file", str(config)]
+    assert command[-3:] == ["-m", "criticloop.training.worker", str(tmp_path)]
+    with pytest.raises(InputError, match="does not exist"):
+        worker_command("accelerate", tmp_path, tmp_path / "missing.yaml")
+
+
+def test_a_nan_loss_fails_the_step_log():
+    from criticloop.training._dpo import step_logger
+
+    seen = []
+    callback = step_logger(seen.append)
+    state = type("State", (), {"global_step": 4})()
+    callback.on_log(None, state, None, logs={"loss": 0.5})
+    with pytest.raises(FloatingPointError, match="at step 4"):
+        callback.on_log(None, state, None, logs={"loss": math.nan})
+    assert seen == [{"step": 4, "loss": 0.5}]
+
+
+def test_train_with_no_pairs_says_how_to_get_some(model_home):
+    run_cli("init", check=True)
+    result = run_cli("train", "--no-gate")
+    assert result.returncode == 2
+    assert "no preference pairs to train on" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+# ---- real training ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pairs_home(model_home: Path) -> Path:
+    run_cli("init", check=True)
+    with Store.open(model_home / "criticloop.db", create=False) as store:
+        add_constructed_pairs(store)
+    return model_home
+
+
+def _adapter_tensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "adapter_model.safetensors"))
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_dpo_trains_a_lora_adapter_and_the_base_stays_as_it_was(pairs_home):
+    base = pairs_home / "models" / "smollm2-135m-instruct" / "model.safetensors"
+    before = _sha(base)
+    result = run_cli("train", *TINY_DPO, "--no-gate", "--json", check=True, timeout=600)
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "done" and summary["metrics"]["steps"] == 2
+    with Store.open(pairs_home / "criticloop.db", create=False) as store:
+        job = store.get_job(summary["job_id"])
+        adapter = store.get_adapter(summary["adapter"])
+    losses = [entry["loss"] for entry in job["metrics"]["log"] if "loss" in entry]
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+    assert job["status"] == "done" and job["adapter_version"] == summary["adapter"]
+    assert adapter["status"] == "candidate" and adapter["data_hash"] == job["data_hash"]
+    tensors = _adapter_tensors(Path(adapter["path"]))
+    assert tensors and all("lora_" in name for name in tensors)
+    # LoRA B starts at zero: any non-zero B means the adapter learned.
+    assert any(t.abs().sum() > 0 for name, t in tensors.items() if "lora_B" in name)
+    assert _sha(base) == before
+    listed = run_cli("adapters", "list", check=True).stdout
+    assert summary["adapter"] in listed and "candidate" in listed
+
+
+@pytest.mark.slow
+def test_gate_report_decides_and_registry_commands_follow(pairs_home, monkeypatch):
+    summary = json.loads(run_cli("train", *TINY_DPO, "--no-gate", "--json", check=True).stdout)
+    version = summary["adapter"]
+    monkeypatch.setenv("CRITICLOOP_GATE__PROMPTS", "3")
+    monkeypatch.setenv("CRITICLOOP_GATE__SAMPLES_PER_PROMPT", "2")
+    monkeypatch.setenv("CRITICLOOP_GATE__MAX_NEW_TOKENS", "16")
+    report = json.loads(run_cli("adapters", "evaluate", version, "--json", check=True).stdout)
+    assert report["prompts"] == 3 and report["comparisons"] == 6
+    assert report["wins"] + report["losses"] + report["ties"] == 6
+    assert report["p_value"] == pytest.approx(sign_test(report["wins"], report["losses"]), abs=1e-6)
+    significant = report["p_value"] < 0.05 and report["ci_low"] > 0.5
+    assert report["decision"] == ("promote" if significant else "keep")
+    assert {o["outcome"] for o in report["outcomes"]} <= {"win", "loss", "tie"}
+    with Store.open(pairs_home / "criticloop.db", create=False) as store:
+        stored = store.gate_reports(version)[0]
+        status = store.get_adapter(version)["status"]
+    assert stored["decision"] == report["decision"] and stored["baseline_version"] is None
+    assert status == ("promoted" if significant else "rejected")
+
+    run_cli("adapters", "promote", version, check=True)
+    assert f"{version} " in run_cli("adapters", "list", check=True).stdout
+    with Store.open(pairs_home / "criticloop.db", create=False) as store:
+        assert (
+            store.promoted_adapter(store.get_adapter(version)["base_model"])["version"] == version
+        )
+    out = run_cli("adapters", "rollback", check=True).stdout
+    assert f"retired {version}; in service now: the base model" in out
+    assert run_cli("adapters", "rollback").returncode == 2
+
+
+def _worker_pids(job_dir_parent: Path) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "criticloop.training.worker" in cmdline and str(job_dir_parent) in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_a_killed_job_is_failed_with_its_reason_and_the_next_one_resumes_it(pairs_home):
+    exe = Path(sys.executable).parent / "criticloop"
+    args = ["train", "--launcher", "subprocess", "--max-steps", "3", "--batch-size", "1"]
+    args += ["--save-steps", "1", "--no-gate", "--json"]
+    parent = subprocess.Popen(
+        [str(exe), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    training = pairs_home / "training"
+    deadline = time.monotonic() + 300
+    while not list(training.glob("*/checkpoints/checkpoint-1")):
+        assert parent.poll() is None, parent.communicate()
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.5)
+    for pid in _worker_pids(training):
+        os.kill(pid, signal.SIGKILL)
+    out, err = parent.communicate(timeout=120)
+    assert parent.returncode == 1, err
+    failed = json.loads(out)
+    assert failed["status"] == "failed" and "killed by SIGKILL" in failed["reason"]
+    jobs = json.loads(run_cli("jobs", "--json", check=True).stdout)
+    assert len(jobs) == 1 and jobs[0]["status"] == "failed" and jobs[0]["adapter_version"] is None
+    assert json.loads(run_cli("adapters", "list", "--json", check=True).stdout) == []
+
+    resumed = json.loads(run_cli(*args, check=True, timeout=600).stdout)
+    assert resumed["status"] == "done" and resumed["resumed"] is True
+    assert resumed["job_id"] == jobs[0]["id"]
+    assert resumed["metrics"]["resumed_from"].startswith("checkpoint-")
+    assert resumed["metrics"]["steps"] == 3
+    jobs = json.loads(run_cli("jobs", "--json", check=True).stdout)
+    assert len(jobs) == 1 and jobs[0]["status"] == "done"
+    assert [e["step"] for e in jobs[0]["metrics"]["log"] if "loss" in e] == [1, 2, 3]
+
+
+RL_ENV = {
+    "CRITICLOOP_TRAINING__RL_STEPS": "2",
+    "CRITICLOOP_TRAINING__RL_SAMPLES_PER_PROMPT": "2",
+    "CRITICLOOP_TRAINING__RL_MAX_NEW_TOKENS": "12",
+    "CRITICLOOP_TRAINING__BATCH_SIZE": "1",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["ppo", "grpo", "rloo"])
+def test_rl_methods_learn_from_the_critics(pairs_home, monkeypatch, method):
+    for name, value in RL_ENV.items():
+        monkeypatch.setenv(name, value)
+    summary = json.loads(
+        run_cli("train", "--method", method, "--no-gate", "--json", check=True, timeout=600).stdout
+    )
+    assert summary["status"] == "done" and summary["metrics"]["steps"] == 2
+    with Store.open(pairs_home / "criticloop.db", create=False) as store:
+        log = store.get_job(summary["job_id"])["metrics"]["log"]
+        path = Path(store.get_adapter(summary["adapter"])["path"])
+    assert len(log) == 2
+    if method == "ppo":
+        for key in ("reward_mean", "kl", "clip_fraction", "value_loss", "entropy", "policy_loss"):
+            assert all(math.isfinite(entry[key]) for entry in log), key
+        assert (path / "value_head.safetensors").exists()
+    else:
+        # Each critic is its own reward function, logged by TRL; vetoes are one more.
+        assert all("rewards/helpfulness/mean" in entry for entry in log)
+        assert all("rewards/veto/mean" in entry for entry in log)
+        assert set(summary["metrics"]["reward_weights"]) >= {"helpfulness", "veto"}
+    tensors = _adapter_tensors(path)
+    assert any(t.abs().sum() > 0 for name, t in tensors.items() if "lora_B" in name)
+
+
+@pytest.mark.slow
+def test_nightly_run_trains_when_enough_new_pairs_exist(pairs_home, monkeypatch):
+    run = ("graph", "run", "-p", "general-001", "-k", "2", "--max-new-tokens", "8")
+    monkeypatch.setenv("CRITICLOOP_TRAINING__MIN_NEW_PAIRS", "1000")
+    out = run_cli(*run, "--train", "auto", check=True).stdout
+    assert "training skipped:" in out and "fewer than 1000" in out
+
+    monkeypatch.setenv("CRITICLOOP_TRAINING__MAX_STEPS", "1")
+    monkeypatch.setenv("CRITICLOOP_TRAINING__BATCH_SIZE", "2")
+    monkeypatch.setenv("CRITICLOOP_GATE__PROMPTS", "2")
+    monkeypatch.setenv("CRITICLOOP_GATE__SAMPLES_PER_PROMPT", "1")
+    monkeypatch.setenv("CRITICLOOP_GATE__MAX_NEW_TOKENS", "8")
+    monkeypatch.setenv("CRITICLOOP_TRAINING__MIN_NEW_PAIRS", "5")
+    summary = json.loads(
+        run_cli(*run[:3], "general-002", *run[4:], "--train", "auto", "--json", check=True).stdout
+    )
+    training = summary["training"]
+    assert training["status"] == "done" and training["new_pairs"] >= 5
+    assert training["gate"]["decision"] in ("promote", "keep")
+    with Store.open(pairs_home / "criticloop.db", create=False) as store:
+        stored = store.get_run(summary["run_id"])["summary"]
+        job = store.get_job(training["job_id"])
+    assert stored["training"]["adapter"] == training["adapter"]
+    assert job["run_id"] == summary["run_id"]
