@@ -35,6 +35,8 @@ METRIC_KEYS = (
     "value_clip_fraction",
     "approx_kl",
     "response_length",
+    "rollout_seconds",
+    "update_seconds",
     "seconds",
 )
 _UPDATE_KEYS = (
@@ -489,10 +491,17 @@ def train_ppo(
             batch, metrics = _rollout(
                 model, tokenizer, value_head, prompts, indices, reward_fn, settings
             )
+            rolled_out = time.perf_counter()
             metrics |= _update(
                 model, value_head, optimizer, params, batch, settings, generator, step
             )
-            metrics |= {"step": float(step), "seconds": time.perf_counter() - started}
+            finished = time.perf_counter()
+            metrics |= {
+                "step": float(step),
+                "rollout_seconds": rolled_out - started,
+                "update_seconds": finished - rolled_out,
+                "seconds": finished - started,
+            }
             metrics = {key: float(metrics[key]) for key in METRIC_KEYS}
             history.append(metrics)
             # Saved before on_step so a caller that stops the run there loses nothing.
