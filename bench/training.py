@@ -164,7 +164,12 @@ def child(variant: str, config_file: Path, data_file: Path) -> None:
 
 
 def measure(variant: str, config, data_file: Path, workdir: Path) -> dict:
-    config_file = workdir / f"{variant}-config.json"
+    from dataclasses import replace
+
+    # A fresh output directory each run: a checkpoint left by an earlier run would be resumed.
+    out = Path(tempfile.mkdtemp(dir=workdir, prefix=f"{variant}-"))
+    config = replace(config, output_dir=str(out))
+    config_file = out / "config.json"
     config.write(config_file)
     out = subprocess.run(
         [sys.executable, __file__, "--child", variant, str(config_file), str(data_file)],

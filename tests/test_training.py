@@ -201,6 +201,14 @@ def test_train_with_no_pairs_says_how_to_get_some(model_home):
     assert result.stderr.count("\n") == 1
 
 
+def test_qlora_without_a_gpu_is_refused_before_any_job(model_home):
+    run_cli("init", check=True)
+    result = run_cli("train", "--quantize", "4bit", "--no-gate")
+    assert result.returncode == 2
+    assert "needs a CUDA GPU" in result.stderr and result.stderr.count("\n") == 1
+    assert json.loads(run_cli("jobs", "--json", check=True).stdout) == []
+
+
 # ---- real training ------------------------------------------------------------------------------
 
 

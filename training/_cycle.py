@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import InputError
 from ..settings import Settings, TrainingSettings
 from ..store import Store
 from ._gate import run_gate
@@ -33,7 +34,10 @@ def nightly_training(settings: Settings, mode: str, run_id: str | None) -> dict[
             "(CRITICLOOP_TRAINING__MIN_NEW_PAIRS)",
             "new_pairs": waiting,
         }
-    summary = train_and_gate(settings, run_id=run_id)
+    try:
+        summary = train_and_gate(settings, run_id=run_id)
+    except InputError as exc:  # nothing to train on, or settings that cannot train here
+        summary = {"status": "skipped", "reason": str(exc), "promoted": False}
     summary["new_pairs"] = waiting
     if run_id:
         with Store.open(settings.db_path, create=False) as store:
@@ -50,14 +54,8 @@ def train_and_gate(
     gate: bool = True,
 ) -> dict[str, Any]:
     """Train one adapter and put it through the gate; a failed job is reported, not raised."""
-    from ..errors import InputError
-
     try:
         result = train(settings, training, run_id=run_id)
-    except InputError as exc:
-        if run_id is None:
-            raise
-        return {"status": "skipped", "reason": str(exc), "promoted": False}
     except TrainingFailed as exc:
         return {"status": "failed", "reason": str(exc), "promoted": False}
     summary: dict[str, Any] = {

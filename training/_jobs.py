@@ -78,8 +78,10 @@ def train(
     launcher = resolve_launcher(training.launcher, cuda)
     if launcher != "inprocess" and cuda == 0 and training.launcher != "auto":
         log.warning("launcher %s with no CUDA device: the job will train on CPU", launcher)
-    ref = policy_ref(settings)
     device = pick_device(settings.policy.device)
+    if training.quantize == "4bit" and device != "cuda":
+        raise InputError("--quantize 4bit (QLoRA) needs a CUDA GPU; the policy runs on CPU here")
+    ref = policy_ref(settings)
     with Store.open(settings.db_path, create=False) as store:
         parent = store.promoted_adapter(ref.name)
         if training.method == "dpo":
@@ -135,7 +137,7 @@ def train(
         except KeyboardInterrupt:
             store.finish_job(job_id, "failed", metrics=_read_steps(job_dir), reason="interrupted")
             raise
-        except TrainingFailed as exc:
+        except (TrainingFailed, InputError) as exc:
             store.finish_job(job_id, "failed", metrics=_read_steps(job_dir), reason=str(exc))
             raise
         version = job_id.replace("train-", f"{training.method}-", 1)
