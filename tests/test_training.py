@@ -334,6 +334,26 @@ def test_a_killed_job_is_failed_with_its_reason_and_the_next_one_resumes_it(pair
     assert [e["step"] for e in jobs[0]["metrics"]["log"] if "loss" in e] == [1, 2, 3]
 
 
+@pytest.mark.slow
+def test_the_accelerate_launcher_runs_the_worker_under_accelerate_launch(pairs_home, tmp_path):
+    # One CPU process: the same launch path a DeepSpeed or FSDP config file takes on GPUs.
+    config = tmp_path / "accelerate.yaml"
+    config.write_text(
+        "compute_environment: LOCAL_MACHINE\ndistributed_type: 'NO'\nnum_processes: 1\n"
+        "num_machines: 1\nmachine_rank: 0\nuse_cpu: true\nmixed_precision: 'no'\n"
+    )
+    env = {**os.environ, "CRITICLOOP_TRAINING__ACCELERATE_CONFIG": str(config)}
+    args = ("train", "--launcher", "accelerate", "--max-steps", "1", "--batch-size", "1")
+    summary = json.loads(
+        run_cli(*args, "--no-gate", "--json", check=True, timeout=600, env=env).stdout
+    )
+    assert summary["status"] == "done" and summary["metrics"]["steps"] == 1
+    jobs = json.loads(run_cli("jobs", "--json", check=True).stdout)
+    assert jobs[0]["launcher"] == "accelerate" and jobs[0]["adapter_version"] == summary["adapter"]
+    log = Path(jobs[0]["log_path"]).read_text()
+    assert "Traceback" not in log
+
+
 RL_ENV = {
     "CRITICLOOP_TRAINING__RL_STEPS": "2",
     "CRITICLOOP_TRAINING__RL_SAMPLES_PER_PROMPT": "2",
