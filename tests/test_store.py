@@ -27,11 +27,14 @@ TABLES = {
     "jobs",
     "adapters",
     "leases",
+    "training_jobs",
+    "gate_reports",
 }
+MIGRATIONS = ["m001_initial", "m002_decisions", "m003_review", "m004_training"]
 
 
 def test_migrations_create_every_table_in_wal_mode(store: Store):
-    assert store.applied_migrations() == ["m001_initial", "m002_decisions", "m003_review"]
+    assert store.applied_migrations() == MIGRATIONS
     assert TABLES <= set(store.db.table_names())
     assert store.db.journal_mode == "wal"
     assert {"prompts_fts", "generations_fts"} <= set(store.db.table_names())
@@ -40,9 +43,9 @@ def test_migrations_create_every_table_in_wal_mode(store: Store):
 def test_reopening_applies_nothing_twice(settings, store: Store):
     store.close()
     with Store.open(settings.db_path) as again:
-        assert again.applied_migrations() == ["m001_initial", "m002_decisions", "m003_review"]
+        assert again.applied_migrations() == MIGRATIONS
         rows = again.db.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0]
-        assert rows == 3
+        assert rows == len(MIGRATIONS)
 
 
 def test_open_without_create_needs_a_database(settings):
@@ -245,7 +248,7 @@ def test_a_database_from_before_the_review_app_migrates(hermetic):
     old.close()
 
     with Store.open(path) as store:
-        assert store.applied_migrations()[-1] == "m003_review"
+        assert store.applied_migrations()[-1] == MIGRATIONS[-1]
         assert [p["id"] for p in store.db["pairs"].rows] == ["pr-1"]
         assert store.get_decision("r1", "p1")["pair_id"] == "pr-1"
         assert store.db.execute("PRAGMA foreign_key_check").fetchall() == []
