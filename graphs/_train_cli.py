@@ -150,7 +150,9 @@ def adapters_rollback(obj: _Context) -> None:
 
 
 @cli.command()
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Jobs to show."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_context
 def jobs(obj: _Context, limit: int, as_json: bool) -> None:
