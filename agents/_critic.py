@@ -69,6 +69,27 @@ class Case:
     campaign: dict[str, Any] | None = None  # as stored: product, ad_copy, keywords, compliance{}
     finish_reason: str | None = None
 
+    @classmethod
+    def of(
+        cls,
+        prompt: dict[str, Any],
+        brand: dict[str, Any] | None,
+        campaign: dict[str, Any] | None,
+        response: str,
+        finish_reason: str | None = None,
+    ) -> Case:
+        """The case of ``response`` to a stored prompt (as ``Store.prompt_context`` gives it)."""
+        return cls(
+            prompt_id=prompt["id"],
+            task_type=prompt["task_type"],
+            conversation=tuple((m["role"], m["content"]) for m in prompt["messages"]),
+            response=response,
+            persona=prompt.get("persona"),
+            brand=brand,
+            campaign=campaign,
+            finish_reason=finish_reason,
+        )
+
     @property
     def request(self) -> str:
         return self.conversation[-1][1]

@@ -103,22 +103,9 @@ def main() -> None:
     cases = []
     with Store.open(settings.db_path) as store:
         for pid in prompts:
-            prompt = store.get_prompt(pid)
-            brand = store.get_brand(prompt["brand_id"]) if prompt["brand_id"] else None
-            campaign = store.get_campaign(prompt["campaign_id"]) if prompt["campaign_id"] else None
+            prompt, brand, campaign = store.prompt_context(pid)
             for g in store.generations_for(pid):
-                cases.append(
-                    Case(
-                        pid,
-                        prompt["task_type"],
-                        tuple((m["role"], m["content"]) for m in prompt["messages"]),
-                        g["text"],
-                        prompt["persona"],
-                        brand,
-                        campaign,
-                        g["finish_reason"],
-                    )
-                )
+                cases.append(Case.of(prompt, brand, campaign, g["text"], g["finish_reason"]))
     began = time.perf_counter()
     signals.prepare(cases)
     prepare_s = time.perf_counter() - began

@@ -47,8 +47,7 @@ def main() -> None:
         prompts = store.list_prompts()[: args.prompts]
         requests = []
         for p in prompts:
-            brand = store.get_brand(p["brand_id"]) if p["brand_id"] else None
-            campaign = store.get_campaign(p["campaign_id"]) if p["campaign_id"] else None
+            brand, campaign = store.brand_and_campaign(p)
             requests.append((p["id"], build_conversation(p, brand, campaign), [0]))
         path = store.path
     for suffix in ("", "-wal", "-shm"):

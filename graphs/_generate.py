@@ -65,8 +65,7 @@ def missing_requests(
         missing = [i for i in range(candidates) if i not in done]
         present += candidates - len(missing)
         if missing:
-            brand = store.get_brand(prompt["brand_id"]) if prompt["brand_id"] else None
-            campaign = store.get_campaign(prompt["campaign_id"]) if prompt["campaign_id"] else None
+            brand, campaign = store.brand_and_campaign(prompt)
             requests.append((prompt["id"], build_conversation(prompt, brand, campaign), missing))
     return requests, present
 

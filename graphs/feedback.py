@@ -124,25 +124,12 @@ class FeedbackResources:
         """The prompt with its brand and campaign, read once per run."""
         cached = self._contexts.get(prompt_id)
         if cached is None:
-            store = self.stores.get()
-            prompt = store.get_prompt(prompt_id)
-            brand = store.get_brand(prompt["brand_id"]) if prompt["brand_id"] else None
-            campaign = store.get_campaign(prompt["campaign_id"]) if prompt["campaign_id"] else None
-            cached = self._contexts.setdefault(prompt_id, (prompt, brand, campaign))
+            context = self.stores.get().prompt_context(prompt_id)
+            cached = self._contexts.setdefault(prompt_id, context)
         return cached
 
     def case(self, prompt_id: str, candidate: CandidateState) -> Case:
-        prompt, brand, campaign = self.context(prompt_id)
-        return Case(
-            prompt_id=prompt_id,
-            task_type=prompt["task_type"],
-            conversation=tuple((m["role"], m["content"]) for m in prompt["messages"]),
-            response=candidate["text"],
-            persona=prompt["persona"],
-            brand=brand,
-            campaign=campaign,
-            finish_reason=candidate["finish_reason"],
-        )
+        return Case.of(*self.context(prompt_id), candidate["text"], candidate["finish_reason"])
 
     def weights(self, prompt_id: str) -> dict[str, float]:
         prompt, _, _ = self.context(prompt_id)

@@ -205,9 +205,7 @@ class ReviewDesk:
 
     def load_case(self, decision: dict[str, Any]) -> Case:
         store = self.store
-        prompt = store.get_prompt(decision["prompt_id"])
-        brand = store.get_brand(prompt["brand_id"]) if prompt.get("brand_id") else None
-        campaign = store.get_campaign(prompt["campaign_id"]) if prompt.get("campaign_id") else None
+        prompt, brand, campaign = store.prompt_context(decision["prompt_id"])
 
         def candidate(label: str, gen_id: str) -> CaseCandidate:
             gen = store.get_generation(gen_id)

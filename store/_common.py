@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,3 +25,13 @@ def _decode(row: dict[str, Any], *json_columns: str) -> dict[str, Any]:
         if row.get(column) is not None:
             row[column] = json.loads(row[column])
     return row
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True

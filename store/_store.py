@@ -23,7 +23,7 @@ from sqlite_utils.db import NotFoundError as _RowMissing
 
 from ..errors import InputError, NotFoundError, StoreError
 from ..vocab import PAIR_SOURCES, REVIEW_KINDS
-from ._common import _decode, _key, now
+from ._common import _alive, _decode, _key, now
 from ._migrations import migrations
 from ._records import Brand, Campaign, ImportRecord, Prompt, content_hash
 from ._review import ReviewVerbs
@@ -371,6 +371,19 @@ class Store(ReviewVerbs, TrainingVerbs):
     def get_prompt(self, prompt_id: str) -> dict[str, Any]:
         return _decode(self._get("prompts", prompt_id, "prompt"), "messages", "metadata")
 
+    def brand_and_campaign(
+        self, prompt: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The brand and campaign a stored prompt names (None where it names none)."""
+        brand = self.get_brand(prompt["brand_id"]) if prompt.get("brand_id") else None
+        campaign = self.get_campaign(prompt["campaign_id"]) if prompt.get("campaign_id") else None
+        return brand, campaign
+
+    def prompt_context(self, prompt_id: str) -> tuple[dict[str, Any], dict | None, dict | None]:
+        """(prompt, brand, campaign): everything generation and the critics read about a prompt."""
+        prompt = self.get_prompt(prompt_id)
+        return (prompt, *self.brand_and_campaign(prompt))
+
     def _get(self, table: str, key: str, what: str) -> dict[str, Any]:
         try:
             return self.db[table].get(key)
@@ -713,13 +726,3 @@ def _input_error(message: str, origin: str) -> InputError:
     """An InputError located at ``origin`` ("file:line")."""
     source, _, line = origin.rpartition(":")
     return InputError(message, source=source or origin, line=int(line) if line.isdigit() else None)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True

@@ -17,7 +17,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from ..errors import InputError, NotFoundError
-from ._common import _decode, now
+from ._common import _alive, _decode, now
 
 _JSON = ("config", "metrics")
 
@@ -124,8 +124,6 @@ class TrainingVerbs:
 
     def fail_dead_jobs(self) -> int:
         """Mark failed the running jobs whose process is gone (killed, or the machine died)."""
-        from ._store import _alive
-
         with self.transaction():
             rows = list(self.db.query("SELECT id, pid FROM training_jobs WHERE status = 'running'"))
             dead = [r["id"] for r in rows if not (r["pid"] and _alive(r["pid"]))]

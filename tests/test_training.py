@@ -116,8 +116,16 @@ def test_preferences_weight_sources_and_keep_heldout_prompts_out(demo_store):
     no_synthetic = load_preferences(demo_store, {"synthetic": 0.0, "human": 3.0}, 20)
     assert no_synthetic.sources["synthetic"] == 0
     assert no_synthetic.data_hash != data.data_hash
-    with pytest.raises(InputError, match="unknown source 'robots'"):
-        load_preferences(demo_store, {"robots": 1.0}, 20)
+
+
+def test_unknown_pair_sources_are_refused_when_settings_load():
+    from criticloop.errors import ConfigError
+    from criticloop.settings import Settings
+
+    with pytest.raises(ConfigError, match="SOURCE_WEIGHTS: unknown source 'robots'"):
+        Settings.load(env_file=None, training={"source_weights": {"robots": 1.0}})
+    with pytest.raises(ConfigError, match="0 or more"):
+        Settings.load(env_file=None, training={"source_weights": {"human": -1.0}})
 
 
 # ---- registry and jobs -------------------------------------------------------------------------
@@ -181,16 +189,23 @@ def test_failure_reasons_and_launchers(tmp_path):
         worker_command("accelerate", tmp_path, tmp_path / "missing.yaml")
 
 
-def test_a_nan_loss_fails_the_step_log():
+def test_the_job_callback_fails_a_nan_loss_and_skips_the_last_checkpoint():
     from criticloop.training._dpo import step_logger
+    from transformers import TrainerControl
 
     seen = []
     callback = step_logger(seen.append)
-    state = type("State", (), {"global_step": 4})()
+    state = type("State", (), {"global_step": 4, "max_steps": 6})()
     callback.on_log(None, state, None, logs={"loss": 0.5})
     with pytest.raises(FloatingPointError, match="at step 4"):
         callback.on_log(None, state, None, logs={"loss": math.nan})
     assert seen == [{"step": 4, "loss": 0.5}]
+    control = TrainerControl(should_save=True)
+    callback.on_step_end(None, state, control)
+    assert control.should_save  # a checkpoint on the way is kept
+    state.global_step = 6
+    callback.on_step_end(None, state, control)
+    assert not control.should_save  # after the last step the adapter itself is saved
 
 
 def test_train_with_no_pairs_says_how_to_get_some(model_home):
@@ -207,6 +222,16 @@ def test_qlora_without_a_gpu_is_refused_before_any_job(model_home):
     assert result.returncode == 2
     assert "needs a CUDA GPU" in result.stderr and result.stderr.count("\n") == 1
     assert json.loads(run_cli("jobs", "--json", check=True).stdout) == []
+
+
+def test_the_gate_refuses_an_adapter_of_another_base_model(model_home):
+    run_cli("init", check=True)
+    with Store.open(model_home / "criticloop.db", create=False) as store:
+        store.record_adapter("v-other", base_model="other", method="dpo", path="/x", metrics={})
+    result = run_cli("adapters", "evaluate", "v-other")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "trained on other, but the policy is SmolLM2" in result.stderr
+    assert run_cli("adapters", "evaluate", "v-missing").returncode == 2
 
 
 # ---- real training ------------------------------------------------------------------------------

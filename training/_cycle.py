@@ -18,15 +18,10 @@ def new_pairs(settings: Settings) -> int:
 
 
 def nightly_training(settings: Settings, mode: str, run_id: str | None) -> dict[str, Any]:
-    """The nightly job's training phase: ``auto`` trains once enough new pairs exist."""
+    """The nightly job's training phase (``mode`` auto or always; the CLI does not call it
+    for never): ``auto`` trains once enough new pairs exist."""
     waiting = new_pairs(settings)
     threshold = settings.training.min_new_pairs
-    if mode == "never":
-        return {
-            "status": "skipped",
-            "reason": "training is off (--train never)",
-            "new_pairs": waiting,
-        }
     if mode == "auto" and waiting < threshold:
         return {
             "status": "skipped",

@@ -15,9 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..agents import build_conversation
-from ..errors import InputError
 from ..store import Store
-from ..vocab import PAIR_SOURCES
 
 
 def is_heldout(prompt_id: str, percent: int) -> bool:
@@ -40,23 +38,11 @@ class PreferenceData:
         return len(self.rows)
 
 
-def check_source_weights(weights: dict[str, float]) -> None:
-    unknown = sorted(set(weights) - set(PAIR_SOURCES))
-    if unknown:
-        raise InputError(
-            f"CRITICLOOP_TRAINING__SOURCE_WEIGHTS: unknown source {unknown[0]!r} "
-            f"(sources: {', '.join(PAIR_SOURCES)})"
-        )
-    if any(w < 0 for w in weights.values()):
-        raise InputError("CRITICLOOP_TRAINING__SOURCE_WEIGHTS: weights must be 0 or more")
-
-
 def load_preferences(
     store: Store, source_weights: dict[str, float], heldout_percent: int
 ) -> PreferenceData:
     """Every usable pair outside the held-out prompts, oldest first; a source with weight 0
     (or missing from the weights) is left out."""
-    check_source_weights(source_weights)
     rows, weights = [], []
     sources: Counter[str] = Counter()
     skipped: Counter[str] = Counter()
@@ -94,10 +80,7 @@ def load_preferences(
 
 def policy_conversation(store: Store, prompt_id: str) -> list[dict[str, str]]:
     """The conversation the policy answers for this prompt (what generation sent it)."""
-    prompt = store.get_prompt(prompt_id)
-    brand = store.get_brand(prompt["brand_id"]) if prompt["brand_id"] else None
-    campaign = store.get_campaign(prompt["campaign_id"]) if prompt["campaign_id"] else None
-    return build_conversation(prompt, brand, campaign)
+    return build_conversation(*store.prompt_context(prompt_id))
 
 
 def training_prompts(store: Store, heldout_percent: int) -> list[str]:

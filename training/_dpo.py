@@ -93,10 +93,16 @@ def trainer_args(config: TrainConfig, args_class: type, **extra: Any) -> Any:
 
 
 def step_logger(log: LogFn):
-    """A TrainerCallback passing each logged step on, and failing the job on a NaN loss."""
+    """The job's TrainerCallback: passes each logged step on, fails the job on a NaN loss, and
+    skips the checkpoint transformers writes after the last step (``fit`` saves the adapter
+    the moment training returns, and a finished job's checkpoints are deleted unread)."""
     from transformers import TrainerCallback
 
     class _StepLog(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= state.max_steps:
+                control.should_save = False
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or "train_runtime" in logs:
                 return
@@ -106,6 +112,23 @@ def step_logger(log: LogFn):
             log({"step": state.global_step, **{k: _number(v) for k, v in logs.items()}})
 
     return _StepLog()
+
+
+def fit(trainer: Any, config: TrainConfig, log: LogFn) -> tuple[Any, str | None, float]:
+    """Train, resuming from the job's last checkpoint if it has one, and save the adapter to
+    ``output_dir/adapter``. Returns (TRL's train output, the checkpoint resumed from, seconds)."""
+    import torch
+
+    trainer.add_callback(step_logger(log))
+    quiet_trainer(trainer)
+    resume = last_checkpoint(config.output_dir)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    began = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - began
+    trainer.save_model(str(Path(config.output_dir) / "adapter"))
+    return output, Path(resume).name if resume else None, seconds
 
 
 def quiet_trainer(trainer: Any) -> None:
@@ -159,22 +182,14 @@ def run_dpo(
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=lora_config(config),
-        callbacks=[step_logger(log)],
     )
-    quiet_trainer(trainer)
-    resume = last_checkpoint(config.output_dir)
-    began = time.perf_counter()
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    result = trainer.train(resume_from_checkpoint=resume)
-    seconds = time.perf_counter() - began
-    trainer.model.save_pretrained(Path(config.output_dir) / "adapter")
+    result, resumed_from, seconds = fit(trainer, config, log)
     steps = [h for h in trainer.state.log_history if "loss" in h]
     last = steps[-1] if steps else {}
     tokens = trainer._total_train_tokens if hasattr(trainer, "_total_train_tokens") else None
     return {
         "steps": trainer.state.global_step,
-        "resumed_from": Path(resume).name if resume else None,
+        "resumed_from": resumed_from,
         "train_loss": _number(result.training_loss),
         "final_loss": _number(last.get("loss")),
         "reward_accuracy": _number(last.get("rewards/accuracies")),

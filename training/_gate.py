@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..errors import InputError, ModelError
 from ..graphs.reward import compare
 from ..settings import GateSettings, Settings
 from ..store import Store
@@ -165,6 +166,12 @@ def run_gate(
     gate = settings.gate
     with Store.open(settings.db_path, create=False) as store:
         candidate = store.get_adapter(candidate_version)
+        policy_name = policy_ref(settings, convert=False).name
+        if candidate["base_model"] != policy_name:
+            raise InputError(
+                f"adapter {candidate_version} was trained on {candidate['base_model']}, but the "
+                f"policy is {policy_name} (CRITICLOOP_POLICY__MODEL)"
+            )
         current = store.promoted_adapter(candidate["base_model"])
         if current and current["version"] == candidate_version:
             current = (
@@ -232,9 +239,12 @@ def _answers_of_both(policy, candidate, current, requests, sampling, settings):
     """{(prompt, sample): (candidate's answer, baseline's answer)} with the same seeds."""
     from peft import PeftModel
 
-    model = PeftModel.from_pretrained(policy.model, candidate["path"], adapter_name="candidate")
-    if current:
-        model.load_adapter(current["path"], adapter_name="baseline")
+    try:
+        model = PeftModel.from_pretrained(policy.model, candidate["path"], adapter_name="candidate")
+        if current:
+            model.load_adapter(current["path"], adapter_name="baseline")
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load adapter for the gate: {str(exc).splitlines()[0]}") from None
     policy.model = model.to(policy.device).eval()
     batch = settings.generation.batch_size
     texts: dict[str, dict[tuple[str, int], str]] = {}

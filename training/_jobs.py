@@ -215,9 +215,7 @@ def _launch(config: TrainConfig, job_dir: Path, store: Store, training: Training
     if config.launcher == "inprocess":
         try:
             return run_job(job_dir, on_step=lambda steps: store.update_job(config.job_id, steps))
-        except TrainingFailed:
-            raise
-        except (InputError, KeyboardInterrupt):
+        except InputError:
             raise
         except Exception as exc:  # noqa: BLE001 - any training error fails the job with its reason
             raise TrainingFailed(failure_reason(exc)) from exc

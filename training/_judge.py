@@ -52,12 +52,7 @@ class CriticJudge:
     def context(self, prompt_id: str) -> tuple[dict, dict | None, dict | None]:
         if prompt_id not in self._contexts:
             with Store.open(self.settings.db_path, create=False) as store:
-                prompt = store.get_prompt(prompt_id)
-                brand = store.get_brand(prompt["brand_id"]) if prompt["brand_id"] else None
-                campaign = (
-                    store.get_campaign(prompt["campaign_id"]) if prompt["campaign_id"] else None
-                )
-            self._contexts[prompt_id] = (prompt, brand, campaign)
+                self._contexts[prompt_id] = store.prompt_context(prompt_id)
         return self._contexts[prompt_id]
 
     def weights(self, prompt_id: str) -> dict[str, float]:
@@ -69,7 +64,8 @@ class CriticJudge:
         with self._lock:
             todo = [r for r in dict.fromkeys(responses) if (prompt_id, r) not in self._rewards]
             if todo:
-                cases = [self._case(prompt_id, r) for r in todo]
+                context = self.context(prompt_id)
+                cases = [Case.of(*context, r, "stop") for r in todo]
                 signals = self.signals()
                 signals.prepare(cases)
                 weights = self.weights(prompt_id)
@@ -86,20 +82,3 @@ class CriticJudge:
         if reward.vetoed:
             return self.veto_penalty
         return 0.0 if reward.total is None else float(reward.total)
-
-    def dimension(self, reward: Reward, name: str) -> float | None:
-        """One critic's score for RL reward functions; None when it did not judge."""
-        return reward.vector.get(name)
-
-    def _case(self, prompt_id: str, response: str) -> Case:
-        prompt, brand, campaign = self.context(prompt_id)
-        return Case(
-            prompt_id=prompt_id,
-            task_type=prompt["task_type"],
-            conversation=tuple((m["role"], m["content"]) for m in prompt["messages"]),
-            response=response,
-            persona=prompt["persona"],
-            brand=brand,
-            campaign=campaign,
-            finish_reason="stop",
-        )

@@ -20,14 +20,7 @@ from ..settings import Settings
 from ..store import Store
 from ._config import TrainConfig
 from ._data import policy_conversation
-from ._dpo import (
-    load_base,
-    lora_config,
-    peak_memory_mb,
-    quiet_trainer,
-    step_logger,
-    trainer_args,
-)
+from ._dpo import fit, load_base, lora_config, peak_memory_mb, trainer_args
 from ._judge import CriticJudge
 
 LogFn = Callable[[dict[str, Any]], None]
@@ -132,8 +125,6 @@ def run_trl_online(config, prompt_ids, conversations, judge, log: LogFn) -> dict
     else:
         from trl import RLOOConfig as Args
         from trl import RLOOTrainer as Trainer
-    from ._dpo import last_checkpoint
-
     funcs, weights = reward_functions(judge, prompt_ids)
     model, tokenizer = load_base(config)
     dataset = Dataset.from_list(
@@ -157,21 +148,16 @@ def run_trl_online(config, prompt_ids, conversations, judge, log: LogFn) -> dict
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=lora_config(config),
-        callbacks=[step_logger(log)],
     )
-    quiet_trainer(trainer)
-    resume = last_checkpoint(config.output_dir)
-    began = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(str(Path(config.output_dir) / "adapter"))
+    _, resumed_from, seconds = fit(trainer, config, log)
     steps = [h for h in trainer.state.log_history if "reward" in h]
     return {
         "steps": trainer.state.global_step,
-        "resumed_from": Path(resume).name if resume else None,
+        "resumed_from": resumed_from,
         "reward_first": steps[0]["reward"] if steps else None,
         "reward_last": steps[-1]["reward"] if steps else None,
         "reward_weights": dict(zip([f.__name__ for f in funcs], weights, strict=True)),
-        "seconds": round(time.perf_counter() - began, 2),
+        "seconds": round(seconds, 2),
         "peak_memory_mb": peak_memory_mb(),
     }
 
