@@ -174,6 +174,20 @@ def test_a_job_whose_process_died_is_failed_and_resumable(store):
     assert store.resumable_job("dpo", "other data", "k1") is None
 
 
+def test_resume_skips_a_checkpoint_cut_short_by_a_kill(tmp_path):
+    from criticloop.training._dpo import last_checkpoint
+    from criticloop.training._jobs import has_checkpoint
+
+    assert last_checkpoint(str(tmp_path)) is None and not has_checkpoint(tmp_path)
+    for step in (1, 2, 10):
+        (tmp_path / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True)
+    for step in (1, 2):
+        (tmp_path / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoints" / "checkpoint-10" / "trainer_state.json").write_text('{"glo')
+    assert last_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoints" / "checkpoint-2")
+    assert has_checkpoint(tmp_path)
+
+
 def test_failure_reasons_and_launchers(tmp_path):
     assert failure_reason(FloatingPointError("loss became nan at step 3")).startswith("NaN loss")
     assert failure_reason(RuntimeError("CUDA out of memory. Tried")).startswith("out of memory")
@@ -335,7 +349,8 @@ def test_a_killed_job_is_failed_with_its_reason_and_the_next_one_resumes_it(pair
     )
     training = pairs_home / "training"
     deadline = time.monotonic() + 300
-    while not list(training.glob("*/checkpoints/checkpoint-1")):
+    # Killed after its first checkpoint is complete (trainer_state.json is written last).
+    while not list(training.glob("*/checkpoints/checkpoint-1/trainer_state.json")):
         assert parent.poll() is None, parent.communicate()
         assert time.monotonic() < deadline, "no checkpoint within 300 s"
         time.sleep(0.5)

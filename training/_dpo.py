@@ -10,6 +10,7 @@ resume where it stopped.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -147,10 +148,17 @@ def _number(value: Any) -> Any:
 
 
 def last_checkpoint(output_dir: str) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    folder = Path(output_dir) / "checkpoints"
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    """The job's newest *complete* checkpoint. transformers writes ``trainer_state.json`` last
+    and not atomically, so a job killed while saving leaves a folder without a readable one,
+    and resuming from it fails; ``get_last_checkpoint`` would pick that folder."""
+    complete = []
+    for path in (Path(output_dir) / "checkpoints").glob("checkpoint-*"):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+            complete.append((int(path.name.removeprefix("checkpoint-")), path))
+        except (OSError, ValueError):
+            continue
+    return str(max(complete)[1]) if complete else None
 
 
 def run_dpo(

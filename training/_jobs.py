@@ -198,7 +198,10 @@ def _config(settings, training, ref, device, launcher, *, job_id, output_dir) ->
 
 def has_checkpoint(job_dir: Path) -> bool:
     """A job can resume from a TRL checkpoint or a PPO state."""
-    return any((job_dir / "checkpoints").glob("checkpoint-*")) or any(
+    from ._dpo import last_checkpoint
+
+    # PPO states are renamed into place whole, so any step folder is complete.
+    return bool(last_checkpoint(str(job_dir))) or any(
         (job_dir / "adapter" / "ppo_state").glob("step-*")
     )
 
