@@ -194,6 +194,104 @@ class GateSettings(BaseModel):
     seed: int = Field(0, description="Seed of generation and bootstrap.")
 
 
+DEFAULT_PRICES = {
+    # USD per million tokens (input, output): list prices of mid-2025. Check yours and override
+    # with CRITICLOOP_JUDGE__PRICES='{"my-model": [0.2, 0.8]}'. Keyed by the model name without
+    # its provider prefix; a model not listed records tokens and seconds but no cost.
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1": (2.00, 8.00),
+    "claude-3-5-haiku-latest": (0.80, 4.00),
+    "claude-sonnet-4-0": (3.00, 15.00),
+}
+
+
+class JudgeSettings(BaseModel):
+    """LLM critics: the CrewAI crew that judges pairs of candidates (the ``crew`` backend)."""
+
+    backend: Literal["profile", "local", "crew"] = Field(
+        "profile",
+        description="Which backend the critics use: 'profile' takes each critic's from the "
+        "profile's [backends] table; 'local' or 'crew' sets every critic.",
+    )
+    model: str = Field(
+        BUNDLED,
+        description="'bundled' (SmolLM2 through a CrewAI BaseLLM adapter: offline, weak), a "
+        "CrewAI model string ('openai/gpt-4o-mini', 'anthropic/claude-3-5-haiku-latest'; other "
+        "providers need the litellm extra), or with BASE_URL the name the server serves.",
+    )
+    base_url: str | None = Field(
+        None,
+        description="An OpenAI-compatible endpoint (vLLM, Ollama, llama.cpp server), e.g. "
+        "http://judge-host:8000/v1.",
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        description="Key for BASE_URL or the provider; default: the provider's own variable "
+        "(OPENAI_API_KEY...).",
+    )
+    temperature: float = Field(0.0, ge=0, le=2, description="Judge sampling temperature.")
+    max_tokens: int = Field(512, ge=16, description="Longest verdict, in tokens.")
+    timeout: float = Field(120.0, gt=0, description="Seconds one judge call may take.")
+    retries: int = Field(
+        2, ge=0, le=5, description="Re-asks after a malformed verdict before it is unscored."
+    )
+    both_orders: bool = Field(
+        True,
+        description="Judge every pair as A-B and B-A; orders that disagree lower the "
+        "confidence (and escalate).",
+    )
+    prices: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: dict(DEFAULT_PRICES),
+        description="USD per million (input, output) tokens by model name, for the cost of "
+        "each judge call.",
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return _http_url(value)
+
+    @field_validator("prices")
+    @classmethod
+    def _over_defaults(
+        cls, value: dict[str, tuple[float, float]]
+    ) -> dict[str, tuple[float, float]]:
+        if any(price < 0 for pair in value.values() for price in pair):
+            raise ValueError("prices must be 0 or more")
+        return {**DEFAULT_PRICES, **value}  # a user's entries add to the table, not replace it
+
+
+class TeacherSettings(BaseModel):
+    """A LangChain chat model (``init_chat_model``) that writes revisions or candidates."""
+
+    model: str | None = Field(
+        None,
+        description="'provider:model' for init_chat_model ('openai:gpt-4o-mini', "
+        "'anthropic:claude-3-5-haiku-latest'); unset: the policy writes everything.",
+    )
+    base_url: str | None = Field(
+        None, description="An OpenAI-compatible endpoint for the teacher (vLLM, Ollama...)."
+    )
+    api_key: SecretStr | None = Field(
+        None, description="Key for BASE_URL or the provider; default: the provider's variable."
+    )
+    role: Literal["revisions", "candidates", "both"] = Field(
+        "revisions",
+        description="What the teacher writes: critique-and-revise rewrites, the candidates, "
+        "or both.",
+    )
+    temperature: float = Field(0.7, ge=0, le=2, description="Teacher sampling temperature.")
+    max_tokens: int = Field(400, ge=1, description="Longest teacher response, in tokens.")
+    timeout: float = Field(120.0, gt=0, description="Seconds one teacher call may take.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return _http_url(value)
+
+
 class Settings(BaseSettings):
     """criticloop configuration. Build with :meth:`Settings.load`."""
 
@@ -223,6 +321,8 @@ class Settings(BaseSettings):
     review: ReviewSettings = Field(default_factory=ReviewSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
+    judge: JudgeSettings = Field(default_factory=JudgeSettings)
+    teacher: TeacherSettings = Field(default_factory=TeacherSettings)
 
     langsmith_tracing: bool = Field(
         False,
@@ -288,7 +388,16 @@ class Settings(BaseSettings):
                 os.environ[name] = "1"
         os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
         os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
+        os.environ.setdefault("CREWAI_TRACING_ENABLED", "false")  # and its consent prompt
         os.environ.setdefault("OTEL_SDK_DISABLED", "true")
+        # CrewAI keeps a task-output database; in the data home, not ~/.local/share/<cwd name>.
+        os.environ.setdefault("CREWAI_STORAGE_DIR", str(self.home / "crewai"))
+
+
+def _http_url(value: str | None) -> str | None:
+    if value and not value.startswith(("http://", "https://")):
+        raise ValueError(f"must be an http:// or https:// URL, not {value!r}")
+    return value.rstrip("/") if value else value
 
 
 def _is_local(spec: str) -> bool:

@@ -27,6 +27,7 @@ from ..agents import (
     Case,
     Critic,
     Sampling,
+    Score,
     Signals,
     build_conversation,
     build_revision,
@@ -35,6 +36,7 @@ from ..agents import (
 from ..settings import Settings
 from ..store import (
     SUPPLIED,
+    CriticCall,
     CritiqueRecord,
     DecisionRecord,
     PairRecord,
@@ -45,6 +47,7 @@ from .profiles import Profiles
 from .reward import aggregate
 from .routing import decide, route_after_judging
 from .state import CandidateState, FeedbackState
+from .tracing import current_trace, span_node
 
 
 class ThreadStores:
@@ -99,8 +102,12 @@ class FeedbackResources:
     config_hash: str
     load_policy: Callable[[], Any]
     load_embedder: Callable[[], Any]
+    load_teacher: Callable[[], Any] | None = None
+    teacher_role: str = "revisions"  # what the teacher writes when there is one
+    adapter_version: str | None = None  # the promoted adapter the policy generates with
     times: StageTimes = field(default_factory=StageTimes)
     _policy: Any = None
+    _teacher: Any = None
     _signals: Signals | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _contexts: dict[str, tuple] = field(default_factory=dict)
@@ -112,6 +119,22 @@ class FeedbackResources:
             if self._policy is None:
                 self._policy = self.load_policy()
             return self._policy
+
+    def writer(self, purpose: str) -> Any:
+        """Who writes ``purpose`` ('candidates' or 'revisions'): the teacher (a LangChain
+        chat model) when one is configured for it, else the policy."""
+        if self.load_teacher is None or self.teacher_role not in (purpose, "both"):
+            return self.policy()
+        with self._lock:
+            if self._teacher is None:
+                self._teacher = self.load_teacher()
+            return self._teacher
+
+    def revision_config(self) -> str:
+        """The generation config revisions are stored under (the teacher's, if it writes them)."""
+        if self.load_teacher is None or self.teacher_role not in ("revisions", "both"):
+            return f"{self.config_hash}-revision"
+        return f"{self.config_hash}-revision-{self.settings.teacher.model}"
 
     def signals(self) -> Signals:
         policy = self.policy()  # coherence reads the response likelihood under the policy
@@ -134,18 +157,6 @@ class FeedbackResources:
     def weights(self, prompt_id: str) -> dict[str, float]:
         prompt, _, _ = self.context(prompt_id)
         return self.profiles.for_prompt(prompt["task_type"], prompt["brand_id"]).weights
-
-
-def _timed(stage: str, times: StageTimes, fn: Callable[[FeedbackState], dict]) -> Callable:
-    @functools.wraps(fn)
-    def node(state: FeedbackState) -> dict:
-        began = time.perf_counter()
-        try:
-            return fn(state)
-        finally:
-            times.add(stage, time.perf_counter() - began)
-
-    return node
 
 
 def build_feedback_graph(resources: FeedbackResources, checkpointer: Any = None):
@@ -175,23 +186,30 @@ def build_feedback_graph(resources: FeedbackResources, checkpointer: Any = None)
             if r.weights(state["prompt_id"]).get(name, 0) <= 0:
                 return {}
             done = state.get("scores") or {}
+            todo = [
+                c
+                for c in state["candidates"]
+                if name not in done.get(c["id"], {})
+                and critic.applies(r.case(state["prompt_id"], c))
+            ]
+            if not todo:
+                return {}
+            if getattr(critic, "pairwise", False):
+                scores = _judge_pairwise(r, state, name, critic, todo)
+            else:
+                scores = _judge_each(r, state, name, critic, todo)
+            store = r.stores.get()
             out: dict[str, dict[str, Any]] = {}
-            for candidate in state["candidates"]:
-                if name in done.get(candidate["id"], {}):
-                    continue
-                case = r.case(state["prompt_id"], candidate)
-                if not critic.applies(case):
-                    continue
-                score = run_critic(critic, case, r.signals())
-                r.stores.get().record_critique(
+            for candidate_id, score in scores.items():
+                store.record_critique(
                     CritiqueRecord(
-                        generation_id=candidate["id"],
+                        generation_id=candidate_id,
                         critic=name,
                         score=score.score,
                         confidence=score.confidence,
                         rationale=score.rationale,
                         critic_version=score.critic_version,
-                        backend="local",
+                        backend=getattr(critic, "backend", "local"),
                         evidence={
                             **score.evidence,
                             "dimension": score.dimension,
@@ -200,7 +218,7 @@ def build_feedback_graph(resources: FeedbackResources, checkpointer: Any = None)
                         run_id=state["run_id"],
                     )
                 )
-                out[candidate["id"]] = {name: score.as_dict()}
+                out[candidate_id] = {name: score.as_dict()}
             return {"scores": out} if out else {}
 
         return judge
@@ -291,7 +309,7 @@ def build_feedback_graph(resources: FeedbackResources, checkpointer: Any = None)
     critic_nodes = {f"critic_{name}": make_critic_node(name, c) for name, c in r.critics.items()}
     for name, fn in {**nodes, **critic_nodes}.items():
         stage = name.removeprefix("critic_") if name in critic_nodes else name
-        builder.add_node(name, _timed(stage, r.times, fn))
+        builder.add_node(name, span_node(name, fn, r.stores, functools.partial(r.times.add, stage)))
     builder.add_edge(START, "generate")
     builder.add_edge("generate", "prepare")
     for name in critic_nodes:
@@ -306,6 +324,103 @@ def build_feedback_graph(resources: FeedbackResources, checkpointer: Any = None)
     for terminal in ("pair", "escalate", "drop"):
         builder.add_edge(terminal, END)
     return builder.compile(checkpointer=checkpointer, name="feedback")
+
+
+def _judge_each(
+    r: FeedbackResources,
+    state: FeedbackState,
+    name: str,
+    critic: Critic,
+    todo: list[CandidateState],
+) -> dict[str, Score]:
+    """A pointwise critic on each candidate, each call timed into ``critic_calls``."""
+    store, scores = r.stores.get(), {}
+    for candidate in todo:
+        began = time.perf_counter()
+        score = run_critic(critic, r.case(state["prompt_id"], candidate), r.signals())
+        store.record_critic_call(
+            CriticCall(
+                critic=name,
+                backend=getattr(critic, "backend", "local"),
+                generation_ids=(candidate["id"],),
+                seconds=time.perf_counter() - began,
+                ok=score.scored,
+                error=None if score.scored else score.rationale[:300],
+                trace_id=current_trace(),
+                run_id=state["run_id"],
+                prompt_id=state["prompt_id"],
+            )
+        )
+        scores[candidate["id"]] = score
+    return scores
+
+
+def _judge_pairwise(
+    r: FeedbackResources,
+    state: FeedbackState,
+    name: str,
+    critic: Any,
+    todo: list[CandidateState],
+) -> dict[str, Score]:
+    """A pairwise critic (an LLM judge) over the candidates it has not scored, two at a time;
+    an odd one out is compared with the candidate it revises (or another), whose own score
+    from that comparison is not kept. Each call's tokens, seconds and cost go to the store."""
+    pid, store = state["prompt_id"], r.stores.get()
+    scores: dict[str, Score] = {}
+    for x, y, keep_y in pair_up(todo, state["candidates"]):
+        x_case = r.case(pid, x)
+        try:
+            if y is None:  # nothing to compare with: judge it alone
+                scores[x["id"]] = critic(x_case, None)
+                calls = critic.calls()
+            else:
+                judgement = critic.compare(x_case, r.case(pid, y), x["id"], y["id"])
+                scores[x["id"]] = judgement.scores[0]
+                if keep_y:
+                    scores[y["id"]] = judgement.scores[1]
+                calls = judgement.calls
+        except Exception as exc:  # noqa: BLE001 - a critic never crashes a run
+            reason = f"critic failed: {type(exc).__name__}: {str(exc)[:200]}"
+            for c in (x, y) if keep_y else (x,):
+                scores[c["id"]] = Score.unscored(critic.dimension, reason, critic.version)
+            continue
+        for call in calls:
+            store.record_critic_call(
+                CriticCall(
+                    critic=name,
+                    backend=critic.backend,
+                    model=call.model,
+                    generation_ids=call.generation_ids or (x["id"],),
+                    seconds=call.seconds,
+                    ok=call.ok,
+                    attempts=call.attempts,
+                    prompt_tokens=call.prompt_tokens,
+                    completion_tokens=call.completion_tokens,
+                    cost_usd=call.cost_usd,
+                    error=call.error,
+                    trace_id=current_trace(),
+                    run_id=state["run_id"],
+                    prompt_id=pid,
+                )
+            )
+    return scores
+
+
+def pair_up(
+    todo: list[CandidateState], candidates: list[CandidateState]
+) -> list[tuple[CandidateState, CandidateState | None, bool]]:
+    """(x, y, keep y's score): the unscored candidates two by two; an odd one out meets the
+    candidate it revises, else the first other one (already scored: its new score is not kept)."""
+    pairs: list[tuple[CandidateState, CandidateState | None, bool]] = []
+    rest = list(todo)
+    while len(rest) >= 2:
+        pairs.append((rest.pop(0), rest.pop(0), True))
+    if rest:
+        x = rest[0]
+        others = [c for c in candidates if c["id"] != x["id"]]
+        opponent = next((c for c in others if c["id"] == x.get("revises")), None)
+        pairs.append((x, opponent or (others[0] if others else None), False))
+    return pairs
 
 
 def _candidates(r: FeedbackResources, run_id: str, prompt_id: str) -> list[CandidateState]:
@@ -323,7 +438,7 @@ def _candidates(r: FeedbackResources, run_id: str, prompt_id: str) -> list[Candi
         request = [(prompt_id, build_conversation(prompt, brand, campaign), missing)]
         for _ in generate_and_record(
             store,
-            r.policy(),
+            r.writer("candidates"),
             request,
             sampling=r.sampling,
             config_hash=r.config_hash,
@@ -354,7 +469,7 @@ def _revise(
 ) -> CandidateState:
     """Rewrite ``target`` with the critics' rationales; stored like any generation."""
     store = r.stores.get()
-    config = f"{r.config_hash}-revision"
+    config = r.revision_config()
     index = rounds  # one revision per round: a re-run node finds it stored
     existing = {
         g["candidate_index"]: g
@@ -381,7 +496,7 @@ def _revise(
         request = [(state["prompt_id"], conversation, [index])]
         for _ in generate_and_record(
             store,
-            r.policy(),
+            r.writer("revisions"),
             request,
             sampling=sampling,
             config_hash=config,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -62,6 +62,18 @@ class _ProfileFile(BaseModel):
     tasks: dict[str, _Weights] = Field(default_factory=dict)
     brands: dict[str, _Weights] = Field(default_factory=dict)
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    backends: dict[str, Literal["local", "crew"]] = Field(default_factory=dict)
+
+    @field_validator("backends")
+    @classmethod
+    def _known_backend_critics(cls, value: dict[str, str]) -> dict[str, str]:
+        from ..agents import CRITICS
+        from ..agents import critics as _registers_builtins  # noqa: F401
+
+        for name in value:
+            if name != "default" and name not in CRITICS:
+                raise ValueError(f"unknown critic {name!r} (known: {', '.join(sorted(CRITICS))})")
+        return value
 
     @field_validator("tasks")
     @classmethod
@@ -124,6 +136,11 @@ class Profiles:
     def human_budget(self) -> int:
         """Escalations one run may leave for people (the file's top-level routing)."""
         return self._parsed.routing.human_budget
+
+    def backend(self, name: str) -> str:
+        """Where critic ``name`` runs: 'local' or 'crew' (the [backends] table; default local)."""
+        backends = self._parsed.backends
+        return backends.get(name, backends.get("default", "local"))
 
     def critic_options(self, name: str) -> dict[str, Any]:
         return dict(self._parsed.options.get(name, {}))

@@ -15,6 +15,7 @@ are deleted and its thread is forked back to the ``interrupt()`` (LangGraph time
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import uuid
 from collections.abc import Iterable
@@ -24,6 +25,9 @@ from typing import Any
 from ..errors import ConfigError
 from ..settings import Settings
 from ..store import ALL_CASES, CaseFilter, Store
+from .tracing import Tracer, post_feedback
+
+log = logging.getLogger(__name__)
 
 ESCALATING_NODE = "aggregate"
 """The node whose routing sends a case to ``escalate``: a rewound thread is forked as if it had
@@ -94,13 +98,14 @@ class Resumer:
         self._stores = ThreadStores(settings.db_path)
         self._checkpointer = None
         self._graphs: dict[str, Any] = {}
+        self._tracers: dict[str, Any] = {}
         self._profiles: Any = None
 
     def _graph(self, run_id: str) -> Any:
         from ..agents import Sampling
         from .feedback import build_feedback_graph
         from .profiles import Profiles
-        from .run import make_resources, open_checkpointer
+        from .run import make_resources, open_checkpointer, trace_metadata
 
         graph = self._graphs.get(run_id)
         if graph is None:
@@ -118,7 +123,22 @@ class Resumer:
             if self._checkpointer is None:
                 self._checkpointer = open_checkpointer(self.settings)
             graph = self._graphs[run_id] = build_feedback_graph(resources, self._checkpointer)
+            self._tracers[run_id] = Tracer(self.settings, trace_metadata(run, resources))
         return graph
+
+    def _invoke(self, run_id: str, prompt_id: str, value: Any, kind: str) -> Any:
+        from .run import thread_config
+
+        graph = self._graph(run_id)
+        return self._tracers[run_id].invoke(
+            graph,
+            value,
+            thread_config(run_id, prompt_id),
+            self._stores.get(),
+            run_id=run_id,
+            prompt_id=prompt_id,
+            kind=kind,
+        )
 
     def resume(self, run_id: str, prompt_id: str, answer: dict[str, Any]) -> dict[str, Any]:
         """Hand the thread its answer; returns the thread's outcome."""
@@ -130,7 +150,7 @@ class Resumer:
         config = thread_config(run_id, prompt_id)
         if not _interrupted(graph.get_state(config)):
             self.rewind(run_id, prompt_id)  # undone earlier, and the rewind did not finish
-        result = graph.invoke(Command(resume=answer), config)
+        result = self._invoke(run_id, prompt_id, Command(resume=answer), "resume")
         return result.get("outcome", {})
 
     def rewind(self, run_id: str, prompt_id: str) -> None:
@@ -145,9 +165,12 @@ class Resumer:
         if waiting is None:
             raise RuntimeError(f"thread {run_id}/{prompt_id} never waited for a person")
         graph.update_state(waiting.config, {}, as_node=ESCALATING_NODE)
-        graph.invoke(None, config)  # runs escalate again, up to its interrupt()
+        self._invoke(run_id, prompt_id, None, "rewind")  # escalate again, up to its interrupt()
 
     def close(self) -> None:
+        for tracer in self._tracers.values():
+            tracer.flush()
+        self._tracers.clear()
         self._stores.close()
         if self._checkpointer is not None:
             self._checkpointer.conn.close()
@@ -290,20 +313,35 @@ class ReviewDesk:
         for decision, answer in answers:
             outcome = self.resumer.resume(decision["run_id"], decision["prompt_id"], answer)
             outcomes.append({"case": decision["id"], **outcome})
+        self.send_feedback()
         return outcomes
+
+    def send_feedback(self) -> dict[str, int]:
+        """Send people's decisions waiting in the outbox to LangSmith (when it is configured);
+        a failure leaves them there for the next try and never stops a review."""
+        try:
+            with Store.open(self.settings.db_path, create=False) as store:
+                return post_feedback(self.settings, store)
+        except Exception:  # noqa: BLE001 - LangSmith is an observer, not part of the review
+            log.warning("could not send review feedback to LangSmith", exc_info=True)
+            return {"sent": 0, "failed": 0, "pending": -1}
 
     def undo(self, case_id: str) -> bool:
         """Withdraw this reviewer's verdict on a case; True if the case had to be reopened."""
         with Store.open(self.settings.db_path, create=False) as store:
             reopened = store.withdraw_verdict(case_id, self.reviewer)
         if reopened is None:
+            self.send_feedback()
             return False
         self.resumer.rewind(reopened["run_id"], reopened["prompt_id"])
+        self.send_feedback()
         return True
 
     def close(self) -> None:
         try:
             self.release()
+            if self.store.pending_feedback(limit=1):
+                self.send_feedback()  # ratings given after the last verdict
         finally:
             self.store.close()
             if self._resumer is not None:

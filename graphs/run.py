@@ -30,6 +30,7 @@ from ..store import SUPPLIED, Store
 from ._generate import generate_and_record, generation_config_hash, missing_requests
 from .feedback import FeedbackResources, ThreadStores, build_feedback_graph
 from .profiles import Profiles
+from .tracing import Tracer, post_feedback
 
 log = logging.getLogger(__name__)
 RUN_KIND = "graph"
@@ -58,11 +59,33 @@ def open_checkpointer(settings: Settings):
     return saver
 
 
-def build_critics(profiles: Profiles) -> dict[str, Critic]:
+def build_critics(
+    profiles: Profiles,
+    settings: Settings | None = None,
+    load_judge_policy: Callable[[], Any] | None = None,
+) -> dict[str, Critic]:
+    """Every registered critic, each on its backend: the profile's [backends] table, or
+    CRITICLOOP_JUDGE__BACKEND for all of them (``settings`` None: all local). The bundled crew
+    judge runs on ``load_judge_policy()``, the base policy."""
     from ..agents import critics as _registers_builtins  # noqa: F401
     from ..agents._critic import CRITICS
 
-    return {name: build_critic(name, **profiles.critic_options(name)) for name in sorted(CRITICS)}
+    critics = {
+        name: build_critic(name, **profiles.critic_options(name)) for name in sorted(CRITICS)
+    }
+    if settings is None:
+        return critics
+    forced = settings.judge.backend
+    crew = [
+        n for n in critics if (forced if forced != "profile" else profiles.backend(n)) == "crew"
+    ]
+    if crew:
+        from ..agents._crew import CrewCritic, JudgeLLM
+
+        llm = JudgeLLM(settings.judge, load_judge_policy)
+        for name in crew:
+            critics[name] = CrewCritic(name, critics[name], llm)
+    return critics
 
 
 def thread_config(run_id: str, prompt_id: str) -> dict[str, Any]:
@@ -84,6 +107,7 @@ def make_resources(
     critics: dict[str, Critic] | None = None,
     load_policy: Callable[[], Any] | None = None,
     load_embedder_fn: Callable[[], Any] | None = None,
+    load_teacher: Callable[[], Any] | None = None,
 ) -> FeedbackResources:
     ref = policy_ref(settings, convert=False)  # the name; the model is converted when loaded
     adapter = None
@@ -91,8 +115,11 @@ def make_resources(
         with Store.open(settings.db_path, create=False) as store:
             adapter = store.promoted_adapter(ref.name)
     version = adapter["version"] if adapter else None
+    teacher = settings.teacher
+    writes_candidates = teacher.model and teacher.role in ("candidates", "both")
+    writer_name = f"teacher:{teacher.model}" if writes_candidates else ref.name
     config_hash = generation_config_hash(
-        ref.name, version, sampling, settings.generation.max_prompt_tokens
+        writer_name, version, sampling, settings.generation.max_prompt_tokens
     )
 
     def policy_with_adapter() -> Policy:
@@ -101,33 +128,53 @@ def make_resources(
             policy.load_adapter(adapter["path"], adapter["version"])
         return policy
 
-    return FeedbackResources(
+    def judge_policy() -> Policy:  # the base model judges, never the adapter being served
+        return (
+            resources.policy() if adapter is None else Policy.load(settings, policy_ref(settings))
+        )
+
+    resources = FeedbackResources(
         settings=settings,
         stores=stores,
         profiles=profiles,
-        critics=critics if critics is not None else build_critics(profiles),
+        critics=critics if critics is not None else build_critics(profiles, settings, judge_policy),
         sampling=sampling,
         candidates=candidates,
         config_hash=config_hash,
         load_policy=load_policy or policy_with_adapter,
         load_embedder=load_embedder_fn or (lambda: load_embedder(settings)),
+        load_teacher=load_teacher or (_teacher_loader(settings) if teacher.model else None),
+        teacher_role=teacher.role,
+        adapter_version=version,
     )
+    return resources
 
 
-def advance(graph: Any, run_id: str, prompt_id: str) -> str:
+def _teacher_loader(settings: Settings) -> Callable[[], Any]:
+    def load() -> Any:
+        from ..agents._teacher import Teacher
+
+        return Teacher(settings.teacher)
+
+    return load
+
+
+def advance(graph: Any, tracer: Tracer, stores: ThreadStores, run_id: str, prompt_id: str) -> str:
     """Run (or continue) one prompt's thread as far as it goes; return where it stands."""
     config = thread_config(run_id, prompt_id)
     start = {"run_id": run_id, "prompt_id": prompt_id, "revisions": 0}
     snapshot = graph.get_state(config)
+    where = {"run_id": run_id, "prompt_id": prompt_id}
     if not snapshot.values:
-        graph.invoke(start, config)
+        tracer.invoke(graph, start, config, stores.get(), kind="start", **where)
     elif snapshot.next and not _interrupted(snapshot):
-        graph.invoke(None, config)  # a crash left it mid-way: continue from the checkpoint
+        # A crash left it mid-way: continue from the checkpoint.
+        tracer.invoke(graph, None, config, stores.get(), kind="continue", **where)
     elif not _interrupted(snapshot) and not snapshot.values.get("outcome"):
         # A kill can leave a thread whose last checkpoint has nowhere to go and no outcome.
         # Run it again from the start: every node's records are keyed, so nothing doubles.
         log.warning("thread %s/%s stopped without an outcome; running it again", run_id, prompt_id)
-        graph.invoke(start, config)
+        tracer.invoke(graph, start, config, stores.get(), kind="restart", **where)
     snapshot = graph.get_state(config)
     if _interrupted(snapshot):
         return "escalated"
@@ -202,12 +249,18 @@ def run_feedback(
                 "sampling": sampling.as_dict(),
                 "candidates": candidates,
                 "profile": profiles.as_record(),
-                "critics": {name: c.version for name, c in resources.critics.items()},
+                "adapter": resources.adapter_version,
+                "teacher": settings.teacher.model,
+                "critics": {
+                    name: f"{getattr(c, 'backend', 'local')}:{c.version}"
+                    for name, c in resources.critics.items()
+                },
                 "prompts": prompt_ids,
             },
         )
     checkpointer = open_checkpointer(settings)
     graph = build_feedback_graph(resources, checkpointer)
+    tracer = Tracer(settings, trace_metadata(store.get_run(run_id), resources))
     states: dict[str, str] = {}
     status = "failed"
     try:
@@ -218,7 +271,9 @@ def run_feedback(
         with ThreadPoolExecutor(
             max_workers=options.concurrency, thread_name_prefix="feedback"
         ) as pool:
-            futures = {pool.submit(advance, graph, run_id, pid): pid for pid in prompt_ids}
+            futures = {
+                pool.submit(advance, graph, tracer, stores, run_id, pid): pid for pid in prompt_ids
+            }
             for future in as_completed(futures):
                 states[futures[future]] = future.result()
                 bar.update(1)
@@ -226,16 +281,41 @@ def run_feedback(
         budget = profiles.human_budget if options.human_budget is None else options.human_budget
         waiting = store.waiting_decisions(run_id)
         for decision in waiting[budget:]:
-            graph.invoke(
-                Command(resume={"over_budget": True}), thread_config(run_id, decision["prompt_id"])
+            tracer.invoke(
+                graph,
+                Command(resume={"over_budget": True}),
+                thread_config(run_id, decision["prompt_id"]),
+                store,
+                run_id=run_id,
+                prompt_id=decision["prompt_id"],
+                kind="budget",
             )
         status = "done"
     finally:
-        summary = _summary(store, run_id, resources, began, states)
+        tracer.flush()
+        if tracer.enabled:
+            try:
+                post_feedback(settings, store)  # decisions an earlier review could not send
+            except Exception:  # noqa: BLE001 - LangSmith is an observer, never the run
+                log.warning("could not send review feedback to LangSmith", exc_info=True)
+        summary = _summary(store, run_id, resources, began, states, tracer)
         store.finish_run(run_id, status, summary)
         stores.close()
         checkpointer.conn.close()
     return summary
+
+
+def trace_metadata(run: dict[str, Any], resources: FeedbackResources) -> dict[str, Any]:
+    """What every trace of a run carries: the run, the model and adapter, the versions."""
+    config = run["config"]
+    return {
+        "criticloop_run": run["id"],
+        "model": config.get("model"),
+        "adapter": config.get("adapter"),
+        "profile_version": resources.profiles.version,
+        "critic_versions": dict(config.get("critics") or {}),
+        "generation_config": config.get("config_hash"),
+    }
 
 
 def _pregenerate(
@@ -257,7 +337,7 @@ def _pregenerate(
     bar = _progress(total, progress, "generating", "cand")
     for _ in generate_and_record(
         store,
-        r.policy(),
+        r.writer("candidates"),
         requests,
         sampling=r.sampling,
         config_hash=r.config_hash,
@@ -270,20 +350,33 @@ def _pregenerate(
 
 
 def _summary(
-    store: Store, run_id: str, resources: FeedbackResources, began: float, states: dict[str, str]
+    store: Store,
+    run_id: str,
+    resources: FeedbackResources,
+    began: float,
+    states: dict[str, str],
+    tracer: Tracer,
 ) -> dict[str, Any]:
     report = store.run_report(run_id)
     signals = resources._signals
-    return {
+    summary = {
         "run_id": run_id,
         "model": policy_ref(resources.settings, convert=False).name,
         "profile": resources.profiles.version,
         **report,
         "wall_seconds": round(time.perf_counter() - began, 2),
         "stage_seconds": {k: round(v, 3) for k, v in resources.times.seconds.most_common()},
+        "critic_usage": store.critic_costs(run_id),
         "shared_signals": dict(signals.stats) if signals else {},
         "database": str(store.path),
     }
+    if tracer.enabled:
+        summary["langsmith"] = {
+            "project": tracer.project,
+            "url": tracer.host_url(),
+            "errors": tracer.errors,
+        }
+    return summary
 
 
 def _progress(total: int, enabled: bool, desc: str = "judging", unit: str = "prompt"):

@@ -22,6 +22,7 @@ from ._store import (
     ReviewRecord,
     Store,
 )
+from ._traces import FEEDBACK_KEYS, CriticCall
 from .demo import DEMO_FILES
 
 __all__ = [
@@ -39,6 +40,8 @@ __all__ = [
     "CaseFilter",
     "CompliancePolicy",
     "CritiqueRecord",
+    "CriticCall",
+    "FEEDBACK_KEYS",
     "ExportReport",
     "GenerationRecord",
     "ImportSummary",

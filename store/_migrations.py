@@ -273,3 +273,71 @@ def m004_training(db: Database) -> None:
     ]
     for statement in statements:
         db.execute(statement)
+
+
+@migrations()
+def m005_traces(db: Database) -> None:
+    """What each graph invocation did, node by node; every LLM judge call with its tokens,
+    seconds and cost; and the outbox of people's decisions waiting to reach LangSmith."""
+    statements = [
+        """CREATE TABLE traces (
+            id TEXT PRIMARY KEY,            -- one graph invocation; also its LangSmith root run id
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            prompt_id TEXT NOT NULL REFERENCES prompts(id),
+            kind TEXT NOT NULL,             -- start, continue, restart, resume, rewind, budget
+            status TEXT NOT NULL CHECK (status IN ('running', 'done', 'waiting', 'failed')),
+            langsmith_project TEXT,         -- NULL: not sent to LangSmith
+            error TEXT,
+            started_at TEXT NOT NULL,
+            seconds REAL
+        )""",
+        "CREATE INDEX traces_thread ON traces(run_id, prompt_id, started_at)",
+        """CREATE TABLE spans (
+            id TEXT PRIMARY KEY,
+            trace_id TEXT NOT NULL REFERENCES traces(id),
+            node TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            seconds REAL NOT NULL,
+            inputs TEXT NOT NULL,           -- JSON: what the node read (texts shortened)
+            outputs TEXT,                   -- JSON: the state update it returned
+            error TEXT                      -- or why it stopped (an interrupt waits for a person)
+        )""",
+        "CREATE INDEX spans_trace ON spans(trace_id, started_at)",
+        """CREATE TABLE critic_calls (
+            id TEXT PRIMARY KEY,
+            trace_id TEXT REFERENCES traces(id),
+            run_id TEXT REFERENCES runs(id),
+            prompt_id TEXT,
+            critic TEXT NOT NULL,
+            backend TEXT NOT NULL,          -- local, crew
+            model TEXT,                     -- the judge model of an LLM call
+            generation_ids TEXT NOT NULL,   -- JSON list, in the order the judge saw them
+            attempts INTEGER NOT NULL,      -- 1 + re-asks after malformed output
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            seconds REAL NOT NULL,
+            cost_usd REAL,                  -- NULL: a local critic or a model without a price
+            ok INTEGER NOT NULL,
+            error TEXT,
+            created_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX critic_calls_run ON critic_calls(run_id, critic)",
+        "CREATE INDEX critic_calls_trace ON critic_calls(trace_id)",
+        """CREATE TABLE feedback_outbox (
+            id TEXT PRIMARY KEY,            -- the LangSmith feedback id
+            review_id TEXT NOT NULL,        -- the review it reports (reviews may be withdrawn)
+            trace_id TEXT NOT NULL REFERENCES traces(id),
+            op TEXT NOT NULL CHECK (op IN ('create', 'delete')),
+            key TEXT NOT NULL,
+            body TEXT NOT NULL,             -- JSON: score, value, comment, correction, source_info
+            status TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            error TEXT,
+            created_at TEXT NOT NULL,
+            sent_at TEXT
+        )""",
+        "CREATE INDEX feedback_outbox_status ON feedback_outbox(status, created_at)",
+        "CREATE INDEX feedback_outbox_review ON feedback_outbox(review_id)",
+    ]
+    for statement in statements:
+        db.execute(statement)

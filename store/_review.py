@@ -254,10 +254,7 @@ class ReviewVerbs:
             case = self._waiting_case(decision_id)
             a, b = case["chosen_generation_id"], case["rejected_generation_id"]
             edited, other = (b, a) if preference == "b" else (a, b)
-            self.db.execute(
-                f"DELETE FROM reviews WHERE decision_id = ? AND reviewer = ? AND {_VERDICT_IN}",
-                [decision_id, reviewer],
-            )
+            self._delete_verdict(decision_id, reviewer)
             self.record_review(  # type: ignore[attr-defined]
                 ReviewRecord(
                     prompt_id=case["prompt_id"],
@@ -274,6 +271,23 @@ class ReviewVerbs:
             if holder:
                 self.db.execute("DELETE FROM leases WHERE holder = ?", [holder])
             return self.verdicts(decision_id)
+
+    def _delete_verdict(self, decision_id: str, reviewer: str) -> int:
+        """Inside a transaction: delete ``reviewer``'s verdict on a case (and retract its
+        LangSmith feedback); return how many reviews went."""
+        ids = [
+            row["id"]
+            for row in self.db.query(
+                f"SELECT id FROM reviews WHERE decision_id = ? AND reviewer = ? AND {_VERDICT_IN}",
+                [decision_id, reviewer],
+            )
+        ]
+        self._retract_feedback(ids)  # type: ignore[attr-defined]
+        self.db.execute(
+            f"DELETE FROM reviews WHERE decision_id = ? AND reviewer = ? AND {_VERDICT_IN}",
+            [decision_id, reviewer],
+        )
+        return len(ids)
 
     def annotate(
         self,
@@ -340,10 +354,7 @@ class ReviewVerbs:
         the pairs people's verdicts made for it are deleted and it waits again. Returns the case
         as it was when it had to be reopened (its graph thread must be rewound), else None."""
         with self.transaction():
-            deleted = self.db.execute(
-                f"DELETE FROM reviews WHERE decision_id = ? AND reviewer = ? AND {_VERDICT_IN}",
-                [decision_id, reviewer],
-            ).rowcount
+            deleted = self._delete_verdict(decision_id, reviewer)
             if not deleted:
                 raise NotFoundError(f"{reviewer} has no verdict on case {decision_id!r} to undo")
             case = next(self.db.query("SELECT * FROM decisions WHERE id = ?", [decision_id]))

@@ -27,6 +27,7 @@ from ._common import _alive, _decode, _key, now
 from ._migrations import migrations
 from ._records import Brand, Campaign, ImportRecord, Prompt, content_hash
 from ._review import ReviewVerbs
+from ._traces import TraceVerbs
 from ._training import TrainingVerbs
 
 BUSY_TIMEOUT_S = 60.0
@@ -160,7 +161,7 @@ class ImportSummary:
         return {"inserted": self.inserted, "updated": self.updated, "unchanged": self.unchanged}
 
 
-class Store(ReviewVerbs, TrainingVerbs):
+class Store(ReviewVerbs, TrainingVerbs, TraceVerbs):
     """Verbs over the criticloop database. Open with :meth:`Store.open`."""
 
     def __init__(self, db: Database, path: Path):
@@ -590,11 +591,12 @@ class Store(ReviewVerbs, TrainingVerbs):
             existing = self.db.execute("SELECT 1 FROM reviews WHERE id = ?", [review.id]).fetchone()
             if existing:
                 self.db["reviews"].update(review.id, {**values, "updated_at": stamp})
-                return "updated"
-            self.db["reviews"].insert(
-                {"id": review.id, **values, "created_at": stamp, "updated_at": stamp}
-            )
-            return "inserted"
+            else:
+                self.db["reviews"].insert(
+                    {"id": review.id, **values, "created_at": stamp, "updated_at": stamp}
+                )
+            self._queue_feedback({"id": review.id, **values})
+            return "updated" if existing else "inserted"
 
     def record_decision(self, decision: DecisionRecord) -> None:
         """Insert or move on the decision for (run, prompt)."""

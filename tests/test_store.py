@@ -29,8 +29,12 @@ TABLES = {
     "leases",
     "training_jobs",
     "gate_reports",
+    "traces",
+    "spans",
+    "critic_calls",
+    "feedback_outbox",
 }
-MIGRATIONS = ["m001_initial", "m002_decisions", "m003_review", "m004_training"]
+MIGRATIONS = ["m001_initial", "m002_decisions", "m003_review", "m004_training", "m005_traces"]
 
 
 def test_migrations_create_every_table_in_wal_mode(store: Store):

@@ -34,7 +34,11 @@ class CriticJudge:
 
         self.settings = settings
         self.profiles = profiles or Profiles.load(settings.profiles)
-        self.critics = critics if critics is not None else build_critics(self.profiles)
+        self.critics = (
+            critics
+            if critics is not None
+            else build_critics(self.profiles, settings, lambda: self.signals().policy)
+        )
         self.veto_penalty = veto_penalty
         self._signals = signals
         self._contexts: dict[str, tuple[dict, dict | None, dict | None]] = {}

@@ -1,0 +1,519 @@
+"""The critic crew: each critic as a CrewAI Agent judging with an LLM (the ``crew`` backend).
+
+    CRITICLOOP_JUDGE__BACKEND=crew CRITICLOOP_JUDGE__MODEL=qwen2.5-7b-instruct \\
+    CRITICLOOP_JUDGE__BASE_URL=http://judge-host:8000/v1 criticloop graph run
+
+Each dimension's Agent takes its role, goal, backstory and rubric from
+``agents/rubrics/<dimension>.yaml``; the task text comes from ``agents/templates/judge_pair.txt``
+(two candidates) or ``judge_single.txt`` (one). The task's ``output_pydantic`` is the verdict
+model, which becomes the same :class:`Score` the local critics return.
+
+Judging discipline:
+
+- **Pairs, both orders.** The graph compares candidates pairwise; each pair is judged as A-B
+  and as B-A. Orders that prefer different candidates, or move the scores, lower the
+  confidence, and a low confidence escalates the case to a person.
+- **Bounded retries.** A verdict that is not valid JSON of the right shape is asked again up to
+  ``judge.retries`` times; then the result is unscored (the graph escalates it), never a crash.
+- **Untrusted text.** Every judged text goes through :func:`neutralize` and sits between
+  markers with a random nonce. Instructions aimed at the judge are quoted as data and set the
+  candidate's score on that dimension to 0 with confidence 0: a person decides such a case,
+  and a policy cannot learn to buy a verdict.
+- **Quiet.** CrewAI telemetry and tracing are off, memory is off, nothing reaches stdout, and
+  its task database lives in the data home.
+
+LLMs: any CrewAI model string (native OpenAI, Anthropic, Gemini, Azure, Bedrock, Ollama; others
+through the ``litellm`` extra), any OpenAI-compatible base URL, or ``bundled``: SmolLM2 through
+a CrewAI ``BaseLLM`` adapter (:mod:`._crew_llm`). Offline and real, if weak: most of its
+verdicts are malformed and escalate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+
+from ..errors import ConfigError
+from ..settings import BUNDLED, JudgeSettings
+from ._critic import Case, Critic, Score
+from ._untrusted import fence, neutralize
+
+VERSION = "1"
+RUBRICS = Path(__file__).parent / "rubrics"
+TEMPLATES = Path(__file__).parent / "templates"
+MAX_CONTEXT_CHARS = 4000
+FLIPPED_FACTOR = 0.25
+"""Confidence kept when the two orders prefer different candidates."""
+
+
+class PairVerdict(BaseModel):
+    """What the judge returns for two responses on one dimension."""
+
+    score_a: float = Field(ge=0, le=10)
+    score_b: float = Field(ge=0, le=10)
+    preferred: Literal["a", "b", "tie"]
+    confidence: float = Field(ge=0, le=1)
+    violation_a: bool = False
+    violation_b: bool = False
+    rationale: str = Field(min_length=1)
+
+
+class SingleVerdict(BaseModel):
+    """What the judge returns for one response on one dimension."""
+
+    score: float = Field(ge=0, le=10)
+    confidence: float = Field(ge=0, le=1)
+    violation: bool = False
+    rationale: str = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class Rubric:
+    dimension: str
+    role: str
+    goal: str
+    backstory: str
+    rubric: str
+
+    @classmethod
+    def load(cls, dimension: str, directory: Path = RUBRICS) -> Rubric:
+        path = directory / f"{dimension}.yaml"
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            return cls(
+                dimension,
+                **{k: str(data[k]).strip() for k in ("role", "goal", "backstory", "rubric")},
+            )
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no rubric for critic {dimension!r}") from None
+        except (KeyError, TypeError, yaml.YAMLError) as exc:
+            raise ConfigError(
+                f"{path}: a rubric needs role, goal, backstory, rubric ({exc})"
+            ) from None
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:8]
+
+
+@dataclass
+class CallRecord:
+    """One judgement as it happened: what the store's ``critic_calls`` keeps."""
+
+    model: str
+    order: str | None  # "ab" / "ba" for a pair, None for one response
+    generation_ids: tuple[str, ...] = ()
+    attempts: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    cost_usd: float | None = None
+    ok: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A pair judged in both orders: a Score per candidate and the calls it took."""
+
+    scores: tuple[Score, Score]
+    calls: list[CallRecord] = field(default_factory=list)
+
+
+class JudgeLLM:
+    """Makes the CrewAI LLM for each call (fresh, so token counts are per call) and prices it."""
+
+    def __init__(self, settings: JudgeSettings, load_policy: Callable[[], Any] | None = None):
+        self.settings = settings
+        self._load_policy = load_policy
+        self._policy: Any = None
+        self._lock = threading.Lock()
+        self.name = "bundled-smollm2" if settings.model == BUNDLED else settings.model
+
+    def make(self) -> Any:
+        s = self.settings
+        if s.model == BUNDLED:
+            from ._crew_llm import BundledLLM
+
+            return BundledLLM(model=self.name, policy=self.policy(), max_new_tokens=s.max_tokens)
+        from crewai import LLM
+
+        kwargs: dict[str, Any] = {
+            "temperature": s.temperature,
+            "max_tokens": s.max_tokens,
+            "timeout": s.timeout,
+            "max_retries": 1,
+        }
+        if s.base_url:
+            kwargs["base_url"] = s.base_url
+        if s.api_key is not None:
+            kwargs["api_key"] = s.api_key.get_secret_value()
+        elif s.base_url:
+            import os
+
+            kwargs["api_key"] = os.environ.get("OPENAI_API_KEY") or "unused"
+        model = s.model if "/" in s.model or not s.base_url else f"openai/{s.model}"
+        try:
+            return LLM(model=model, **kwargs)
+        except ImportError as exc:
+            raise ConfigError(
+                f"CRITICLOOP_JUDGE__MODEL={s.model!r}: not a native CrewAI provider; install "
+                f"criticloop[litellm] for it ({str(exc).splitlines()[0][:120]})"
+            ) from None
+
+    def policy(self) -> Any:
+        with self._lock:
+            if self._policy is None:
+                if self._load_policy is None:
+                    raise ConfigError(
+                        "the bundled judge needs the policy model, which is not loaded"
+                    )
+                self._policy = self._load_policy()
+            return self._policy
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        price = self.settings.prices.get(self.name.split("/")[-1])
+        if price is None or self.settings.model == BUNDLED:
+            return None
+        return round((prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6, 8)
+
+
+class CrewCritic:
+    """A critic judged by a CrewAI Agent; answers where the local critic of its name applies."""
+
+    backend = "crew"
+    pairwise = True
+
+    def __init__(self, name: str, local: Critic, llm: JudgeLLM, rubric: Rubric | None = None):
+        self.name = name
+        self.dimension = local.dimension
+        self.local = local
+        self.llm = llm
+        self.rubric = rubric or Rubric.load(name)
+        self.version = f"crew-{VERSION}+{self.rubric.digest}@{llm.name}"
+        self.last_calls: list[CallRecord] = []  # of the latest pointwise call, per thread below
+        self._local_calls = threading.local()
+
+    def applies(self, case: Case) -> bool:
+        return self.local.applies(case)
+
+    # ---- one response (rewards for PPO/GRPO/RLOO, and a candidate with nobody to pair) -----
+
+    def __call__(self, case: Case, signals: Any = None) -> Score:
+        text = neutralize(case.judged_text)
+        description = _template("judge_single").format(
+            dimension=self.dimension,
+            context=context_of(case),
+            rubric=self.rubric.rubric,
+            response=fence("RESPONSE", text.text),
+        )
+        verdict, call = self._ask(description, SingleVerdict, None)
+        self._local_calls.value = [call]
+        evidence: dict[str, Any] = {"judge": self.llm.name, "attempts": call.attempts}
+        if verdict is None:
+            return Score.unscored(
+                self.dimension, f"judge gave no valid verdict: {call.error}", self.version, evidence
+            )
+        score, confidence = verdict.score / 10, verdict.confidence
+        if text.suspicious:
+            score, confidence = 0.0, 0.0
+            evidence["injection"] = list(text.findings)
+        return Score(
+            self.dimension,
+            round(score, 4),
+            round(confidence, 4),
+            _why(verdict.rationale, text.suspicious),
+            self.version,
+            evidence,
+            veto=self.dimension == "compliance" and verdict.violation,
+        )
+
+    def calls(self) -> list[CallRecord]:
+        """The calls behind this thread's latest pointwise score."""
+        return getattr(self._local_calls, "value", [])
+
+    # ---- two responses, both orders ----------------------------------------------------------
+
+    def compare(self, x: Case, y: Case, x_id: str = "", y_id: str = "") -> Judgement:
+        nx, ny = neutralize(x.judged_text), neutralize(y.judged_text)
+        orders = [("ab", nx, ny)]
+        if self.llm.settings.both_orders:
+            orders.append(("ba", ny, nx))
+        results: list[tuple[str, PairVerdict]] = []
+        calls: list[CallRecord] = []
+        for label, first, second in orders:
+            description = _template("judge_pair").format(
+                dimension=self.dimension,
+                context=context_of(x),
+                rubric=self.rubric.rubric,
+                response_a=fence("RESPONSE A", first.text),
+                response_b=fence("RESPONSE B", second.text),
+            )
+            ids = (x_id, y_id) if label == "ab" else (y_id, x_id)
+            verdict, call = self._ask(description, PairVerdict, label, ids)
+            calls.append(call)
+            if verdict is not None:
+                results.append((label, verdict))
+        return Judgement(self._combine(results, nx, ny, len(orders)), calls)
+
+    def _combine(
+        self, results: list[tuple[str, PairVerdict]], nx: Any, ny: Any, asked: int
+    ) -> tuple[Score, Score]:
+        evidence: dict[str, Any] = {"judge": self.llm.name, "orders": {}}
+        if not results:
+            reason = "judge gave no valid verdict in either order"
+            return (
+                Score.unscored(self.dimension, reason, self.version, evidence),
+                Score.unscored(self.dimension, reason, self.version, evidence),
+            )
+        sx, sy, conf, prefs, vx, vy = [], [], [], [], [], []
+        for label, v in results:
+            x_first = label == "ab"
+            sx.append((v.score_a if x_first else v.score_b) / 10)
+            sy.append((v.score_b if x_first else v.score_a) / 10)
+            vx.append(v.violation_a if x_first else v.violation_b)
+            vy.append(v.violation_b if x_first else v.violation_a)
+            prefs.append(
+                {"a": "x" if x_first else "y", "b": "y" if x_first else "x", "tie": "tie"}[
+                    v.preferred
+                ]
+            )
+            conf.append(v.confidence)
+            evidence["orders"][label] = v.model_dump()
+        confidence = sum(conf) / len(conf)
+        notes = []
+        if len(results) == 2:
+            shift = (abs(sx[0] - sx[1]) + abs(sy[0] - sy[1])) / 2
+            confidence *= 1 - shift
+            evidence["order_shift"] = round(shift, 4)
+            if prefs[0] != prefs[1]:
+                confidence *= FLIPPED_FACTOR
+                notes.append("the judge's preference flips when the order is swapped")
+                evidence["order_flip"] = True
+        elif asked == 2:
+            confidence *= 0.5
+            notes.append("only one order gave a valid verdict")
+        rationale = results[0][1].rationale
+        scores = []
+        for mine, violations, text in ((sx, vx, nx), (sy, vy, ny)):
+            score = sum(mine) / len(mine)
+            c = confidence
+            ev = dict(evidence)
+            veto = self.dimension == "compliance" and all(violations)
+            if self.dimension == "compliance" and any(violations) and not veto:
+                c *= FLIPPED_FACTOR
+                notes.append("a violation was flagged in one order only")
+            if text.suspicious:
+                score, c = 0.0, 0.0
+                ev["injection"] = list(text.findings)
+            why = _why("; ".join([rationale, *dict.fromkeys(notes)]), text.suspicious)
+            scores.append(
+                Score(
+                    self.dimension, round(score, 4), round(c, 4), why, self.version, ev, veto=veto
+                )
+            )
+        return scores[0], scores[1]
+
+    # ---- one call with bounded retries -------------------------------------------------------
+
+    def _ask(
+        self,
+        description: str,
+        model: type[BaseModel],
+        order: str | None,
+        generation_ids: tuple[str, ...] = (),
+    ) -> tuple[BaseModel | None, CallRecord]:
+        call = CallRecord(model=self.llm.name, order=order, generation_ids=generation_ids)
+        began = time.perf_counter()
+        for _ in range(1 + self.llm.settings.retries):
+            call.attempts += 1
+            raw, usage, error = self._kickoff(description, model)
+            call.prompt_tokens += usage[0]
+            call.completion_tokens += usage[1]
+            verdict = raw if isinstance(raw, BaseModel) else parse_verdict(raw, model)
+            if verdict is not None:
+                call.ok, call.error = True, None
+                break
+            call.error = error or f"malformed verdict: {str(raw)[:160]!r}"
+        call.seconds = time.perf_counter() - began
+        call.cost_usd = self.llm.cost(call.prompt_tokens, call.completion_tokens)
+        return (verdict if call.ok else None), call
+
+    def _kickoff(
+        self, description: str, model: type[BaseModel]
+    ) -> tuple[Any, tuple[int, int], str | None]:
+        """One CrewAI run of this critic's task: (verdict or raw text, tokens, error)."""
+        quiet_crewai()
+        from crewai import Agent, Crew, Task
+        from crewai_core.printer import set_suppress_console_output
+
+        from ._crew_llm import LocalConverter
+
+        set_suppress_console_output(True)  # a context variable: set in the calling thread
+        llm = self.llm.make()
+        agent = Agent(
+            role=self.rubric.role,
+            goal=self.rubric.goal,
+            backstory=self.rubric.backstory,
+            llm=llm,
+            verbose=False,
+            allow_delegation=False,
+            max_iter=1,
+            max_retry_limit=0,
+            respect_context_window=False,
+        )
+        task = Task(
+            description=description,
+            expected_output="Only the JSON verdict object.",
+            agent=agent,
+            output_pydantic=model,
+            converter_cls=LocalConverter,
+        )
+        crew = Crew(agents=[agent], tasks=[task], verbose=False, memory=False)
+        try:
+            out = crew.kickoff()
+        except Exception as exc:  # noqa: BLE001 - transport or provider failure: an attempt lost
+            usage = _usage(llm)
+            return None, usage, f"{type(exc).__name__}: {str(exc)[:200]}"
+        usage = (out.token_usage.prompt_tokens, out.token_usage.completion_tokens)
+        return (out.pydantic if out.pydantic is not None else out.raw), usage, None
+
+
+def parse_verdict(raw: Any, model: type[BaseModel]) -> BaseModel | None:
+    """The verdict in a reply, or None: the first JSON object in the text, validated."""
+    if not isinstance(raw, str):
+        return None
+    for match in re.finditer(r"\{", raw):
+        try:
+            data, _ = json.JSONDecoder().raw_decode(raw[match.start() :])
+            return model.model_validate(data)
+        except (ValueError, ValidationError):
+            continue
+    return None
+
+
+def context_of(case: Case) -> str:
+    """What the judge needs to know about the case, each user-supplied text neutralised."""
+    parts = []
+    turns = [f"{role}: {neutralize(text).text}" for role, text in case.conversation[-6:]]
+    parts.append("Conversation so far:\n" + "\n".join(turns))
+    if case.persona:
+        parts.append(f"The assistant's persona: {neutralize(case.persona).text}")
+    if case.brand:
+        voice = case.voice
+        lines = [f"Brand: {case.brand.get('name')}"]
+        for key in ("description", "tone"):
+            if voice.get(key):
+                lines.append(f"Voice {key}: {voice[key]}")
+        for key in ("preferred_terms", "banned_terms"):
+            if voice.get(key):
+                lines.append(f"{key.replace('_', ' ').capitalize()}: {', '.join(voice[key])}")
+        parts.append("\n".join(lines))
+    if case.campaign:
+        c = case.campaign
+        parts.append(
+            f"Sponsored product: {c.get('product')}\nAd copy: {c.get('ad_copy')}\n"
+            f"Keywords: {', '.join(c.get('keywords') or [])}"
+        )
+    policy = case.compliance
+    if policy:
+        rules = [
+            f"{k.replace('_', ' ')}: {v}" for k, v in policy.items() if v not in (None, "", [])
+        ]
+        parts.append("Advertising policy:\n" + "\n".join(f"- {r}" for r in rules))
+    text = "\n\n".join(parts)
+    return text[-MAX_CONTEXT_CHARS:]
+
+
+def _why(rationale: str, suspicious: bool) -> str:
+    if suspicious:
+        return (
+            "the response addresses the judge (instruction-like text): a person must decide; "
+            + rationale
+        )
+    return rationale
+
+
+def _usage(llm: Any) -> tuple[int, int]:
+    try:
+        summary = llm.get_token_usage_summary()
+        return summary.prompt_tokens, summary.completion_tokens
+    except Exception:  # noqa: BLE001 - usage is a record, not the judgement
+        return 0, 0
+
+
+def _template(name: str) -> str:
+    return (TEMPLATES / f"{name}.txt").read_text(encoding="utf-8").strip()
+
+
+_QUIET = threading.Lock()
+_quieted = False
+
+
+def quiet_crewai() -> None:
+    """CrewAI off the network and off stdout, once per process: telemetry and its trace prompt
+    off, loggers muted, an in-process lock instead of its polling file lock (threads judge at
+    once), its task database in the data home (CREWAI_STORAGE_DIR, set by the settings)."""
+    global _quieted
+    with _QUIET:
+        if _quieted:
+            return
+        import logging
+        import os
+
+        for name, value in (
+            ("CREWAI_DISABLE_TELEMETRY", "true"),
+            ("CREWAI_TRACING_ENABLED", "false"),
+            ("OTEL_SDK_DISABLED", "true"),
+            ("CREWAI_DISABLE_VERSION_CHECK", "true"),
+        ):
+            os.environ.setdefault(name, value)
+        root = logging.getLogger()
+        if not root.handlers:  # else CrewAI's logging.error() calls basicConfig on the root
+            root.addHandler(logging.NullHandler())
+        for handler in root.handlers:
+            handler.addFilter(_DropCrewAIRecords())
+        logging.getLogger("crewai").setLevel(logging.CRITICAL)
+        logging.getLogger("crewai_core").setLevel(logging.CRITICAL)
+        from crewai_core.lock_store import set_lock_backend
+
+        set_lock_backend(_in_process_lock)
+        _quieted = True
+
+
+class _DropCrewAIRecords:
+    """CrewAI's providers log failures on the root logger; the judge records them instead."""
+
+    def filter(self, record: Any) -> bool:
+        return not (record.name == "root" and "/crewai" in (record.pathname or ""))
+
+
+_LOCKS: dict[str, threading.RLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _in_process_lock(name: str, timeout: float = 120):
+    import contextlib
+
+    @contextlib.contextmanager
+    def held():
+        with _LOCKS_GUARD:
+            lock = _LOCKS.setdefault(name, threading.RLock())
+        if not lock.acquire(timeout=timeout):
+            raise TimeoutError(f"CrewAI lock {name!r}")
+        try:
+            yield
+        finally:
+            lock.release()
+
+    return held()

@@ -1,0 +1,80 @@
+"""CrewAI pieces that need ``crewai`` imported (so only the crew backend imports this module).
+
+- :class:`BundledLLM`: a CrewAI ``BaseLLM`` over the bundled SmolLM2 policy (greedy decoding
+  under its chat template), so the crew runs offline. It reports its token counts to CrewAI.
+- :class:`LocalConverter`: parses a verdict locally. CrewAI's own converter asks the LLM again
+  (up to three more calls) and can raise; the critic owns retries and their bound instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crewai import BaseLLM
+from crewai.utilities.converter import Converter, ConverterError
+
+from ._policy import Sampling
+
+
+class BundledLLM(BaseLLM):
+    policy: Any = None
+    max_new_tokens: int = 256
+
+    def call(
+        self,
+        messages: str | list[dict[str, Any]],
+        tools: list[dict] | None = None,
+        callbacks: list[Any] | None = None,
+        available_functions: dict[str, Any] | None = None,
+        from_task: Any = None,
+        from_agent: Any = None,
+        response_model: Any = None,
+    ) -> str | Any:
+        from ._crew import parse_verdict
+
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        conversation = [
+            {"role": m.get("role", "user"), "content": str(m.get("content") or "")}
+            for m in messages
+        ]
+        sampling = Sampling(self.max_new_tokens, 0.0, 1.0, 0)
+        (candidate,) = next(self.policy.generate([("judge", conversation, [0])], sampling, 1))
+        self._track_token_usage_internal(
+            {
+                "prompt_tokens": candidate.prompt_tokens,
+                "completion_tokens": candidate.completion_tokens,
+                "total_tokens": candidate.prompt_tokens + candidate.completion_tokens,
+            }
+        )
+        if response_model is not None:
+            verdict = parse_verdict(candidate.text, response_model)
+            if verdict is not None:
+                return verdict  # CrewAI takes a model instance as the structured output
+        return candidate.text
+
+    def supports_function_calling(self) -> bool:
+        return False
+
+    def get_context_window_size(self) -> int:
+        return 8192
+
+    def get_input_tokens_count(
+        self, messages: Any, tools: Any = None, response_model: Any = None
+    ) -> int:
+        return 0  # counted exactly when the call runs
+
+
+class LocalConverter(Converter):
+    """No extra LLM calls: valid JSON of the model's shape, or ConverterError (CrewAI then hands
+    back the raw text and the critic decides whether to ask again)."""
+
+    def to_pydantic(self, current_attempt: int = 1) -> Any:
+        from ._crew import parse_verdict
+
+        verdict = parse_verdict(self.text, self.model)
+        return verdict if verdict is not None else ConverterError(f"malformed: {self.text[:120]!r}")
+
+    def to_json(self, current_attempt: int = 1) -> Any:
+        verdict = self.to_pydantic(current_attempt)
+        return verdict if isinstance(verdict, ConverterError) else verdict.model_dump()
