@@ -360,6 +360,21 @@ def _echo_run(summary: dict[str, Any]) -> None:
     )
     vetoes = ", ".join(f"{k} {v}" for k, v in sorted(summary["vetoes"].items())) or "none"
     click.echo(f"  vetoes      {vetoes}")
+    usage = summary.get("critic_usage") or {}
+    judges = {k: v for k, v in usage.get("per_critic", {}).items() if v["backend"] != "local"}
+    if judges:
+        cost = usage.get("cost_usd")
+        click.echo(
+            f"  judges      {sum(v['calls'] for v in judges.values())} LLM calls, "
+            f"{usage['prompt_tokens']}+{usage['completion_tokens']} tokens, "
+            + (f"${cost:.4f}" if cost is not None else "no price for this model")
+            + "; "
+            + ", ".join(f"{k} {v['calls']} calls {v['seconds']:.1f}s" for k, v in judges.items())
+        )
+    if summary.get("langsmith"):
+        ls = summary["langsmith"]
+        errors = f" ({ls['errors']} tracing errors)" if ls["errors"] else ""
+        click.echo(f"  langsmith   project {ls['project']} at {ls['url']}{errors}")
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in summary["stage_seconds"].items())
     click.echo(f"  time        {summary['wall_seconds']:.1f} s wall; {stages}")
     click.echo(f"  stored in   {summary['database']}")
@@ -576,4 +591,4 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-from . import _train_cli  # noqa: E402,F401  (registers train, adapters, jobs)
+from . import _traces_cli, _train_cli  # noqa: E402,F401  (register traces; train, adapters, jobs)

@@ -172,10 +172,15 @@ def build_feedback_graph(resources: FeedbackResources, checkpointer: Any = None)
     def prepare(state: FeedbackState) -> dict:
         scored = state.get("scores") or {}
         weights = r.weights(state["prompt_id"])
+        local = [  # LLM judges need no shared signals: with only those, load no local model
+            name
+            for name, w in weights.items()
+            if w > 0 and getattr(r.critics.get(name), "backend", "local") == "local"
+        ]
         todo = [
             c
             for c in state["candidates"]
-            if any(name not in scored.get(c["id"], {}) for name in weights if weights[name] > 0)
+            if any(name not in scored.get(c["id"], {}) for name in local)
         ]
         if todo:
             r.signals().prepare([r.case(state["prompt_id"], c) for c in todo])

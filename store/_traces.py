@@ -128,6 +128,43 @@ class TraceVerbs:
             params.append(prompt_id)
         return list(self.db["traces"].rows_where(where, params, order_by="started_at, id"))
 
+    def traced_runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Recent graph runs with what their traces hold, newest first."""
+        return list(
+            self.db.query(
+                """SELECT r.id, r.status, r.started_at, r.finished_at,
+                          (SELECT COUNT(DISTINCT prompt_id) FROM traces t WHERE t.run_id = r.id)
+                              AS prompts,
+                          (SELECT COUNT(*) FROM traces t WHERE t.run_id = r.id) AS traces,
+                          (SELECT COUNT(*) FROM critic_calls c WHERE c.run_id = r.id)
+                              AS critic_calls,
+                          (SELECT SUM(cost_usd) FROM critic_calls c WHERE c.run_id = r.id)
+                              AS cost_usd,
+                          (SELECT MAX(langsmith_project) FROM traces t WHERE t.run_id = r.id)
+                              AS langsmith_project
+                   FROM runs r WHERE r.kind = 'graph'
+                   ORDER BY r.started_at DESC, r.rowid DESC LIMIT ?""",
+                [limit],
+            )
+        )
+
+    def run_threads(self, run_id: str) -> list[dict[str, Any]]:
+        """Per prompt of a run: its traces, their seconds, and the decision it reached."""
+        return list(
+            self.db.query(
+                """SELECT t.prompt_id, COUNT(*) AS traces, SUM(t.seconds) AS seconds,
+                          GROUP_CONCAT(t.kind, ',') AS kinds,
+                          (SELECT status FROM traces l WHERE l.run_id = t.run_id
+                               AND l.prompt_id = t.prompt_id
+                               ORDER BY l.started_at DESC LIMIT 1) AS last_status,
+                          d.outcome, d.reason
+                   FROM traces t LEFT JOIN decisions d
+                        ON d.run_id = t.run_id AND d.prompt_id = t.prompt_id
+                   WHERE t.run_id = ? GROUP BY t.prompt_id ORDER BY MIN(t.started_at)""",
+                [run_id],
+            )
+        )
+
     def get_trace(self, trace_id: str) -> dict[str, Any] | None:
         return next(self.db["traces"].rows_where("id = ?", [trace_id]), None)
 
