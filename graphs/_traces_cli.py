@@ -119,8 +119,16 @@ def _echo_tree(tree: dict[str, Any], obj: _Context, full: bool) -> None:
             click.echo(
                 f"{pad}   LangSmith: project {trace['langsmith_project']}, run {trace['id']} at {host}"
             )
-        for j, span in enumerate(trace["spans"]):
-            s_last = j == len(trace["spans"]) - 1
+        idle = [  # critic nodes with nothing to judge here (not weighted, or not applicable)
+            s["node"].removeprefix("critic_")
+            for s in trace["spans"]
+            if s["node"].startswith("critic_") and not s["outputs"] and not s["error"] and not full
+        ]
+        spans = [s for s in trace["spans"] if s["node"].removeprefix("critic_") not in idle]
+        if idle:
+            click.echo(f"{pad}   (critics with nothing to judge here: {', '.join(idle)})")
+        for j, span in enumerate(spans):
+            s_last = j == len(spans) - 1
             s_head = "└─" if s_last else "├─"
             s_pad = "   " if s_last else "│  "
             line = f"{pad}{s_head} {span['node']:<22} {span['seconds']:.3f} s  {_describe(span)}"
