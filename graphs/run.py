@@ -221,6 +221,10 @@ def run_feedback(
         load_policy=load_policy,
         load_embedder_fn=load_embedder_fn,
     )
+    if resources.load_teacher is not None:
+        resources._teacher = (
+            resources.load_teacher()
+        )  # a bad teacher setting fails here, not mid-run
     if run is not None:
         resources.config_hash = run["config"]["config_hash"]
     store = stores.get()
