@@ -243,9 +243,10 @@ def post_feedback(settings: Settings, store: Store, client: Any = None, limit: i
             if row["op"] == "delete":
                 _delete_feedback(client, body["id"])
             else:
+                # No trace_id: with it the client may queue the feedback for a background
+                # batch, and the outbox could not know whether it arrived.
                 client.create_feedback(
                     run_id=row["trace_id"],
-                    trace_id=row["trace_id"],
                     key=row["key"],
                     score=body.get("score"),
                     value=body.get("value"),

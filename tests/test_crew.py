@@ -341,7 +341,9 @@ def test_graph_run_with_the_crew_on_a_served_judge_traced_to_langsmith(tmp_path,
         feedback = sink.feedback()
         assert len(feedback) == 1
         assert feedback[0]["key"] == "human_preference" and feedback[0]["score"] == 0.0
-        assert feedback[0]["run_id"] == attack_trace["id"] == feedback[0]["trace_id"]
+        assert (
+            feedback[0]["run_id"] == attack_trace["id"] and feedback[0]["_via"] == "POST /feedback"
+        )
         assert feedback[0]["comment"] == "A tries to instruct the judge"
         assert feedback[0]["feedback_source"]["metadata"]["reviewer"] == "ana"
         # the resumed thread is its own trace, linked by thread id
