@@ -201,7 +201,6 @@ class CrewCritic:
         self.llm = llm
         self.rubric = rubric or Rubric.load(name)
         self.version = f"crew-{VERSION}+{self.rubric.digest}@{llm.name}"
-        self.last_calls: list[CallRecord] = []  # of the latest pointwise call, per thread below
         self._local_calls = threading.local()
 
     def applies(self, case: Case) -> bool:
@@ -310,13 +309,14 @@ class CrewCritic:
             c = confidence
             ev = dict(evidence)
             veto = self.dimension == "compliance" and all(violations)
+            mine_notes = list(notes)  # each candidate's own, not its opponent's
             if self.dimension == "compliance" and any(violations) and not veto:
                 c *= FLIPPED_FACTOR
-                notes.append("a violation was flagged in one order only")
+                mine_notes.append("a violation was flagged in one order only")
             if text.suspicious:
                 score, c = 0.0, 0.0
                 ev["injection"] = list(text.findings)
-            why = _why("; ".join([rationale, *dict.fromkeys(notes)]), text.suspicious)
+            why = _why("; ".join([rationale, *mine_notes]), text.suspicious)
             scores.append(
                 Score(
                     self.dimension, round(score, 4), round(c, 4), why, self.version, ev, veto=veto
