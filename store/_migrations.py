@@ -341,3 +341,30 @@ def m005_traces(db: Database) -> None:
     ]
     for statement in statements:
         db.execute(statement)
+
+
+@migrations()
+def m006_calibration(db: Database) -> None:
+    """Labelled pairs imported from public or team data (reviews with source ``import``), the
+    learned reward models fitted on people's decisions, and which model each decision used."""
+    statements = [
+        "ALTER TABLE reviews ADD COLUMN source TEXT NOT NULL DEFAULT 'reviewer' "
+        "CHECK (source IN ('reviewer', 'import'))",
+        "ALTER TABLE reviews ADD COLUMN dataset TEXT",  # the imported file's dataset name
+        "CREATE INDEX reviews_source ON reviews(source, dataset)",
+        """CREATE TABLE reward_models (
+            version TEXT PRIMARY KEY,       -- rm-<n>: fitted in order
+            status TEXT NOT NULL CHECK (status IN ('active', 'retired')),
+            model TEXT NOT NULL,            -- JSON: features, weights, calibrator
+            policy TEXT NOT NULL,           -- JSON: target, risk, threshold, coverage
+            report TEXT NOT NULL,           -- JSON: cross-validated metrics, reliability, curve
+            data_hash TEXT NOT NULL,        -- the labelled pairs it was fitted on
+            labels INTEGER NOT NULL,
+            critic_versions TEXT NOT NULL,  -- JSON: critic -> backend:version of its features
+            diagram_path TEXT,
+            created_at TEXT NOT NULL
+        )""",
+        "ALTER TABLE decisions ADD COLUMN reward_model TEXT REFERENCES reward_models(version)",
+    ]
+    for statement in statements:
+        db.execute(statement)

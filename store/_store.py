@@ -26,7 +26,9 @@ from ..vocab import PAIR_SOURCES, REVIEW_KINDS
 from ._common import _alive, _decode, _key, now
 from ._migrations import migrations
 from ._records import Brand, Campaign, ImportRecord, Prompt, content_hash
+from ._labels import LabelVerbs
 from ._review import ReviewVerbs
+from ._rewardmodels import RewardModelVerbs
 from ._traces import TraceVerbs
 from ._training import TrainingVerbs
 
@@ -161,7 +163,7 @@ class ImportSummary:
         return {"inserted": self.inserted, "updated": self.updated, "unchanged": self.unchanged}
 
 
-class Store(ReviewVerbs, TrainingVerbs, TraceVerbs):
+class Store(ReviewVerbs, TrainingVerbs, TraceVerbs, LabelVerbs, RewardModelVerbs):
     """Verbs over the criticloop database. Open with :meth:`Store.open`."""
 
     def __init__(self, db: Database, path: Path):
