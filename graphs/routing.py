@@ -34,6 +34,8 @@ class Decision:
     margin: float | None = None
     uncertainty: float = 0.0  # 0..1: how unsure the critics are; ranks escalations
     source: Literal["synthetic", "revision"] | None = None
+    reward_model: str | None = None  # the calibrated policy that decided, if one did
+    p_chosen: float | None = None  # its P(people prefer chosen over rejected)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,6 +116,63 @@ def decide(
     vetoed = f" (rejected is vetoed: {', '.join(worst.vetoes)})" if worst.vetoed else ""
     reason = f"chosen {basis} by {forward.margin:.3f}{vetoed}"
     return Decision("pair", reason, source="synthetic", **common)
+
+
+@dataclass(frozen=True)
+class CalibratedPolicy:
+    """Escalation by a calibrated reward model (``criticloop calibrate``): decide a pair
+    without a person only when the model's confidence clears the threshold chosen for its
+    target agreement and risk."""
+
+    version: str
+    model: Any  # aggregator.RewardModel
+    threshold: float
+    target: float
+    risk: float
+    task_types: frozenset[str]
+    critic_versions: Mapping[str, str]
+
+    def applies(self, task_type: str, versions: Mapping[str, str], weights: Mapping[str, float]):
+        """Why this model cannot judge the prompt, or None when it can."""
+        if task_type not in self.task_types:
+            return f"{self.version} learned from no {task_type} pairs"
+        for name, weight in weights.items():
+            if weight > 0 and versions.get(name) != self.critic_versions.get(name):
+                return (
+                    f"{self.version} learned from {name} {self.critic_versions.get(name)}, "
+                    f"which now runs as {versions.get(name)}"
+                )
+        return None
+
+    def decide(
+        self, base: Decision, rewards: Sequence[Reward], weights: Mapping[str, float]
+    ) -> Decision:
+        """Re-decide a pair-or-escalate decision of the profile's rules by the model."""
+        by_id = {r.candidate_id: r for r in rewards}
+        a, b = by_id[base.chosen], by_id[base.rejected]
+        p = self.model.prefer(a, b, weights)
+        winner, loser = (a, b) if p >= 0.5 else (b, a)
+        confidence = max(p, 1 - p)
+        common = {
+            "chosen": winner.candidate_id,
+            "rejected": loser.candidate_id,
+            "margin": round((winner.total or 0.0) - (loser.total or 0.0), 6),
+            "uncertainty": round(1 - 2 * (confidence - 0.5), 4),
+            "reward_model": self.version,
+            "p_chosen": round(confidence, 4),
+        }
+        policy = f"{self.version}: {self.target:.0%} agreement at risk {self.risk:g}"
+        unscored = sorted(set(a.unscored) | set(b.unscored))
+        if unscored:
+            return Decision("escalate", f"unscored: {', '.join(unscored)}", **common)
+        if winner.vetoed:
+            why = f"{self.version} prefers a vetoed candidate ({', '.join(winner.vetoes)})"
+            return Decision("escalate", why, **common)
+        if confidence >= self.threshold:
+            why = f"calibrated confidence {confidence:.2f} >= {self.threshold:.2f} ({policy})"
+            return Decision("pair", why, source="synthetic", **common)
+        why = f"calibrated confidence {confidence:.2f} < {self.threshold:.2f} ({policy})"
+        return Decision("escalate", why, **common)
 
 
 def _judge_revision(
