@@ -591,4 +591,4 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-from . import _traces_cli, _train_cli  # noqa: E402,F401  (register traces; train, adapters, jobs)
+from . import _calibrate_cli, _labels_cli, _traces_cli, _train_cli  # noqa: E402,F401,I001  (register commands)

@@ -45,7 +45,7 @@ from ..store import (
 from ._generate import generate_and_record
 from .profiles import Profiles
 from .reward import aggregate
-from .routing import decide, route_after_judging
+from .routing import CalibratedPolicy, decide, route_after_judging
 from .state import CandidateState, FeedbackState
 from .tracing import current_trace, span_node
 
@@ -105,6 +105,7 @@ class FeedbackResources:
     load_teacher: Callable[[], Any] | None = None
     teacher_role: str = "revisions"  # what the teacher writes when there is one
     adapter_version: str | None = None  # the promoted adapter the policy generates with
+    calibrated: CalibratedPolicy | None = None  # the active reward model's escalation policy
     times: StageTimes = field(default_factory=StageTimes)
     _policy: Any = None
     _teacher: Any = None
@@ -244,6 +245,13 @@ def build_feedback_graph(resources: FeedbackResources, checkpointer: Any = None)
             revisions=state.get("revisions", 0),
             revision=tuple(pending) if pending else None,
         )
+        learned = r.calibrated
+        if learned is not None and decision.route in ("pair", "escalate") and not pending:
+            versions = {
+                n: f"{getattr(c, 'backend', 'local')}:{c.version}" for n, c in r.critics.items()
+            }
+            if learned.applies(prompt["task_type"], versions, profile.weights) is None:
+                decision = learned.decide(decision, rewards, profile.weights)
         return {
             "rewards": {rw.candidate_id: rw.as_dict() for rw in rewards},
             "decision": decision.as_dict(),
@@ -540,6 +548,7 @@ def _record_decision(
             chosen_generation_id=d.get("chosen"),
             rejected_generation_id=d.get("rejected"),
             pair_id=pair_id,
+            reward_model=d.get("reward_model"),
         )
     )
 

@@ -34,6 +34,20 @@ class Routing(BaseModel):
     human_budget: int = Field(10, ge=0)
 
 
+class Calibration(BaseModel):
+    """How ``criticloop calibrate`` learns from people and how the graph escalates with it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target_agreement: float = Field(0.8, gt=0.5, lt=1)
+    risk: float = Field(0.1, gt=0, lt=0.5)
+    min_labels: int = Field(100, ge=20)
+    calibration_share: float = Field(0.3, ge=0.1, le=0.6)
+    drift_threshold: float = Field(0.1, gt=0, lt=1)
+    drift_window: Literal["day", "week", "month"] = "week"
+    drift_min_decisions: int = Field(20, ge=5)
+
+
 class _Weights(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -59,6 +73,7 @@ class _ProfileFile(BaseModel):
 
     version: str = "unversioned"
     routing: Routing = Field(default_factory=Routing)
+    calibration: Calibration = Field(default_factory=Calibration)
     tasks: dict[str, _Weights] = Field(default_factory=dict)
     brands: dict[str, _Weights] = Field(default_factory=dict)
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -136,6 +151,10 @@ class Profiles:
     def human_budget(self) -> int:
         """Escalations one run may leave for people (the file's top-level routing)."""
         return self._parsed.routing.human_budget
+
+    @property
+    def calibration(self) -> Calibration:
+        return self._parsed.calibration
 
     def backend(self, name: str) -> str:
         """Where critic ``name`` runs: 'local' or 'crew' (the [backends] table; default local)."""

@@ -292,7 +292,12 @@ class ReviewDesk:
         self.store.release_leases(self.holder)
 
     def stats(self) -> dict[str, Any]:
-        return self.store.review_stats()
+        from .drift import calibration_stats
+
+        return {
+            **self.store.review_stats(),
+            "calibration": calibration_stats(self.store, self.settings),
+        }
 
     # ---- graph side: slower, on one worker thread ----------------------------------------------
 

@@ -28,6 +28,8 @@ from ..agents import Critic, Policy, Sampling, build_critic, load_embedder, poli
 from ..settings import Settings
 from ..store import SUPPLIED, Store
 from ._generate import generate_and_record, generation_config_hash, missing_requests
+from .calibrate import active_policy
+from .drift import drift_flags
 from .feedback import FeedbackResources, ThreadStores, build_feedback_graph
 from .profiles import Profiles
 from .tracing import Tracer, post_feedback
@@ -228,6 +230,7 @@ def run_feedback(
     if run is not None:
         resources.config_hash = run["config"]["config_hash"]
     store = stores.get()
+    resources.calibrated = active_policy(store)
     if run_id is None:
         prompts = store.prompts_to_judge(
             resources.config_hash,
@@ -255,6 +258,7 @@ def run_feedback(
                 "profile": profiles.as_record(),
                 "adapter": resources.adapter_version,
                 "teacher": settings.teacher.model,
+                "reward_model": resources.calibrated.version if resources.calibrated else None,
                 "critics": {
                     name: f"{getattr(c, 'backend', 'local')}:{c.version}"
                     for name, c in resources.critics.items()
@@ -371,6 +375,7 @@ def _summary(
         "wall_seconds": round(time.perf_counter() - began, 2),
         "stage_seconds": {k: round(v, 3) for k, v in resources.times.seconds.most_common()},
         "critic_usage": store.critic_costs(run_id),
+        "reward_model": _reward_model_summary(store, run_id, resources),
         "shared_signals": dict(signals.stats) if signals else {},
         "database": str(store.path),
     }
@@ -381,6 +386,25 @@ def _summary(
             "errors": tracer.errors,
         }
     return summary
+
+
+def _reward_model_summary(
+    store: Store, run_id: str, resources: FeedbackResources
+) -> dict[str, Any]:
+    """Which policy routed the run's decisions, and whether people's agreement drifted."""
+    learned = resources.calibrated
+    out: dict[str, Any] = {
+        "version": learned.version if learned else None,
+        "decisions": store.decision_models(run_id),
+    }
+    if learned:
+        out.update(threshold=learned.threshold, target=learned.target, risk=learned.risk)
+    try:
+        out["drift"] = drift_flags(store, resources.profiles, resources.critics)
+    except Exception:  # noqa: BLE001 - a monitoring failure must not fail the nightly run
+        log.warning("could not check drift", exc_info=True)
+        out["drift"] = {"error": "drift check failed (see the log)"}
+    return out
 
 
 def _progress(total: int, enabled: bool, desc: str = "judging", unit: str = "prompt"):

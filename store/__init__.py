@@ -10,6 +10,15 @@ natural keys so reruns never duplicate. Callers use these verbs, never SQL::
 
 from ..vocab import PAIR_SOURCES, REVIEW_KINDS, TASK_TYPES, VERDICT_KINDS
 from ._files import ExportReport, read_records, write_preference_jsonl
+from ._labels import (
+    LABEL_FORMATS,
+    LabelledPair,
+    LabelledPairs,
+    check_dataset,
+    default_dataset,
+    majority_label,
+    read_labelled_pairs,
+)
 from ._records import Brand, BrandVoice, Campaign, CompliancePolicy, Message, Prompt, content_hash
 from ._review import ALL_CASES, CaseFilter, critic_agreement, reviewer_agreement
 from ._store import (
@@ -42,6 +51,9 @@ __all__ = [
     "CritiqueRecord",
     "CriticCall",
     "FEEDBACK_KEYS",
+    "LABEL_FORMATS",
+    "LabelledPair",
+    "LabelledPairs",
     "ExportReport",
     "GenerationRecord",
     "ImportSummary",
@@ -50,7 +62,11 @@ __all__ = [
     "Prompt",
     "ReviewRecord",
     "Store",
+    "check_dataset",
     "content_hash",
+    "default_dataset",
+    "majority_label",
+    "read_labelled_pairs",
     "critic_agreement",
     "reviewer_agreement",
     "read_records",

@@ -354,7 +354,7 @@ def m006_calibration(db: Database) -> None:
         "CREATE INDEX reviews_source ON reviews(source, dataset)",
         """CREATE TABLE reward_models (
             version TEXT PRIMARY KEY,       -- rm-<n>: fitted in order
-            status TEXT NOT NULL CHECK (status IN ('active', 'retired')),
+            status TEXT NOT NULL CHECK (status IN ('active', 'inactive', 'retired')),
             model TEXT NOT NULL,            -- JSON: features, weights, calibrator
             policy TEXT NOT NULL,           -- JSON: target, risk, threshold, coverage
             report TEXT NOT NULL,           -- JSON: cross-validated metrics, reliability, curve

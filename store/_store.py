@@ -24,9 +24,9 @@ from sqlite_utils.db import NotFoundError as _RowMissing
 from ..errors import InputError, NotFoundError, StoreError
 from ..vocab import PAIR_SOURCES, REVIEW_KINDS
 from ._common import _alive, _decode, _key, now
+from ._labels import LabelVerbs
 from ._migrations import migrations
 from ._records import Brand, Campaign, ImportRecord, Prompt, content_hash
-from ._labels import LabelVerbs
 from ._review import ReviewVerbs
 from ._rewardmodels import RewardModelVerbs
 from ._traces import TraceVerbs
@@ -143,6 +143,7 @@ class DecisionRecord:
     chosen_generation_id: str | None = None
     rejected_generation_id: str | None = None
     pair_id: str | None = None
+    reward_model: str | None = None  # the calibrated policy that routed it, if any
 
     @property
     def id(self) -> str:
@@ -399,9 +400,14 @@ class Store(ReviewVerbs, TrainingVerbs, TraceVerbs, LabelVerbs, RewardModelVerbs
         task_types: Iterable[str] = (),
         brand: str | None = None,
         limit: int | None = None,
+        imported: bool = False,
     ) -> list[dict[str, Any]]:
-        """Prompts in a stable order (task type, id), optionally filtered."""
+        """Prompts in a stable order (task type, id), optionally filtered. The prompts of
+        imported labelled pairs are left out unless ``imported``: they are for calibration,
+        not for generating and judging."""
         where, params = [], []
+        if not imported:
+            where.append("source NOT LIKE 'import:%'")
         task_types = list(task_types)
         if task_types:
             where.append(f"task_type IN ({', '.join('?' for _ in task_types)})")
@@ -614,6 +620,7 @@ class Store(ReviewVerbs, TrainingVerbs, TraceVerbs, LabelVerbs, RewardModelVerbs
             "chosen_generation_id": decision.chosen_generation_id,
             "rejected_generation_id": decision.rejected_generation_id,
             "pair_id": decision.pair_id,
+            "reward_model": decision.reward_model,
             "rewards": json.dumps(decision.rewards, sort_keys=True, default=str),
         }
         stamp = now()

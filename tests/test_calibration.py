@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-
 from criticloop.graphs.aggregator import (
     FEATURES,
     Example,

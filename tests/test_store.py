@@ -34,7 +34,14 @@ TABLES = {
     "critic_calls",
     "feedback_outbox",
 }
-MIGRATIONS = ["m001_initial", "m002_decisions", "m003_review", "m004_training", "m005_traces"]
+MIGRATIONS = [
+    "m001_initial",
+    "m002_decisions",
+    "m003_review",
+    "m004_training",
+    "m005_traces",
+    "m006_calibration",
+]
 
 
 def test_migrations_create_every_table_in_wal_mode(store: Store):

@@ -234,6 +234,8 @@ def stats_markup(stats: dict[str, Any]) -> str:
     else:
         out.append("  none (set CRITICLOOP_REVIEW__REVIEWS_PER_ITEM=2 for double review)")
 
+    out += ["", *calibration_markup(stats.get("calibration") or {})]
+
     out += ["", "[b]Recent runs[/b]"]
     for run in stats["runs"]:
         s = run.get("summary") or {}
@@ -245,3 +247,67 @@ def stats_markup(stats: dict[str, Any]) -> str:
     if not stats["runs"]:
         out.append("  none yet: criticloop graph run")
     return "\n".join(out)
+
+
+_BAR = 20
+
+
+def _bar(value: float | None, width: int = _BAR) -> str:
+    if value is None:
+        return " " * width
+    filled = round(max(0.0, min(1.0, value)) * width)
+    return "█" * filled + "·" * (width - filled)
+
+
+def calibration_markup(cal: dict[str, Any]) -> list[str]:
+    """The calibrated reward model, its reliability diagram as text, and the drift trend."""
+    out = ["[b]Calibration[/b] (criticloop calibrate)"]
+    if "error" in cal:
+        return [*out, f"  unavailable: {escape(cal['error'])}"]
+    model = cal.get("model")
+    if model is None:
+        fitted = cal.get("fitted", 0)
+        out.append(
+            "  no active reward model: the profile's thresholds escalate"
+            + (f" ({fitted} fitted, none active)" if fitted else "")
+        )
+    else:
+        policy, held = model["policy"], model["held_out"]
+        metrics = held.get("model") or {}
+        out.append(
+            f"  {escape(model['version'])} on {model['labels']} labelled pairs · held out "
+            f"{held.get('n') or 0}: accuracy {metrics.get('accuracy', 0):.1%}, "
+            f"ECE {metrics.get('ece', 0):.3f}, Brier {metrics.get('brier', 0):.3f} "
+            f"(longer wins {(held.get('length') or {}).get('accuracy', 0):.1%})"
+        )
+        if policy.get("threshold") is not None:
+            out.append(
+                f"  decides alone at confidence >= {policy['threshold']:.2f}: "
+                f"{policy['coverage']:.0%} of pairs, agreement >= {policy['lower_bound']:.1%} "
+                f"at {1 - policy['risk']:.0%} (target {policy['target']:.0%})"
+            )
+        out.append("  reliability: predicted     people        n")
+        for b in model["reliability"]:
+            if not b["n"]:
+                continue
+            out.append(
+                f"   {b['lo']:.1f}-{b['hi']:.1f} {b['mean_p']:>5.2f} {_bar(b['mean_p'], 8)} "
+                f"{b['observed']:>5.2f} {_bar(b['observed'], 8)} {b['n']:>5}"
+            )
+    drift = cal.get("drift") or {}
+    windows = drift.get("windows") or []
+    out.append(
+        f"  agreement with people per {drift.get('window', 'window')}: {escape(drift.get('basis', ''))}"
+    )
+    if not windows:
+        out.append("   no decisions by people to check yet")
+    for w in windows[-8:]:
+        lo, hi = w["ci"] or (0, 0)
+        flag = " [b]SHIFT[/b]" if w["fired"] else ""
+        out.append(
+            f"   {escape(w['window']):<10} {_bar(w['agreement'], 16)} "
+            f"{(w['agreement'] or 0):>6.1%} ({lo:.0%}-{hi:.0%}) n={w['n']}{flag}"
+        )
+    for flag in drift.get("flags") or []:
+        out.append(f"   [b]flag[/b]: {escape(flag)}")
+    return out
