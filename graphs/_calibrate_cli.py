@@ -81,7 +81,7 @@ def calibrate(
         return
     from .calibrate import calibrate as run
 
-    settings = obj.settings()
+    settings = obj.settings
     obj.open_store().close()  # a missing database is a clear error before any model loads
     summary = run(
         settings,
@@ -200,7 +200,7 @@ def drift(obj: _Context, as_json: bool) -> None:
     from .profiles import Profiles
     from .run import build_critics
 
-    settings = obj.settings()
+    settings = obj.settings
     profiles = Profiles.load(settings.profiles)
     with obj.open_store() as store:
         report = drift_report(store, profiles, build_critics(profiles, settings))

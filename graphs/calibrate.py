@@ -151,9 +151,14 @@ def _score(
     cases = {gen: Case.of(*contexts[texts[gen]["prompt_id"]], texts[gen]["text"]) for gen in todo}
     signals = load_signals()
     began = time.perf_counter()
+    from .run import _progress
+
     batch = list(cases.values())
+    bar = _progress(len(batch), True, desc="scoring labelled pairs", unit="response")
     for start in range(0, len(batch), 16):  # slices bound the memory the policy's logits take
         signals.prepare(batch[start : start + 16])
+        bar.update(len(batch[start : start + 16]))
+    bar.close()
     log.info("shared signals for %d responses in %.1f s", len(cases), time.perf_counter() - began)
     for gen, names in todo.items():
         for name in names:
@@ -222,6 +227,21 @@ def calibrate(
         )
         status, summary = "failed", {"run_id": run_id}
         try:
+            rows = store.labelled_pairs(dataset=dataset, source=source)
+            decisive = sum(r["majority"] in ("a", "b") for r in rows)
+            if decisive < options.min_labels:  # no model to load, nothing to score
+                summary = {
+                    "run_id": run_id,
+                    "labelled_pairs": len(rows),
+                    "examples": decisive,
+                    "left_out": {"tied or no majority": len(rows) - decisive},
+                    "scored_now": 0,
+                    "target": target,
+                    "risk": risk,
+                    **_too_little(decisive, options.min_labels),
+                }
+                status = "done"
+                return summary
             gathered = gather(
                 store,
                 profiles,
@@ -262,18 +282,7 @@ def _fit_and_record(
         "risk": risk,
     }
     if len(examples) < options.min_labels:
-        more = options.min_labels - len(examples)
-        return {
-            **base,
-            "status": "too_little_data",
-            "need": options.min_labels,
-            "message": (
-                f"{len(examples)} decisive labelled pairs; a reward model needs at least "
-                f"{options.min_labels}: {more} more (review escalated cases with `criticloop "
-                "review`, or import labelled pairs with `criticloop labels import`). The "
-                "profile's weights and thresholds stay in charge."
-            ),
-        }
+        return {**base, **_too_little(len(examples), options.min_labels)}
     fit = fit_reward_model(
         examples,
         target=target,
@@ -314,6 +323,19 @@ def _fit_and_record(
         "why": why,
         "diagram": str(path),
         "report": fit.report,
+    }
+
+
+def _too_little(have: int, need: int) -> dict[str, Any]:
+    return {
+        "status": "too_little_data",
+        "need": need,
+        "message": (
+            f"{have} decisive labelled pairs; a reward model needs at least {need}: "
+            f"{need - have} more (review escalated cases with `criticloop review`, or import "
+            "labelled pairs with `criticloop labels import`). The profile's weights and "
+            "thresholds stay in charge."
+        ),
     }
 
 

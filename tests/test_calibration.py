@@ -4,6 +4,7 @@ and `criticloop calibrate` / `criticloop drift` end to end on labelled pairs the
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,3 +150,153 @@ def test_calibrated_policy_only_judges_what_it_learned_from():
     assert "no ad_insertion pairs" in policy.applies("ad_insertion", same, WEIGHTS)
     changed = {"helpfulness": "crew:v1", "coherence": "local:v1"}
     assert "now runs as crew:v1" in policy.applies("general", changed, {"helpfulness": 1})
+
+
+# ---- criticloop calibrate end to end -----------------------------------------------------------
+
+THINGS = [
+    "tomato plant", "bicycle chain", "cast iron pan", "leather jacket", "sourdough starter",
+    "wooden deck", "goldfish tank", "laptop battery", "rose bush", "running shoes",
+    "kitchen knife", "wool sweater", "houseplant", "car windshield", "garden hose",
+]  # fmt: skip
+SEASONS = ["winter", "summer", "spring", "autumn"]
+UNHELPFUL = [
+    "I am not sure. Maybe ask someone else.",
+    "The history of the printing press goes back many centuries.",
+    "No.",
+    "Bananas are yellow and grow in bunches on large plants.",
+]
+
+
+def labelled_rows(n: int) -> list[dict]:
+    """Pairs where people prefer the on-topic, useful answer (one in eleven labels flipped)."""
+    rows = []
+    for i in range(n):
+        thing, season = THINGS[i % len(THINGS)], SEASONS[(i // len(THINGS)) % len(SEASONS)]
+        good = (
+            f"To care for a {thing} in {season}, clean it gently, keep it dry and sheltered, "
+            f"and check it every week so small problems with the {thing} do not grow."
+        )
+        bad = UNHELPFUL[i % len(UNHELPFUL)]
+        good_is_a = i % 2 == 0
+        label = "a" if good_is_a else "b"
+        if i % 11 == 5:
+            label = "b" if label == "a" else "a"
+        rows.append(
+            {
+                "id": f"care-{i}",
+                "prompt": f"How do I look after my {thing} in {season}?",
+                "a": good if good_is_a else bad,
+                "b": bad if good_is_a else good,
+                "label": label,
+            }
+        )
+    return rows
+
+
+def write_profiles(tmp_path, **calibration) -> str:
+    import re
+
+    from criticloop.graphs.profiles import DEFAULT_PROFILES
+
+    text = DEFAULT_PROFILES.read_text()
+    for key, value in calibration.items():
+        text = re.sub(rf"^{key} = .*$", f"{key} = {value}", text, count=1, flags=re.M)
+    path = tmp_path / "profiles.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_calibrate_with_too_little_data_says_how_much_more_and_keeps_the_profile(
+    hermetic, tmp_path
+):
+    from tests.conftest import run_cli
+
+    labels = tmp_path / "few.jsonl"
+    labels.write_text("".join(json.dumps(r) + "\n" for r in labelled_rows(12)))
+    run_cli("init", "--no-demo", check=True)
+    run_cli("labels", "import", str(labels), check=True)
+    result = run_cli("calibrate")
+    assert result.returncode == 0, result.stderr
+    # one label in eleven is flipped, never tied: all 12 pairs are decisive
+    assert "12 decisive labelled pairs; a reward model needs at least 100: 88 more" in (
+        result.stdout
+    )
+    assert "profile's weights and thresholds stay in charge" in result.stdout
+    listed = run_cli("calibrate", "--list", "--json", check=True)
+    assert json.loads(listed.stdout) == []
+
+
+@pytest.mark.slow
+def test_calibrate_fits_versions_activates_and_the_graph_routes_by_it(
+    model_home, tmp_path, monkeypatch, bundled_policy, bundled_embedder
+):
+    from criticloop.agents import Sampling, Signals
+    from criticloop.graphs.calibrate import calibrate
+    from criticloop.graphs.drift import drift_report
+    from criticloop.graphs.profiles import Profiles
+    from criticloop.graphs.run import RunOptions, build_critics, run_feedback
+    from criticloop.settings import Settings
+    from criticloop.store import Store, read_labelled_pairs, read_records
+
+    profiles = write_profiles(tmp_path, min_labels=40, target_agreement=0.75, risk=0.2)
+    monkeypatch.setenv("CRITICLOOP_PROFILES", profiles)
+    settings = Settings.load(env_file=None)
+    labels = tmp_path / "care.jsonl"
+    labels.write_text("".join(json.dumps(r) + "\n" for r in labelled_rows(120)))
+    with Store.open(settings.db_path) as store:
+        store.import_labels(read_labelled_pairs(labels), "care")
+
+    def signals():
+        return Signals(bundled_embedder, bundled_policy)
+
+    summary = calibrate(settings, load_signals=signals)
+    assert summary["status"] == "active", summary.get("why")
+    assert summary["version"] == "rm-1" and summary["examples"] == 120
+    assert summary["scored_now"] == 240  # every imported response, once
+    report = summary["report"]
+    assert report["cross_validated"]["model"]["accuracy"] > 0.8
+    assert report["held_out"]["n"] == report["split"]["calibration"] > 20
+    assert report["policy"]["threshold"] is not None and report["policy"]["coverage"] > 0
+    png = Path(summary["diagram"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    again = calibrate(settings, load_signals=lambda: pytest.fail("scores are kept"), seed=1)
+    assert again["version"] == "rm-2" and again["scored_now"] == 0
+    with Store.open(settings.db_path) as store:
+        assert [m["status"] for m in store.reward_models()] == ["active", "retired"]
+        store.activate_reward_model("rm-1")
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "".join(
+            json.dumps({"id": f"new-{i}", "prompt": r["prompt"], "candidates": [r["a"], r["b"]]})
+            + "\n"
+            for i, r in enumerate(labelled_rows(60)[45:53])
+        )
+    )
+    with Store.open(settings.db_path) as store:
+        store.import_records(read_records(prompts))
+    run = run_feedback(
+        settings,
+        RunOptions(sampling=Sampling(32, 0.0, 1.0, 0), candidates=2, concurrency=1, progress=False),
+        load_policy=lambda: bundled_policy,
+        load_embedder_fn=lambda: bundled_embedder,
+    )
+    assert run["prompts"] == 8  # the imported labelled prompts are not the graph's work
+    assert run["reward_model"]["version"] == "rm-1"
+    assert sum(run["reward_model"]["decisions"]["rm-1"].values()) == 8, run["reward_model"]
+    with Store.open(settings.db_path) as store:
+        decisions = [store.get_decision(run["run_id"], f"new-{i}") for i in range(8)]
+        assert {d["reward_model"] for d in decisions} == {"rm-1"}
+        assert all("calibrated confidence" in d["reason"] for d in decisions)
+        paired = [d for d in decisions if d["outcome"] == "pair"]
+        assert paired, [d["reason"] for d in decisions]
+        for d in paired:  # the on-topic answer is chosen
+            chosen = store.get_generation(d["chosen_generation_id"])["text"]
+            assert chosen.startswith("To care for")
+        config = store.get_run(run["run_id"])["config"]
+        assert config["reward_model"] == "rm-1"
+        loaded = Profiles.load(profiles)
+        drift = drift_report(store, loaded, build_critics(loaded))
+    assert drift["model"] == "rm-1" and drift["decisions"] == 0 and not drift["flags"]
