@@ -50,8 +50,13 @@ FEATURES = (
 
 CALIBRATORS = ("temperature", "platt", "isotonic")
 MIN_AUTO = 20
-"""The fewest pairs a threshold may decide on the calibration split: fewer make the fixed
-sequence of tests start so noisily that one early disagreement ends it."""
+
+
+def min_auto(n: int) -> int:
+    """The fewest calibration pairs a threshold may decide: 20, or a fifth of the split. The
+    fixed sequence of tests starts there (a choice that depends only on n, so the guarantee
+    holds); starting on fewer lets one early disagreement among the most confident end it."""
+    return max(MIN_AUTO, n // 5)
 TARGETS = (0.7, 0.8, 0.9)
 
 
@@ -261,7 +266,9 @@ def fit_reward_model(
 
     p_cal = model.predict(x[cal_idx]) if len(cal_idx) else np.zeros(0)
     conf, correct = confidence_and_correct(p_cal, y[cal_idx])
-    threshold = cs.select_threshold(conf, correct, target=target, risk=risk, min_auto=MIN_AUTO)
+    threshold = cs.select_threshold(
+        conf, correct, target=target, risk=risk, min_auto=min_auto(len(conf))
+    )
     report: dict[str, Any] = {
         "examples": _describe(examples),
         "split": {
@@ -333,7 +340,7 @@ def evaluate_model(
         }
     elif target is not None and risk is not None:
         out["policy_if_calibrated_here"] = cs.select_threshold(
-            conf, correct, target=target, risk=risk, min_auto=MIN_AUTO
+            conf, correct, target=target, risk=risk, min_auto=min_auto(len(conf))
         ).as_dict()
     return out
 

@@ -371,6 +371,23 @@ def _echo_run(summary: dict[str, Any]) -> None:
             + "; "
             + ", ".join(f"{k} {v['calls']} calls {v['seconds']:.1f}s" for k, v in judges.items())
         )
+    learned = summary.get("reward_model") or {}
+    if learned.get("version"):
+        decided = learned["decisions"].get(learned["version"], {})
+        click.echo(
+            f"  routed by   {learned['version']} (confidence >= {learned['threshold']:.2f} for "
+            f"{learned['target']:.0%} agreement at risk {learned['risk']:g}) on "
+            f"{sum(decided.values())} prompts; the profile's thresholds on the rest"
+        )
+    drift = learned.get("drift") or {}
+    if drift.get("flagged"):
+        click.echo(f"  DRIFT       {'; '.join(drift['flags'])} (criticloop drift)")
+    elif drift.get("latest"):
+        latest = drift["latest"]
+        click.echo(
+            f"  drift       none flagged; {latest['window']}: agreement with people "
+            f"{latest['agreement']:.0%} on {latest['n']} decisions"
+        )
     if summary.get("langsmith"):
         ls = summary["langsmith"]
         errors = f" ({ls['errors']} tracing errors)" if ls["errors"] else ""

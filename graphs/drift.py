@@ -45,9 +45,9 @@ def drift_report(store: Store, profiles: Profiles, critics: dict[str, Critic]) -
     report: dict[str, Any] = {
         "model": row["version"] if row else None,
         "basis": (
-            f"{row['version']}: people vs the model's stated confidence"
+            f"people vs {row['version']}'s stated confidence"
             if row
-            else "profile reward's pick vs people, each window against the earlier ones"
+            else "people vs the profile reward's pick"
         ),
         "window": options.drift_window,
         "threshold": options.drift_threshold,
