@@ -57,6 +57,8 @@ def min_auto(n: int) -> int:
     fixed sequence of tests starts there (a choice that depends only on n, so the guarantee
     holds); starting on fewer lets one early disagreement among the most confident end it."""
     return max(MIN_AUTO, n // 5)
+
+
 TARGETS = (0.7, 0.8, 0.9)
 
 

@@ -553,6 +553,7 @@ def status(obj: _Context, as_json: bool) -> None:
             "offline": settings.models_are_local(),
             "langsmith_tracing": settings.langsmith_tracing,
             "waiting_for_review": len(store.waiting_decisions()),
+            "reward_model": _reward_model_line(store.active_reward_model()),
             "counts": store.counts(),
         }
     if as_json:
@@ -560,8 +561,19 @@ def status(obj: _Context, as_json: bool) -> None:
         return
     for key, value in result.items():
         if key != "counts":
-            click.echo(f"{key:<18}{value}")
-    click.echo("counts            " + ", ".join(f"{k} {v}" for k, v in result["counts"].items()))
+            click.echo(f"{key:<20}{value}")
+    click.echo(f"{'counts':<20}" + ", ".join(f"{k} {v}" for k, v in result["counts"].items()))
+
+
+def _reward_model_line(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "none (the profile's thresholds escalate; see criticloop calibrate)"
+    policy = row["policy"]
+    return (
+        f"{row['version']} on {row['labels']} labelled pairs: decides alone at confidence >= "
+        f"{policy['threshold']:.2f} ({policy['coverage']:.0%} of held-out pairs, "
+        f"{policy['target']:.0%} agreement at risk {policy['risk']:g})"
+    )
 
 
 def _describe_import(summary: dict[str, dict[str, int]]) -> str:

@@ -300,3 +300,77 @@ def test_calibrate_fits_versions_activates_and_the_graph_routes_by_it(
         loaded = Profiles.load(profiles)
         drift = drift_report(store, loaded, build_critics(loaded))
     assert drift["model"] == "rm-1" and drift["decisions"] == 0 and not drift["flags"]
+
+
+# ---- drift over the store's decisions -------------------------------------------------------------
+
+
+def test_drift_groups_flag_a_shifted_week_and_not_a_steady_one():
+    """Without a model each week is checked against the pooled earlier weeks."""
+    from criticloop.graphs.drift import _Checker
+
+    rng = np.random.default_rng(7)
+    steady = (rng.uniform(size=400) < 0.8).astype(int)
+    shifted = np.concatenate([steady[:300], (rng.uniform(size=100) < 0.5).astype(int)])
+    weeks = [f"2026-W{40 + i // 100}" for i in range(400)]
+    quiet = _Checker(steady, None, threshold=0.1, min_n=20).groups(weeks, sequential=True)
+    loud = _Checker(shifted, None, threshold=0.1, min_n=20).groups(weeks, sequential=True)
+    assert [c["fired"] for c in quiet] == [False] * 4
+    assert [c["fired"] for c in loud] == [False, False, False, True]
+    assert "agreement" in loud[-1]["why"] and loud[-1]["ci"][1] < 0.7
+    # with a model: a week where people agree far less than the stated confidence
+    conf = np.full(400, 0.9)
+    checks = _Checker(shifted, conf, threshold=0.1, min_n=20).groups(weeks)
+    assert checks[-1]["fired"] and "stated confidence 0.90" in checks[-1]["why"]
+
+
+def test_stats_screen_draws_the_reliability_bins_and_flags():
+    from criticloop.tui._screens import calibration_markup
+
+    lines = calibration_markup(
+        {
+            "model": {
+                "version": "rm-3",
+                "labels": 400,
+                "created_at": "2026-11-22T00:00:00+00:00",
+                "policy": {
+                    "threshold": 0.81,
+                    "coverage": 0.55,
+                    "lower_bound": 0.8,
+                    "risk": 0.1,
+                    "target": 0.8,
+                },
+                "held_out": {
+                    "n": 120,
+                    "model": {"accuracy": 0.78, "ece": 0.04, "brier": 0.16},
+                    "length": {"accuracy": 0.66},
+                },
+                "reliability": [
+                    {"lo": 0.5, "hi": 0.6, "n": 30, "mean_p": 0.55, "observed": 0.5},
+                    {"lo": 0.6, "hi": 0.7, "n": 0, "mean_p": None, "observed": None},
+                ],
+                "diagram": "/x.png",
+            },
+            "fitted": 3,
+            "drift": {
+                "window": "week",
+                "basis": "people vs rm-3's stated confidence",
+                "windows": [
+                    {
+                        "window": "2026-W47",
+                        "n": 40,
+                        "agreement": 0.5,
+                        "ci": [0.35, 0.65],
+                        "fired": True,
+                        "why": "stated confidence 0.85 vs agreement 0.50",
+                    },
+                ],  # fmt: skip
+                "flags": ["window 2026-W47: stated confidence 0.85 vs agreement 0.50"],
+            },
+        }
+    )
+    text = "\n".join(lines)
+    assert "rm-3 on 400 labelled pairs" in text and "(longer wins 66.0%)" in text
+    assert "0.5-0.6  0.55" in text and "0.6-0.7" not in text  # empty bins are left out
+    assert "SHIFT" in text and "flag" in text
+    assert max(len(line) for line in lines if "[" not in line) <= 80  # an 80-column terminal

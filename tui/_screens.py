@@ -275,16 +275,19 @@ def calibration_markup(cal: dict[str, Any]) -> list[str]:
         policy, held = model["policy"], model["held_out"]
         metrics = held.get("model") or {}
         out.append(
-            f"  {escape(model['version'])} on {model['labels']} labelled pairs · held out "
-            f"{held.get('n') or 0}: accuracy {metrics.get('accuracy', 0):.1%}, "
-            f"ECE {metrics.get('ece', 0):.3f}, Brier {metrics.get('brier', 0):.3f} "
-            f"(longer wins {(held.get('length') or {}).get('accuracy', 0):.1%})"
+            f"  {escape(model['version'])} on {model['labels']} labelled pairs; held out "
+            f"{held.get('n') or 0}:"
+        )
+        out.append(
+            f"    accuracy {metrics.get('accuracy', 0):.1%} "
+            f"(longer wins {(held.get('length') or {}).get('accuracy', 0):.1%}) · "
+            f"ECE {metrics.get('ece', 0):.3f} · Brier {metrics.get('brier', 0):.3f}"
         )
         if policy.get("threshold") is not None:
             out.append(
                 f"  decides alone at confidence >= {policy['threshold']:.2f}: "
-                f"{policy['coverage']:.0%} of pairs, agreement >= {policy['lower_bound']:.1%} "
-                f"at {1 - policy['risk']:.0%} (target {policy['target']:.0%})"
+                f"{policy['coverage']:.0%} of pairs, >= {policy['lower_bound']:.0%} agree "
+                f"({1 - policy['risk']:.0%} sure)"
             )
         out.append("  reliability: predicted     people        n")
         for b in model["reliability"]:
