@@ -11,6 +11,7 @@ that runs again after a crash, or before an ``interrupt()`` on resume, duplicate
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 import time
@@ -250,8 +251,13 @@ def build_feedback_graph(resources: FeedbackResources, checkpointer: Any = None)
             versions = {
                 n: f"{getattr(c, 'backend', 'local')}:{c.version}" for n, c in r.critics.items()
             }
-            if learned.applies(prompt["task_type"], versions, profile.weights) is None:
+            why_not = learned.applies(prompt["task_type"], versions, profile.weights)
+            if why_not is None:
                 decision = learned.decide(decision, rewards, profile.weights)
+            else:  # say why the profile's thresholds decided instead
+                decision = dataclasses.replace(
+                    decision, reason=f"{decision.reason} (profile thresholds: {why_not})"
+                )
         return {
             "rewards": {rw.candidate_id: rw.as_dict() for rw in rewards},
             "decision": decision.as_dict(),

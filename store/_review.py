@@ -410,7 +410,8 @@ class ReviewVerbs:
                     sum(kind = 'thumbs') AS thumbs,
                     sum(comment IS NOT NULL) AS comments,
                     max(updated_at) AS last
-                FROM reviews GROUP BY reviewer ORDER BY verdicts DESC, reviewer"""
+                FROM reviews WHERE source = 'reviewer'
+                GROUP BY reviewer ORDER BY verdicts DESC, reviewer"""
             )
         )
         rows = self.db.query(
@@ -435,6 +436,11 @@ class ReviewVerbs:
                 "by_run": waiting,
             },
             "reviewers": reviewers,
+            "imported": dict(
+                self.db.execute(
+                    "SELECT dataset, count(*) FROM reviews WHERE source = 'import' GROUP BY dataset"
+                ).fetchall()
+            ),
             "critics": critic_agreement(verdicts),
             "people": reviewer_agreement(verdicts),
             "runs": runs,

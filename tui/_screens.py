@@ -210,6 +210,8 @@ def stats_markup(stats: dict[str, Any]) -> str:
         )
     if not stats["reviewers"]:
         out.append("  none yet")
+    for dataset, n in (stats.get("imported") or {}).items():
+        out.append(f"  imported: {n} labels from {escape(dataset)} (criticloop labels list)")
 
     out += ["", "[b]Critics vs people[/b] (on cases a person preferred A or B)"]
     out.append("  critic          agree      n  no preference")
