@@ -206,6 +206,7 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.8)
     parser.add_argument("--risk", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=5, help="splits for the stability table")
     parser.add_argument("--no-policy", action="store_true", help="coherence without the NLL")
     parser.add_argument("--no-record", action="store_true", help="print only; leave RESULTS.md")
     args = parser.parse_args()
@@ -233,7 +234,7 @@ def main() -> None:
         "| data | sent to people | by uncertainty | at random (95% band) | by length gap |",
         "|---|---:|---:|---:|---:|",
     ]
-    table, escalation, notes = [], [], []
+    table, escalation, notes, stability = [], [], [], []
     began = time.perf_counter()
     for path in files:
         examples, counts, seconds = scored_examples(path, settings, profiles, policy=policy)
@@ -254,6 +255,7 @@ def main() -> None:
         )
         escalation += escalation_table(path.name, fit.report["escalation"], base)
         notes.append(_note(path.name, counts, examples, fit, seconds))
+        stability += _stability(path.name, examples, args)
     if args.train is not None:
         train, counts, seconds = scored_examples(args.train, settings, profiles, policy=policy)
         fit = fit_reward_model(train, target=args.target, risk=args.risk, seed=args.seed)
@@ -277,11 +279,21 @@ def main() -> None:
             )
     elapsed = time.perf_counter() - began
     text = "\n".join(header + table)
+    stab = "\n".join(
+        [
+            f"| data | over {args.repeats} splits (seeds) | mean | min | max |",
+            "|---|---|---:|---:|---:|",
+            *stability,
+        ]
+    )
     esc = "\n".join(esc_header + escalation)
     print(text)
     print()
     print(esc)
     print()
+    if stability:
+        print(stab)
+        print()
     print("\n".join(notes))
     if args.no_record:
         return
@@ -296,8 +308,41 @@ def main() -> None:
             "agreement stays >= X (empirical, no guarantee); for the baselines the confidence "
             "is the size of their difference.\n\n"
             f"{text}\n\nEscalation for the same human budget: agreement of the automatically "
-            f"decided pairs.\n\n{esc}\n\n" + "\n".join(notes) + "\n"
+            f"decided pairs.\n\n{esc}\n\n"
+            + (
+                f"The same on other splits of the file (held-out split of each seed; "
+                f"'guaranteed coverage': what the threshold chosen for {args.target:.0%} at "
+                f"risk {args.risk:g} decides).\n\n{stab}\n\n"
+                if stability
+                else ""
+            )
+            + "\n".join(notes)
+            + "\n"
         )
+
+
+def _stability(name: str, examples: Sequence[Example], args) -> list[str]:
+    rows: dict[str, list[float]] = {}
+    for seed in range(args.repeats):
+        fit = fit_reward_model(examples, target=args.target, risk=args.risk, seed=seed)
+        held = fit.report["held_out"]
+        base = baselines([examples[i] for i in _held_indices(examples, fit)])
+        values = {
+            "accuracy, critics + learned aggregator": held["model"]["accuracy"],
+            "accuracy, longer response wins": base["longer response wins"]["accuracy"],
+            "accuracy, profile reward": base["profile reward"]["accuracy"],
+            "ECE": held["model"]["ece"],
+            "coverage at 80% (empirical)": held["coverage_at"][1]["coverage"],
+            "guaranteed coverage": fit.threshold.coverage,
+        }
+        for key, value in values.items():
+            rows.setdefault(key, []).append(value)
+    out = []
+    for key, values in rows.items():
+        fmt = "{:.3f}" if key == "ECE" else "{:.1%}"
+        cells = " | ".join(fmt.format(v) for v in (np.mean(values), min(values), max(values)))
+        out.append(f"| {name} | {key} | {cells} |")
+    return out
 
 
 def _held_indices(examples: Sequence[Example], fit) -> list[int]:

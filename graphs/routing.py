@@ -169,9 +169,9 @@ class CalibratedPolicy:
             why = f"{self.version} prefers a vetoed candidate ({', '.join(winner.vetoes)})"
             return Decision("escalate", why, **common)
         if confidence >= self.threshold:
-            why = f"calibrated confidence {confidence:.2f} >= {self.threshold:.2f} ({policy})"
+            why = f"calibrated confidence {confidence:.3f} >= {self.threshold:.3f} ({policy})"
             return Decision("pair", why, source="synthetic", **common)
-        why = f"calibrated confidence {confidence:.2f} < {self.threshold:.2f} ({policy})"
+        why = f"calibrated confidence {confidence:.3f} < {self.threshold:.3f} ({policy})"
         return Decision("escalate", why, **common)
 
 
