@@ -164,19 +164,7 @@ def _score(
         for name in names:
             critic = critics[name]
             score = run_critic(critic, cases[gen], signals)
-            store.record_critique(
-                CritiqueRecord(
-                    generation_id=gen,
-                    critic=name,
-                    score=score.score,
-                    confidence=score.confidence,
-                    rationale=score.rationale,
-                    critic_version=score.critic_version,
-                    backend="local",
-                    evidence={**score.evidence, "dimension": score.dimension, "veto": score.veto},
-                    run_id=run_id,
-                )
-            )
+            store.record_critique(CritiqueRecord.of(gen, name, score, "local", run_id))
             scores.setdefault(gen, {})[name] = {**score.as_dict(), "veto": score.veto}
     return len(todo)
 

@@ -208,22 +208,9 @@ def build_feedback_graph(resources: FeedbackResources, checkpointer: Any = None)
             store = r.stores.get()
             out: dict[str, dict[str, Any]] = {}
             for candidate_id, score in scores.items():
+                backend = getattr(critic, "backend", "local")
                 store.record_critique(
-                    CritiqueRecord(
-                        generation_id=candidate_id,
-                        critic=name,
-                        score=score.score,
-                        confidence=score.confidence,
-                        rationale=score.rationale,
-                        critic_version=score.critic_version,
-                        backend=getattr(critic, "backend", "local"),
-                        evidence={
-                            **score.evidence,
-                            "dimension": score.dimension,
-                            "veto": score.veto,
-                        },
-                        run_id=state["run_id"],
-                    )
+                    CritiqueRecord.of(candidate_id, name, score, backend, state["run_id"])
                 )
                 out[candidate_id] = {name: score.as_dict()}
             return {"scores": out} if out else {}

@@ -75,6 +75,23 @@ class CritiqueRecord:
     evidence: dict[str, Any] = field(default_factory=dict)
     run_id: str | None = None
 
+    @classmethod
+    def of(
+        cls, generation_id: str, critic: str, score: Any, backend: str, run_id: str | None
+    ) -> CritiqueRecord:
+        """The record of a critic's ``Score`` (its dimension and veto kept in the evidence)."""
+        return cls(
+            generation_id=generation_id,
+            critic=critic,
+            score=score.score,
+            confidence=score.confidence,
+            rationale=score.rationale,
+            critic_version=score.critic_version,
+            backend=backend,
+            evidence={**score.evidence, "dimension": score.dimension, "veto": score.veto},
+            run_id=run_id,
+        )
+
     @property
     def id(self) -> str:
         key = (self.generation_id, self.critic, self.critic_version, self.backend, self.run_id)
