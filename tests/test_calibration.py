@@ -374,3 +374,73 @@ def test_stats_screen_draws_the_reliability_bins_and_flags():
     assert "0.5-0.6  0.55" in text and "0.6-0.7" not in text  # empty bins are left out
     assert "SHIFT" in text and "flag" in text
     assert max(len(line) for line in lines if "[" not in line) <= 80  # an 80-column terminal
+
+
+def test_drift_report_flags_the_week_people_stopped_agreeing(store, settings, tmp_path):
+    """Decisions made in the reviewer app, three weeks of them: people agree with the
+    critics' pick in the first two, mostly not in the third. Scores are recorded at the
+    critics' current versions as the graph would; the review times are set per week."""
+    from criticloop.graphs.drift import drift_flags, drift_report
+    from criticloop.graphs.profiles import Profiles
+    from criticloop.graphs.run import build_critics
+    from criticloop.store import SUPPLIED, CritiqueRecord, DecisionRecord, read_records
+
+    profiles = Profiles.load(settings.profiles)
+    critics = build_critics(profiles)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "".join(
+            json.dumps({"id": f"q-{i}", "prompt": f"Question {i}?", "candidates": ["A.", "B."]})
+            + "\n"
+            for i in range(90)
+        )
+    )
+    store.import_records(read_records(prompts))
+    run_id = store.start_run("graph", {"prompts": []})
+    rng = np.random.default_rng(3)
+    for i in range(90):
+        gens = [g["id"] for g in store.generations_for(f"q-{i}")]
+        for gen, helpful in zip(gens, (0.8, 0.4), strict=True):
+            for name, value in (("helpfulness", helpful), ("coherence", 0.7), ("compliance", 1.0)):
+                score = make_score(critics[name].version, value)
+                store.record_critique(CritiqueRecord.of(gen, name, score, "local", run_id))
+        store.record_decision(
+            DecisionRecord(
+                run_id=run_id,
+                prompt_id=f"q-{i}",
+                config_hash=SUPPLIED,
+                outcome="escalated",
+                status="waiting",
+                reason="test",
+                rewards={},
+                chosen_generation_id=gens[0],
+                rejected_generation_id=gens[1],
+            )
+        )
+        week = i // 30  # 2026-W45, W46, W47
+        agree = rng.uniform() < (0.85 if week < 2 else 0.35)
+        store.record_verdict(f"{run_id}/q-{i}", "ana", "a" if agree else "b")
+        stamp = f"2026-11-{3 + 7 * week:02d}T12:00:00.000+00:00"
+        store.db.execute(
+            "UPDATE reviews SET created_at = ?, updated_at = ? WHERE decision_id = ?",
+            [stamp, stamp, f"{run_id}/q-{i}"],
+        )
+    store.db.conn.commit()
+
+    report = drift_report(store, profiles, critics)
+    assert report["model"] is None and report["decisions"] == 90
+    assert [w["window"] for w in report["windows"]] == ["2026-W45", "2026-W46", "2026-W47"]
+    assert [w["fired"] for w in report["windows"]] == [False, False, True]
+    assert report["windows"][2]["ci"][1] < 0.7 and report["flags"]
+    flags = drift_flags(store, profiles, critics)
+    assert flags["flagged"] and flags["latest"]["window"] == "2026-W47"
+    assert flags["flags"][0].startswith("window 2026-W47: agreement")
+
+
+def make_score(version: str, value: float):
+    """A Score as a local critic returns it."""
+    from criticloop.agents import Score
+
+    return Score(
+        dimension="x", score=value, confidence=0.8, rationale="test", critic_version=version
+    )
