@@ -14,6 +14,7 @@ from ._critic import (
     Score,
     build_critic,
     critic,
+    critic_versions,
     run_critic,
 )
 from ._models import ModelRef, embedder_ref, ensure_bundled_policy, load_embedder, policy_ref
@@ -31,6 +32,7 @@ __all__ = [
     "Signals",
     "build_critic",
     "critic",
+    "critic_versions",
     "run_critic",
     "ModelRef",
     "Policy",

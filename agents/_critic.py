@@ -9,7 +9,7 @@ A critic never raises for a bad text: the graph turns exceptions into unscored r
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -155,6 +155,11 @@ def build_critic(name: str, **options: Any) -> Critic:
         known = ", ".join(sorted(CRITICS))
         raise KeyError(f"unknown critic {name!r} (known: {known})") from None
     return factory(**options)
+
+
+def critic_versions(critics: Mapping[str, Critic]) -> dict[str, str]:
+    """critic -> 'backend:version': what a run, a decision or a reward model judged with."""
+    return {name: f"{getattr(c, 'backend', 'local')}:{c.version}" for name, c in critics.items()}
 
 
 def clamp(value: float, low: float = 0.0, high: float = 1.0) -> float:

@@ -22,8 +22,6 @@ import argparse
 import datetime
 import hashlib
 import json
-import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -45,7 +43,8 @@ from criticloop.graphs.profiles import Profiles
 from criticloop.graphs.reward import aggregate
 from criticloop.graphs.run import build_critics
 from criticloop.settings import Settings
-from criticloop.store._labels import read_labelled_pairs
+from criticloop.store import read_labelled_pairs
+from helpfulness_agreement import machine  # bench/ is on the path when run as a script
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 CACHE = Path(__file__).with_name(".cache")
@@ -160,7 +159,7 @@ def _row(label: str, n: int, name: str, acc: float, ece: float | None, cover: li
     return f"| {label} | {n} | {name} | {acc:.1%} | {e} | {cells} |"
 
 
-def report(label: str, examples: Sequence[Example], held: dict, base: dict) -> list[str]:
+def report(label: str, held: dict, base: dict) -> list[str]:
     n = held["n"]
     lines = [
         _row(
@@ -187,15 +186,6 @@ def escalation_table(label: str, curve: list, base: dict) -> list[str]:
             f"{lrow['uncertainty']:.1%} |"
         )
     return lines
-
-
-def machine() -> str:
-    import torch
-
-    return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"torch {torch.__version__}"
-    )
 
 
 def main() -> None:
@@ -239,10 +229,10 @@ def main() -> None:
     for path in files:
         examples, counts, seconds = scored_examples(path, settings, profiles, policy=policy)
         fit = fit_reward_model(examples, target=args.target, risk=args.risk, seed=args.seed)
-        held_idx = _held_indices(examples, fit)
+        held_idx = fit.held_out["index"]
         base = baselines([examples[i] for i in held_idx])
         label = f"{path.name} (held-out split)"
-        table += report(label, examples, fit.report["held_out"], base)
+        table += report(label, fit.report["held_out"], base)
         cv = fit.report["cross_validated"]
         table.append(
             f"| {path.name} (5-fold CV, fit split) | {fit.report['split']['fit']} | "
@@ -267,7 +257,7 @@ def main() -> None:
             )
             base = baselines(examples)
             label = f"{path.name} (fitted on {args.train.name})"
-            table += report(label, examples, held, base)
+            table += report(label, held, base)
             escalation += escalation_table(label, held["escalation"], base)
             applied = held.get("policy") or {}
             notes.append(
@@ -326,7 +316,7 @@ def _stability(name: str, examples: Sequence[Example], args) -> list[str]:
     for seed in range(args.repeats):
         fit = fit_reward_model(examples, target=args.target, risk=args.risk, seed=seed)
         held = fit.report["held_out"]
-        base = baselines([examples[i] for i in _held_indices(examples, fit)])
+        base = baselines([examples[i] for i in fit.held_out["index"]])
         values = {
             "accuracy, critics + learned aggregator": held["model"]["accuracy"],
             "accuracy, longer response wins": base["longer response wins"]["accuracy"],
@@ -343,14 +333,6 @@ def _stability(name: str, examples: Sequence[Example], args) -> list[str]:
         cells = " | ".join(fmt.format(v) for v in (np.mean(values), min(values), max(values)))
         out.append(f"| {name} | {key} | {cells} |")
     return out
-
-
-def _held_indices(examples: Sequence[Example], fit) -> list[int]:
-    from criticloop.graphs.aggregator import _folds
-
-    groups = [e.group for e in examples]
-    split = _folds(groups, max(2, round(1 / 0.3)), fit.report["split"]["seed"] + 1) == 0
-    return [int(i) for i in np.flatnonzero(split)]
 
 
 def _num(value, pct: bool = False) -> str:

@@ -114,7 +114,8 @@ def echo_calibration(summary: dict[str, Any]) -> None:
     left = ", ".join(f"{why} {n}" for why, n in summary["left_out"].items()) or "none"
     if summary["status"] == "too_little_data":
         click.echo(summary["message"])
-        click.echo(f"  left out: {left}")
+        if summary["left_out"]:
+            click.echo(f"  left out: {left}")
         return
     report = summary["report"]
     sources = ", ".join(f"{k} {v}" for k, v in report["examples"]["by_source"].items())

@@ -162,7 +162,7 @@ class Fit:
     model: RewardModel
     threshold: cs.Threshold
     report: dict[str, Any]
-    held_out: dict[str, np.ndarray] = field(default_factory=dict)  # p and y on the split
+    held_out: dict[str, np.ndarray] = field(default_factory=dict)  # p, y, index of the split
 
 
 def _augment(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -227,11 +227,9 @@ def fit_reward_model(
     folds: int = 5,
     seed: int = 0,
     C: float = 1.0,
-    evaluate: Sequence[Example] = (),
 ) -> Fit:
     """Fit on part of ``examples``, choose the calibrator by cross-validation there, and pick
-    the escalation threshold on the calibration split it never saw. ``evaluate``: further
-    labelled files to measure on (never fitted on)."""
+    the escalation threshold on the calibration split it never saw."""
     groups = [e.group for e in examples]
     split = _folds(groups, max(2, round(1 / calibration_share)), seed + 1) == 0
     fit_idx, cal_idx = np.flatnonzero(~split), np.flatnonzero(split)
@@ -293,9 +291,7 @@ def fit_reward_model(
         "escalation": cs.escalation_curve(conf, correct, seed=seed) if len(conf) else [],
         "weights": {name: round(float(c), 4) for name, c in zip(FEATURES, coef, strict=True)},
     }
-    if evaluate:
-        report["evaluated"] = evaluate_model(model, evaluate, target=target, risk=risk, seed=seed)
-    return Fit(model, threshold, report, {"p": p_cal, "y": y[cal_idx]})
+    return Fit(model, threshold, report, {"p": p_cal, "y": y[cal_idx], "index": cal_idx})
 
 
 def _held_out(
@@ -318,8 +314,6 @@ def evaluate_model(
     model: RewardModel,
     examples: Sequence[Example],
     *,
-    target: float | None = None,
-    risk: float | None = None,
     threshold: float | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
@@ -340,10 +334,6 @@ def evaluate_model(
             "coverage": round(float(auto.mean()), 4),
             "agreement": round(float(correct[auto].mean()), 4) if auto.any() else None,
         }
-    elif target is not None and risk is not None:
-        out["policy_if_calibrated_here"] = cs.select_threshold(
-            conf, correct, target=target, risk=risk, min_auto=min_auto(len(conf))
-        ).as_dict()
     return out
 
 

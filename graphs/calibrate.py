@@ -20,10 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ..agents import Case, Critic, Signals, load_embedder, policy_ref, run_critic
-from ..errors import ConfigError
+from ..agents import (
+    Case,
+    Critic,
+    Signals,
+    critic_versions,
+    load_embedder,
+    policy_ref,
+    run_critic,
+)
+from ..errors import ConfigError, NotFoundError
 from ..settings import Settings
 from ..store import CritiqueRecord, Store, content_hash
 from .aggregator import Example, Fit, RewardModel, fit_reward_model, pair_features
@@ -43,10 +49,6 @@ class Gathered:
     left_out: dict[str, int]
     scored: int  # generations the critics scored for this calibration
     critic_versions: dict[str, str]
-
-
-def critic_versions(critics: dict[str, Critic]) -> dict[str, str]:
-    return {name: f"{getattr(c, 'backend', 'local')}:{c.version}" for name, c in critics.items()}
 
 
 def gather(
@@ -102,11 +104,12 @@ def gather(
         if (names := needed(row, gen))
     }
     local_todo = {
-        gen: [n for n in names if getattr(critics[n], "backend", "local") == "local"]
+        gen: local
         for gen, names in todo.items()
+        if (local := [n for n in names if getattr(critics[n], "backend", "local") == "local"])
     }
     scored = 0
-    if score_missing and any(local_todo.values()):
+    if score_missing and local_todo:
         scored = _score(store, critics, local_todo, texts, contexts, load_signals, run_id, scores)
     examples = []
     for row in decisive:
@@ -209,6 +212,12 @@ def calibrate(
         raise ConfigError("calibrate: --target must be in (0.5, 1) and --risk in (0, 0.5)")
     critics = critics if critics is not None else build_critics(profiles, settings)
     with Store.open(settings.db_path, create=False) as store:
+        if dataset is not None:
+            known = sorted({r["dataset"] for r in store.labelled_pairs(source="import")})
+            if dataset not in known:
+                raise NotFoundError(
+                    f"no labelled pairs in dataset {dataset!r} (known: {', '.join(known) or 'none'})"
+                )
         run_id = store.start_run(
             RUN_KIND,
             {"target": target, "risk": risk, "source": source, "dataset": dataset, "seed": seed},
@@ -222,7 +231,11 @@ def calibrate(
                     "run_id": run_id,
                     "labelled_pairs": len(rows),
                     "examples": decisive,
-                    "left_out": {"tied or no majority": len(rows) - decisive},
+                    "left_out": (
+                        {"tied or no majority": len(rows) - decisive}
+                        if len(rows) > decisive
+                        else {}
+                    ),
                     "scored_now": 0,
                     "target": target,
                     "risk": risk,
@@ -417,10 +430,6 @@ def write_diagram(fit: Fit, version: str, path: Path) -> None:
 
 def load_model(row: dict[str, Any]) -> RewardModel:
     return RewardModel.from_dict(row["model"])
-
-
-def predict(model: RewardModel, examples: Sequence[Example]) -> np.ndarray:
-    return model.predict(np.array([e.x for e in examples])) if examples else np.zeros(0)
 
 
 def active_policy(store: Store) -> CalibratedPolicy | None:

@@ -165,7 +165,7 @@ def calibration_stats(store: Store, settings: Any) -> dict[str, Any]:
     try:
         profiles = Profiles.load(settings.profiles)
         row = store.active_reward_model()
-        drift = drift_report(store, profiles, build_critics(profiles))
+        drift = drift_report(store, profiles, build_critics(profiles, settings))
     except Exception as exc:  # noqa: BLE001 - the stats screen shows what it can
         return {"error": f"{type(exc).__name__}: {exc}"}
     model = None

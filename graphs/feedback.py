@@ -11,13 +11,12 @@ that runs again after a crash, or before an ``interrupt()`` on resume, duplicate
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from ..agents import (
     Signals,
     build_conversation,
     build_revision,
+    critic_versions,
     run_critic,
 )
 from ..settings import Settings
@@ -235,14 +235,12 @@ def build_feedback_graph(resources: FeedbackResources, checkpointer: Any = None)
         )
         learned = r.calibrated
         if learned is not None and decision.route in ("pair", "escalate") and not pending:
-            versions = {
-                n: f"{getattr(c, 'backend', 'local')}:{c.version}" for n, c in r.critics.items()
-            }
+            versions = critic_versions(r.critics)
             why_not = learned.applies(prompt["task_type"], versions, profile.weights)
             if why_not is None:
                 decision = learned.decide(decision, rewards, profile.weights)
             else:  # say why the profile's thresholds decided instead
-                decision = dataclasses.replace(
+                decision = replace(
                     decision, reason=f"{decision.reason} (profile thresholds: {why_not})"
                 )
         return {

@@ -24,7 +24,15 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
-from ..agents import Critic, Policy, Sampling, build_critic, load_embedder, policy_ref
+from ..agents import (
+    Critic,
+    Policy,
+    Sampling,
+    build_critic,
+    critic_versions,
+    load_embedder,
+    policy_ref,
+)
 from ..settings import Settings
 from ..store import SUPPLIED, Store
 from ._generate import generate_and_record, generation_config_hash, missing_requests
@@ -259,10 +267,7 @@ def run_feedback(
                 "adapter": resources.adapter_version,
                 "teacher": settings.teacher.model,
                 "reward_model": resources.calibrated.version if resources.calibrated else None,
-                "critics": {
-                    name: f"{getattr(c, 'backend', 'local')}:{c.version}"
-                    for name, c in resources.critics.items()
-                },
+                "critics": critic_versions(resources.critics),
                 "prompts": prompt_ids,
             },
         )

@@ -44,7 +44,7 @@ from sqlite_utils import Database
 
 from ..errors import InputError
 from ..vocab import TASK_TYPES, VERDICT_KINDS
-from ._common import _key, now
+from ._common import _key
 from ._files import _decode_utf8
 from ._records import SLUG, Prompt
 
@@ -526,43 +526,16 @@ class LabelVerbs:
                         generation_id=generations[0].id,
                         other_generation_id=generations[1].id,
                         preference=label,
+                        source="import",
+                        dataset=dataset,
                     )
-                    outcome = self._upsert_imported_review(review, dataset)
+                    outcome = self.record_review(review)  # type: ignore[attr-defined]
                     summary["reviews"][outcome] += 1
                     outcomes.add(outcome)
                 pair_outcome = outcomes.pop() if len(outcomes) == 1 else "updated"
                 summary["pairs"][pair_outcome] += 1
                 summary["majority"][pair.majority or "none"] += 1
         return summary
-
-    def _upsert_imported_review(self, review: Any, dataset: str) -> str:
-        values = {
-            "prompt_id": review.prompt_id,
-            "generation_id": review.generation_id,
-            "other_generation_id": review.other_generation_id,
-            "reviewer": review.reviewer,
-            "kind": review.kind,
-            "preference": review.preference,
-            "decision_id": None,
-            "source": "import",
-            "dataset": dataset,
-        }
-        existing = next(
-            self.db.query(
-                "SELECT preference, source, dataset FROM reviews WHERE id = ?", [review.id]
-            ),
-            None,
-        )
-        stamp = now()
-        if existing is None:
-            self.db["reviews"].insert(
-                {"id": review.id, **values, "created_at": stamp, "updated_at": stamp}
-            )
-            return "inserted"
-        if existing == {k: values[k] for k in ("preference", "source", "dataset")}:
-            return "unchanged"
-        self.db["reviews"].update(review.id, {**values, "updated_at": stamp})
-        return "updated"
 
     def labelled_pairs(
         self, dataset: str | None = None, source: str | None = None

@@ -83,12 +83,10 @@ class RewardModelVerbs:
             self.db.execute("UPDATE reward_models SET status = 'retired' WHERE status = 'active'")
 
     def reward_model(self, version: str) -> dict[str, Any]:
-        row = self.db.execute("SELECT * FROM reward_models WHERE version = ?", [version])
-        found = row.fetchone()
-        if found is None:
+        row = next(self.db["reward_models"].rows_where("version = ?", [version]), None)
+        if row is None:
             raise NotFoundError(f"no reward model {version!r} (see: criticloop calibrate --list)")
-        columns = [c[0] for c in row.description]
-        return _decode(dict(zip(columns, found, strict=True)), *_JSON)
+        return _decode(row, *_JSON)
 
     def active_reward_model(self) -> dict[str, Any] | None:
         rows = list(self.db["reward_models"].rows_where("status = 'active'", limit=1))

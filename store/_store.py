@@ -131,6 +131,8 @@ class ReviewRecord:
     comment: str | None = None
     rewrite: str | None = None
     decision_id: str | None = None  # the escalated case it was given on, if any
+    source: str = "reviewer"  # or "import": a labelled pair from a file
+    dataset: str | None = None  # the imported file's dataset name
 
     @property
     def id(self) -> str:
@@ -595,7 +597,8 @@ class Store(ReviewVerbs, TrainingVerbs, TraceVerbs, LabelVerbs, RewardModelVerbs
         return self._insert_new("pairs", [row]) == 1
 
     def record_review(self, review: ReviewRecord) -> Outcome:
-        """Record a person's decision; deciding the same thing again replaces the earlier one."""
+        """Record a person's decision; deciding the same thing again replaces the earlier one
+        (and recording exactly what is there already changes nothing)."""
         if review.kind not in REVIEW_KINDS:
             raise InputError(f"review kind must be one of {', '.join(REVIEW_KINDS)}")
         values = {
@@ -610,10 +613,14 @@ class Store(ReviewVerbs, TrainingVerbs, TraceVerbs, LabelVerbs, RewardModelVerbs
             "comment": review.comment,
             "rewrite": review.rewrite,
             "decision_id": review.decision_id,
+            "source": review.source,
+            "dataset": review.dataset,
         }
         stamp = now()
         with self.transaction():
-            existing = self.db.execute("SELECT 1 FROM reviews WHERE id = ?", [review.id]).fetchone()
+            existing = next(self.db.query("SELECT * FROM reviews WHERE id = ?", [review.id]), None)
+            if existing and all(existing[k] == v for k, v in values.items()):
+                return "unchanged"
             if existing:
                 self.db["reviews"].update(review.id, {**values, "updated_at": stamp})
             else:
