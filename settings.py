@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
@@ -98,7 +106,29 @@ class ReviewSettings(BaseModel):
         le=24 * 60,
         description="How long a case stays with a reviewer's app before others may take it.",
     )
+    rating_chosen_min: int = Field(
+        4,
+        ge=1,
+        le=5,
+        description="When verdicts tie, ratings decide: the preferred candidate needs at least "
+        "this many stars (or a thumbs up)...",
+    )
+    rating_rejected_max: int = Field(
+        2,
+        ge=1,
+        le=5,
+        description="...and the other at most this many stars (or a thumbs down).",
+    )
     theme: Literal["dark", "light"] = Field("dark", description="Colour theme of the app.")
+
+    @model_validator(mode="after")
+    def _ratings_apart(self) -> ReviewSettings:
+        if self.rating_rejected_max >= self.rating_chosen_min:
+            raise ValueError(
+                f"rating_rejected_max ({self.rating_rejected_max}) must be below "
+                f"rating_chosen_min ({self.rating_chosen_min})"
+            )
+        return self
 
 
 class TrainingSettings(BaseModel):

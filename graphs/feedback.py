@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,7 +34,7 @@ from ..agents import (
     critic_versions,
     run_critic,
 )
-from ..settings import Settings
+from ..settings import ReviewSettings, Settings
 from ..store import (
     SUPPLIED,
     CriticCall,
@@ -566,6 +566,9 @@ def _apply_human_answer(r: FeedbackResources, state: FeedbackState, answer: dict
     votes = Counter(v["preference"] for v in verdicts)
     (top, count), *rest = votes.most_common()
     winner = top if top != "tie" and all(n < count for _, n in rest) else None
+    rated_by = None
+    if winner is None:
+        winner, rated_by = rating_preference(answer.get("ratings") or [], r.settings.review)
 
     def pair(chosen_text: str, rejected: str, source: str, chosen: str | None) -> PairRecord:
         return PairRecord(
@@ -592,7 +595,9 @@ def _apply_human_answer(r: FeedbackResources, state: FeedbackState, answer: dict
     store = r.stores.get()
     for record in records:
         store.record_pair(record)
-    reason = _verdicts_reason(verdicts, winner)
+    reason = _verdicts_reason(verdicts, None if rated_by else winner)
+    if rated_by:
+        reason += f"; ratings prefer {winner.upper()} ({', '.join(rated_by)})"
     pair_id = records[0].id if records else None
     _record_decision(r, state, "human", "done", reason, pair_id=pair_id)
     return {
@@ -603,6 +608,42 @@ def _apply_human_answer(r: FeedbackResources, state: FeedbackState, answer: dict
             "pairs": [p.id for p in records],
         }
     }
+
+
+def rating_preference(
+    ratings: list[dict[str, Any]], review: ReviewSettings
+) -> tuple[str | None, list[str]]:
+    """The candidate ("a" or "b") people's stars and thumbs prefer, for a case their verdicts
+    left undecided (a tie, or no majority); and who rated so.
+
+    The seed systems' DPO rule, per reviewer: one candidate rated at least
+    ``rating_chosen_min`` stars or thumbs up, the other at most ``rating_rejected_max`` stars or
+    thumbs down. A reviewer whose stars and thumbs disagree on a candidate says nothing of it;
+    reviewers who prefer different candidates cancel out.
+    """
+    grades: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for rating in ratings:
+        stars, thumbs = rating.get("stars"), rating.get("thumbs")
+        if stars is not None:
+            grade = (
+                "good"
+                if stars >= review.rating_chosen_min
+                else "bad"
+                if stars <= review.rating_rejected_max
+                else None
+            )
+        else:
+            grade = {"up": "good", "down": "bad"}.get(thumbs or "")
+        if grade:
+            grades[rating["reviewer"]][rating["candidate"]].add(grade)
+    picks = {}
+    for reviewer, graded in grades.items():
+        for this, other in (("a", "b"), ("b", "a")):
+            if graded[this] == {"good"} and graded[other] == {"bad"}:
+                picks[reviewer] = this
+    if len(set(picks.values())) != 1:
+        return None, []
+    return next(iter(picks.values())), sorted(picks)
 
 
 def _verdicts_reason(verdicts: list[dict[str, Any]], winner: str | None) -> str:

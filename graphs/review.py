@@ -313,7 +313,7 @@ class ReviewDesk:
         with Store.open(self.settings.db_path, create=False) as store:  # this thread's own
             ready = store.cases_to_settle(self.reviews_per_item)
             ready = [d for d in ready if case_id is None or d["id"] == case_id]
-            answers = [(d, answer_from_verdicts(store.verdicts(d["id"]))) for d in ready]
+            answers = [(d, answer_for_case(store, d)) for d in ready]
         outcomes = []
         for decision, answer in answers:
             outcome = self.resumer.resume(decision["run_id"], decision["prompt_id"], answer)
@@ -351,6 +351,23 @@ class ReviewDesk:
             self.store.close()
             if self._resumer is not None:
                 self._resumer.close()
+
+
+def answer_for_case(store: Store, case: dict[str, Any]) -> dict[str, Any]:
+    """What a waiting thread is resumed with: every reviewer's verdict, and the stars and
+    thumbs people gave its candidates (they break a tie; see ``feedback.rating_preference``)."""
+    label = {case["chosen_generation_id"]: "a", case["rejected_generation_id"]: "b"}
+    ratings = [
+        {
+            "reviewer": r["reviewer"],
+            "candidate": label[r["generation_id"]],
+            "stars": r["stars"],
+            "thumbs": r["thumbs"],
+        }
+        for r in store.case_reviews(case["id"])
+        if r["kind"] in ("stars", "thumbs") and r["generation_id"] in label
+    ]
+    return {**answer_from_verdicts(store.verdicts(case["id"])), "ratings": ratings}
 
 
 def answer_from_verdicts(verdicts: list[dict[str, Any]]) -> dict[str, Any]:

@@ -75,6 +75,20 @@ def test_a_rewrite_becomes_chosen_as_human_revision(review_home):
     assert {p["rejected"] for p in revisions} == {case.a.text, case.b.text}
 
 
+def test_a_tie_with_ratings_apart_makes_the_pair_the_ratings_prefer(review_home):
+    desk = ReviewDesk(review_home, "ana")
+    case = desk.next_case()
+    desk.annotate(case, "a", stars=2)
+    desk.annotate(case, "b", stars=5)
+    desk.verdict(case.id, "tie")
+    (outcome,) = desk.settle(case.id)
+    desk.close()
+    assert outcome["reason"] == "ana chose a tie; ratings prefer B (ana)"
+    with Store.open(review_home.db_path) as store:
+        pair = store.db["pairs"].get(outcome["pair_id"])
+    assert pair["source"] == "human" and pair["chosen_generation_id"] == case.b.id
+
+
 def test_undo_deletes_the_pair_and_rewinds_the_thread_to_its_interrupt(review_home):
     desk = ReviewDesk(review_home, "ana")
     case = desk.next_case()

@@ -160,3 +160,57 @@ def test_route_function_reads_the_decision():
 def test_reward_round_trips_through_json_state():
     reward = _reward("a", 0.8, 0.6, veto_rules=("pii",))
     assert Reward.from_dict(reward.as_dict()) == reward
+
+
+def _rated(reviewer: str, candidate: str, stars: int | None = None, thumbs: str | None = None):
+    return {"reviewer": reviewer, "candidate": candidate, "stars": stars, "thumbs": thumbs}
+
+
+@pytest.mark.parametrize(
+    "ratings, expected",
+    [
+        ([_rated("ana", "a", 5), _rated("ana", "b", 2)], ("a", ["ana"])),
+        ([_rated("ana", "a", thumbs="down"), _rated("ana", "b", thumbs="up")], ("b", ["ana"])),
+        ([_rated("ana", "a", 4), _rated("ana", "b", thumbs="down")], ("a", ["ana"])),
+        ([_rated("ana", "a", 4), _rated("ana", "b", 3)], (None, [])),  # 3 is neither
+        ([_rated("ana", "a", 5)], (None, [])),  # one candidate rated says nothing of the other
+        (
+            [_rated("ana", "a", 5), _rated("ana", "a", thumbs="down"), _rated("ana", "b", 1)],
+            (None, []),
+        ),
+        (
+            [
+                _rated("ana", "a", 5),
+                _rated("ana", "b", 1),
+                _rated("bo", "a", 1),
+                _rated("bo", "b", 5),
+            ],
+            (None, []),  # reviewers who disagree cancel out
+        ),
+        (
+            [
+                _rated("bo", "b", 4),
+                _rated("bo", "a", 2),
+                _rated("ana", "b", thumbs="up"),
+                _rated("ana", "a", thumbs="down"),
+                _rated("cy", "a", 3),
+            ],
+            ("b", ["ana", "bo"]),
+        ),
+    ],
+)
+def test_ratings_break_a_tie_by_the_seed_rule(ratings, expected):
+    from criticloop.graphs.feedback import rating_preference
+    from criticloop.settings import ReviewSettings
+
+    assert rating_preference(ratings, ReviewSettings()) == expected
+
+
+def test_rating_thresholds_follow_settings_and_must_leave_a_gap():
+    from criticloop.graphs.feedback import rating_preference
+    from criticloop.settings import ReviewSettings
+
+    strict = ReviewSettings(rating_chosen_min=5, rating_rejected_max=1)
+    assert rating_preference([_rated("ana", "a", 4), _rated("ana", "b", 1)], strict) == (None, [])
+    with pytest.raises(ValueError, match="rating_rejected_max"):
+        ReviewSettings(rating_chosen_min=3, rating_rejected_max=3)
