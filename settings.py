@@ -267,6 +267,12 @@ class JudgeSettings(BaseModel):
     retries: int = Field(
         2, ge=0, le=5, description="Re-asks after a malformed verdict before it is unscored."
     )
+    structured_output: Literal["schema", "prompt"] = Field(
+        "schema",
+        description="How a verdict is asked for: 'schema' sends its JSON schema "
+        "(response_format: OpenAI, vLLM, recent llama.cpp and Ollama); 'prompt' asks in the "
+        "prompt only and parses the reply, for servers that reject response_format.",
+    )
     both_orders: bool = Field(
         True,
         description="Judge every pair as A-B and B-A; orders that disagree lower the "

@@ -372,19 +372,24 @@ class CrewCritic:
             max_retry_limit=0,
             respect_context_window=False,
         )
+        schema = self.llm.settings.structured_output == "schema"
         task = Task(
             description=description,
             expected_output="Only the JSON verdict object.",
             agent=agent,
-            output_pydantic=model,
-            converter_cls=LocalConverter,
+            # 'prompt': no response_format on the wire; the raw reply is parsed by _ask
+            output_pydantic=model if schema else None,
+            converter_cls=LocalConverter if schema else None,
         )
         crew = Crew(agents=[agent], tasks=[task], verbose=False, memory=False)
         try:
             out = crew.kickoff()
         except Exception as exc:  # noqa: BLE001 - transport or provider failure: an attempt lost
             usage = _usage(llm)
-            return None, usage, f"{type(exc).__name__}: {str(exc)[:200]}"
+            error = f"{type(exc).__name__}: {str(exc)[:200]}"
+            if schema and "response_format" in str(exc):
+                error += " (the server rejects structured output: CRITICLOOP_JUDGE__STRUCTURED_OUTPUT=prompt)"
+            return None, usage, error
         usage = (out.token_usage.prompt_tokens, out.token_usage.completion_tokens)
         return (out.pydantic if out.pydantic is not None else out.raw), usage, None
 

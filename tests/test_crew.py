@@ -21,7 +21,13 @@ from criticloop.agents._untrusted import fence, neutralize
 from criticloop.settings import Settings
 from criticloop.store import Store
 from support.langsmith_sink import LangSmithSink
-from support.openai_server import USAGE, FakeOpenAIServer, fake_judge, fenced_responses
+from support.openai_server import (
+    USAGE,
+    BadRequest,
+    FakeOpenAIServer,
+    fake_judge,
+    fenced_responses,
+)
 
 API_KEY = "ls-secret-key-0123456789"
 GOOD = "Boil water, lower the egg in, simmer nine minutes, then cool it in cold water and peel."
@@ -197,6 +203,35 @@ def test_a_response_that_instructs_the_judge_never_wins_automatically(settings, 
     assert attacker.evidence["injection"] and "a person must decide" in attacker.rationale
     assert all(len(blocks) == 2 for blocks in seen)  # no block closed early
     assert all(GOOD in blocks for blocks in seen)
+
+
+def _without_structured_output(reply):
+    """A served judge like older llama.cpp or vLLM builds: a 400 for any response_format."""
+
+    def strict(body: dict[str, Any]) -> str:
+        if "response_format" in body:
+            raise BadRequest("'response_format' is not supported by this server")
+        return reply(body)
+
+    return strict
+
+
+def test_a_server_without_structured_output_is_named_and_prompt_mode_judges_on_it(settings):
+    verdicts, calls = {}, {}
+    for mode in ("schema", "prompt"):
+        with FakeOpenAIServer(_without_structured_output(fake_judge(gullible_score))) as server:
+            update = {"base_url": server.base_url, "model": "old-7b", "structured_output": mode}
+            judge = JudgeLLM(settings.judge.model_copy(update=update))
+            critic = CrewCritic("helpfulness", build_critic("helpfulness"), judge)
+            judgement = critic.compare(_case(GOOD), _case(SHORT), "x", "y")
+            verdicts[mode], calls[mode] = judgement.scores, judgement.calls
+            sent = [r["body"] for r in server.requests]
+        assert sent and all(("response_format" in b) == (mode == "schema") for b in sent)
+    # schema: every call refused -> unscored (the case escalates), and the error says what to set
+    assert not any(s.scored for s in verdicts["schema"])
+    assert all(not c.ok and "STRUCTURED_OUTPUT=prompt" in c.error for c in calls["schema"])
+    good, short = verdicts["prompt"]
+    assert good.score > short.score and all(c.ok for c in calls["prompt"])
 
 
 # ---- the LangChain teacher ----------------------------------------------------------------------

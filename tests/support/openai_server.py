@@ -22,6 +22,11 @@ USAGE = (120, 30)
 """Tokens every reply reports (prompt, completion): what cost tests multiply."""
 
 
+class BadRequest(Exception):
+    """Raised by a ``reply`` script: the server answers 400 with this message, as a server does
+    for a request it does not support."""
+
+
 class FakeOpenAIServer:
     def __init__(self, reply: Callable[[dict[str, Any]], str], usage: tuple[int, int] = USAGE):
         self.reply = reply
@@ -47,6 +52,10 @@ class FakeOpenAIServer:
                     return self._send(404, {"error": {"message": "not found"}})
                 try:
                     content = server.reply(body)
+                except BadRequest as exc:
+                    return self._send(
+                        400, {"error": {"message": str(exc), "type": "invalid_request_error"}}
+                    )
                 except Exception as exc:  # a script bug shows up as a 500 with its message
                     return self._send(500, {"error": {"message": repr(exc)}})
                 prompt, completion = server.usage
