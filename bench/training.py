@@ -223,6 +223,7 @@ def bench_dpo(args, settings, workdir: Path, model_path: str, label: str, quanti
                 "tokens_s": statistics.median(1 / t for t in per_token),
                 "peak_mb": max(r["peak_memory_mb"] for r in results),
                 "per_token": statistics.median(per_token),
+                "per_token_range": (min(per_token), max(per_token)),
             }
         )
     return rows
@@ -334,6 +335,12 @@ def main() -> None:
         "",
         f"- criticloop/plain TRL time per token on {ours['label']}: {ratio:.3f} ({verdict} the "
         "1.05 target). Peak MB is the process's max RSS on CPU, CUDA max allocated on a GPU.",
+        "- ms per token, fastest to slowest run: "
+        + "; ".join(
+            f"{r['variant']} {r['per_token_range'][0] * 1e3:.2f}-{r['per_token_range'][1] * 1e3:.2f}"
+            for r in (ours, plain)
+        )
+        + " (a ratio inside that spread is noise, not overhead).",
     ]
     steps = bench_ppo(args, settings)
     lines += [
