@@ -36,6 +36,12 @@ from .cli import _Context, _print_json, cli, pass_context
     type=click.Path(path_type=Path, dir_okay=False),
     help="Where the reliability diagram PNG goes.",
 )
+@click.option(
+    "--crew",
+    is_flag=True,
+    help="Have the profile's crew (LLM) critics judge the labelled pairs they have not judged "
+    "(a judge call per pair and order, with its cost).",
+)
 @click.option("--no-activate", is_flag=True, help="Fit and report, but keep the current policy.")
 @click.option("--list", "list_", is_flag=True, help="List the fitted reward models.")
 @click.option(
@@ -52,6 +58,7 @@ def calibrate(
     source: str | None,
     seed: int,
     diagram: Path | None,
+    crew: bool,
     no_activate: bool,
     list_: bool,
     activate_version: str | None,
@@ -92,6 +99,7 @@ def calibrate(
         seed=seed,
         diagram=diagram,
         activate=not no_activate,
+        crew=crew,
     )
     if as_json:
         _print_json(summary)

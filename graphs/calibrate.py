@@ -2,8 +2,9 @@
 
 1. Every A/B decision people made (in the reviewer app, or imported with ``criticloop labels
    import``) becomes an example: the critics' scores of both candidates (the scores the graph
-   recorded at the critics' current versions; imported pairs are scored here once, on the
-   profile's local critics, and the scores are kept) and the people's majority.
+   recorded at the critics' current versions; imported pairs are scored here once, by the
+   profile's local critics and, with ``--crew``, its crew critics, and the scores are kept)
+   and the people's majority.
 2. ``aggregator.fit_reward_model`` fits and calibrates P(people prefer A), cross-validated,
    and picks the escalation threshold on a calibration split it never fitted on.
 3. The model is stored as the next version (``rm-<n>``) with its report and a reliability
@@ -31,7 +32,7 @@ from ..agents import (
 )
 from ..errors import ConfigError, NotFoundError
 from ..settings import Settings
-from ..store import CritiqueRecord, Store, content_hash
+from ..store import CriticCall, CritiqueRecord, Store, content_hash
 from .aggregator import Example, Fit, RewardModel, fit_reward_model, pair_features
 from .profiles import Profiles
 from .reward import aggregate
@@ -60,9 +61,12 @@ def gather(
     source: str | None = None,
     dataset: str | None = None,
     score_missing: bool = True,
+    crew: bool = False,
     run_id: str | None = None,
 ) -> Gathered:
-    """Examples from every labelled pair in the store (or one source/dataset)."""
+    """Examples from every labelled pair in the store (or one source/dataset). Responses the
+    local critics have not scored are scored here (``score_missing``); with ``crew``, the
+    profile's crew (LLM) critics also judge the pairs they have not judged."""
     versions = critic_versions(critics)
     left_out: dict[str, int] = {}
     rows = store.labelled_pairs(dataset=dataset, source=source)
@@ -103,22 +107,38 @@ def gather(
         for gen in (row["a"], row["b"])
         if (names := needed(row, gen))
     }
+
+    def is_crew(name: str) -> bool:
+        return getattr(critics[name], "pairwise", False)
+
     local_todo = {
-        gen: local
-        for gen, names in todo.items()
-        if (local := [n for n in names if getattr(critics[n], "backend", "local") == "local"])
+        gen: local for gen, names in todo.items() if (local := [n for n in names if not is_crew(n)])
     }
     scored = 0
     if score_missing and local_todo:
         scored = _score(store, critics, local_todo, texts, contexts, load_signals, run_id, scores)
+    crew_todo = [
+        (row, name)
+        for row in decisive
+        for name in dict.fromkeys(n for g in (row["a"], row["b"]) for n in todo.get(g, []))
+        if is_crew(name)
+    ]
+    if score_missing and crew and crew_todo:
+        scored += _judge(store, critics, crew_todo, texts, contexts, run_id, scores)
     examples = []
     for row in decisive:
         weights = weights_of[row["prompt_id"]]
         missing = [n for g in (row["a"], row["b"]) for n in needed(row, g)]
         if missing:
-            why = f"no {missing[0]} score (a crew critic is scored by graph runs only)"
+            why = f"no {missing[0]} score"
             if not score_missing:
                 why = "not scored by the current critics"
+            elif is_crew(missing[0]):
+                why += (
+                    " (a crew critic: --crew has it judge the labelled pairs)"
+                    if not crew
+                    else (" (its judge gave no verdict)")
+                )
             left_out[why] = left_out.get(why, 0) + 1
             continue
         a = aggregate(row["a"], scores.get(row["a"], {}), weights)
@@ -172,6 +192,41 @@ def _score(
     return len(todo)
 
 
+def _judge(
+    store: Store,
+    critics: dict[str, Critic],
+    todo: list[tuple[dict[str, Any], str]],
+    texts: dict[str, dict[str, Any]],
+    contexts: dict[str, tuple],
+    run_id: str | None,
+    scores: dict[str, dict[str, dict[str, Any]]],
+) -> int:
+    """Have crew critics judge labelled pairs (A against B, both orders, as the graph does);
+    record the verdicts and each call's tokens and cost, and add the scores to ``scores``. A
+    pair the judge gave no verdict on is not recorded, so the next calibration asks again."""
+    from .run import _progress
+
+    judged: set[str] = set()
+    bar = _progress(len(todo), True, desc="judging labelled pairs", unit="pair")
+    for row, name in todo:
+        critic = critics[name]
+        context = contexts[row["prompt_id"]]
+        a, b = (Case.of(*context, texts[g]["text"]) for g in (row["a"], row["b"]))
+        judgement = critic.compare(a, b, row["a"], row["b"])  # type: ignore[attr-defined]
+        for call in judgement.calls:
+            store.record_critic_call(
+                CriticCall.of_judge(name, call, run_id=run_id, prompt_id=row["prompt_id"])
+            )
+        for gen, score in zip((row["a"], row["b"]), judgement.scores, strict=True):
+            if score.scored:
+                store.record_critique(CritiqueRecord.of(gen, name, score, "crew", run_id))
+                scores.setdefault(gen, {})[name] = {**score.as_dict(), "veto": score.veto}
+                judged.add(gen)
+        bar.update(1)
+    bar.close()
+    return len(judged)
+
+
 def signals_loader(settings: Settings) -> Callable[[], Signals]:
     """The graph's shared signals: MiniLM embeddings and the base policy's likelihood (the
     coherence critic reads it), so calibration scores exactly as the graph does."""
@@ -200,8 +255,10 @@ def calibrate(
     activate: bool = True,
     critics: dict[str, Critic] | None = None,
     load_signals: Callable[[], Signals] | None = None,
+    crew: bool = False,
 ) -> dict[str, Any]:
-    """Fit, report, version and (when it can decide anything) activate a reward model."""
+    """Fit, report, version and (when it can decide anything) activate a reward model.
+    ``crew``: the profile's crew critics judge the labelled pairs they have not judged."""
     from .run import build_critics
 
     profiles = Profiles.load(settings.profiles)
@@ -250,6 +307,7 @@ def calibrate(
                 load_signals=load_signals or signals_loader(settings),
                 source=source,
                 dataset=dataset,
+                crew=crew,
                 run_id=run_id,
             )
             summary = _fit_and_record(
@@ -283,7 +341,7 @@ def _fit_and_record(
         "risk": risk,
     }
     if len(examples) < options.min_labels:
-        return {**base, **_too_little(len(examples), options.min_labels)}
+        return {**base, **_too_little(len(examples), options.min_labels, gathered.left_out)}
     fit = fit_reward_model(
         examples,
         target=target,
@@ -327,15 +385,17 @@ def _fit_and_record(
     }
 
 
-def _too_little(have: int, need: int) -> dict[str, Any]:
+def _too_little(have: int, need: int, left_out: dict[str, int] | None = None) -> dict[str, Any]:
+    unused = sum((left_out or {}).values())
     return {
         "status": "too_little_data",
         "need": need,
         "message": (
-            f"{have} decisive labelled pairs; a reward model needs at least {need}: "
-            f"{need - have} more (review escalated cases with `criticloop review`, or import "
-            "labelled pairs with `criticloop labels import`). The profile's weights and "
-            "thresholds stay in charge."
+            f"{have} usable decisive labelled pairs"
+            + (f" ({unused} left out, as listed below)" if unused else "")
+            + f"; a reward model needs at least {need}: {need - have} more (review escalated "
+            "cases with `criticloop review`, or import labelled pairs with `criticloop labels "
+            "import`). The profile's weights and thresholds stay in charge."
         ),
     }
 

@@ -390,18 +390,10 @@ def _judge_pairwise(
             continue
         for call in calls:
             store.record_critic_call(
-                CriticCall(
-                    critic=name,
-                    backend=critic.backend,
-                    model=call.model,
-                    generation_ids=call.generation_ids or (x["id"],),
-                    seconds=call.seconds,
-                    ok=call.ok,
-                    attempts=call.attempts,
-                    prompt_tokens=call.prompt_tokens,
-                    completion_tokens=call.completion_tokens,
-                    cost_usd=call.cost_usd,
-                    error=call.error,
+                CriticCall.of_judge(
+                    name,
+                    call,
+                    generation_ids=(x["id"],),
                     trace_id=current_trace(),
                     run_id=state["run_id"],
                     prompt_id=pid,

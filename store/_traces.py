@@ -53,6 +53,25 @@ class CriticCall:
     prompt_id: str | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
+    @classmethod
+    def of_judge(cls, critic: str, call: Any, **where: Any) -> CriticCall:
+        """The record of one LLM judge call (an ``agents._crew.CallRecord``); ``where``: its
+        ``run_id``, ``prompt_id``, ``trace_id`` and, when the call has none, ``generation_ids``."""
+        where.setdefault("generation_ids", ())
+        return cls(
+            critic=critic,
+            backend="crew",
+            model=call.model,
+            seconds=call.seconds,
+            ok=call.ok,
+            attempts=call.attempts,
+            prompt_tokens=call.prompt_tokens,
+            completion_tokens=call.completion_tokens,
+            cost_usd=call.cost_usd,
+            error=call.error,
+            **{**where, "generation_ids": call.generation_ids or where["generation_ids"]},
+        )
+
 
 class TraceVerbs:
     """Trace verbs of :class:`~criticloop.store.Store` (mixed in)."""

@@ -219,7 +219,7 @@ def test_calibrate_with_too_little_data_says_how_much_more_and_keeps_the_profile
     result = run_cli("calibrate")
     assert result.returncode == 0, result.stderr
     # one label in eleven is flipped, never tied: all 12 pairs are decisive
-    assert "12 decisive labelled pairs; a reward model needs at least 100: 88 more" in (
+    assert "12 usable decisive labelled pairs; a reward model needs at least 100: 88 more" in (
         result.stdout
     )
     assert "profile's weights and thresholds stay in charge" in result.stdout

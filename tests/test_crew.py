@@ -234,6 +234,52 @@ def test_a_server_without_structured_output_is_named_and_prompt_mode_judges_on_i
     assert good.score > short.score and all(c.ok for c in calls["prompt"])
 
 
+def test_calibrate_has_crew_critics_judge_labelled_pairs_once(store, settings, tmp_path):
+    """Imported labelled pairs have no crew verdicts; with crew=True (calibrate --crew) the
+    served judge gives them, both orders, once: a second calibration asks nothing again."""
+    from criticloop.graphs.aggregator import FEATURES
+    from criticloop.graphs.calibrate import gather
+    from criticloop.graphs.profiles import Profiles
+    from criticloop.store import read_labelled_pairs
+
+    path = tmp_path / "eggs.jsonl"
+    rows = [
+        {"prompt": f"How do I boil egg {i}?", "a": GOOD, "b": SHORT, "label": "ab"[i == 3]}
+        for i in range(4)
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    store.import_labels(read_labelled_pairs(path), "eggs")
+    profiles = Profiles.load(settings.profiles)
+
+    def no_signals():
+        raise AssertionError("no local critic is asked here")
+
+    with FakeOpenAIServer(fake_judge(gullible_score)) as server:
+        update = {"base_url": server.base_url, "model": "judge-7b"}
+        judge = JudgeLLM(settings.judge.model_copy(update=update))
+        critics = {"helpfulness": CrewCritic("helpfulness", build_critic("helpfulness"), judge)}
+        without = gather(store, profiles, critics, load_signals=no_signals)
+        assert server.requests == [] and not without.examples
+        assert without.left_out == {
+            "no helpfulness score (a crew critic: --crew has it judge the labelled pairs)": 4
+        }
+        first = gather(store, profiles, critics, load_signals=no_signals, crew=True)
+        asked = len(server.requests)
+        again = gather(store, profiles, critics, load_signals=no_signals, crew=True)
+        assert len(server.requests) == asked == 4 * 2  # four pairs, both orders, once
+
+    assert first.scored == 8 and again.scored == 0 and not first.left_out
+    assert sorted(e.y for e in first.examples) == [0, 1, 1, 1]
+    helpful = FEATURES.index("diff:helpfulness")
+    for example in first.examples:  # the judge preferred the longer answer, on either side
+        a_id = example.key.split("|")[0]
+        a_is_good = store.get_generation(a_id)["text"] == GOOD
+        assert (example.x[helpful] > 0) == a_is_good
+    assert store.db["critiques"].count_where("backend = 'crew'") == 8
+    calls = list(store.db["critic_calls"].rows_where("critic = 'helpfulness'"))
+    assert len(calls) == 8 and all(c["prompt_tokens"] == USAGE[0] and c["ok"] for c in calls)
+
+
 # ---- the LangChain teacher ----------------------------------------------------------------------
 
 
