@@ -43,3 +43,7 @@ class StoreError(CriticloopError):
 
 class ModelError(CriticloopError):
     """A model cannot be found, loaded or run."""
+
+
+class BusyError(CriticloopError):
+    """Another process is doing this work now (a second nightly job, say)."""

@@ -304,7 +304,9 @@ def graph_run(
     new pairs, trains an adapter and lets the gate decide whether it replaces the current one.
     Killed, it continues the same run next time.
     """
-    from .run import RunOptions, run_feedback
+    with obj.open_store() as store:  # fail early: no database, or a run still going
+        store.refuse_if_running("graph")
+    from .run import RunOptions, run_feedback  # the heavy imports, once there is work to do
 
     settings = obj.settings
     defaults = settings.generation
@@ -318,8 +320,6 @@ def graph_run(
         human_budget=human_budget,
         progress=not as_json,
     )
-    with obj.open_store():  # fail early, with the usual message, when there is no database
-        pass
     summary = run_feedback(settings, options)
     mode = train_mode or settings.training.nightly
     if mode != "never":

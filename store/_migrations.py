@@ -368,3 +368,11 @@ def m006_calibration(db: Database) -> None:
     ]
     for statement in statements:
         db.execute(statement)
+
+
+@migrations()
+def m007_run_owner(db: Database) -> None:
+    """When the process running a run or a training job started, so a pid the system reused
+    after that process died is not taken for it (the work would otherwise look alive forever)."""
+    db.execute("ALTER TABLE runs ADD COLUMN pid_started REAL")
+    db.execute("ALTER TABLE training_jobs ADD COLUMN pid_started REAL")

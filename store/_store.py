@@ -21,9 +21,9 @@ from typing import Any, Literal
 from sqlite_utils import Database
 from sqlite_utils.db import NotFoundError as _RowMissing
 
-from ..errors import InputError, NotFoundError, StoreError
+from ..errors import BusyError, InputError, NotFoundError, StoreError
 from ..vocab import PAIR_SOURCES, REVIEW_KINDS
-from ._common import _alive, _decode, _key, now
+from ._common import _alive, _decode, _key, now, process_started
 from ._labels import LabelVerbs
 from ._migrations import migrations
 from ._records import Brand, Campaign, ImportRecord, Prompt, content_hash
@@ -455,9 +455,9 @@ class Store(ReviewVerbs, TrainingVerbs, TraceVerbs, LabelVerbs, RewardModelVerbs
         """Record a new run; earlier runs of this kind whose process is gone are marked failed."""
         run_id = f"{kind}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
         with self.transaction():
-            running = "SELECT id, pid FROM runs WHERE status = 'running' AND kind = ?"
+            running = "SELECT id, pid, pid_started FROM runs WHERE status = 'running' AND kind = ?"
             for row in self.db.query(running, [kind]):
-                if row["pid"] and not _alive(row["pid"]):
+                if row["pid"] and not _alive(row["pid"], row["pid_started"]):
                     self.db["runs"].update(
                         row["id"],
                         {
@@ -473,6 +473,7 @@ class Store(ReviewVerbs, TrainingVerbs, TraceVerbs, LabelVerbs, RewardModelVerbs
                     "status": "running",
                     "config": json.dumps(config, sort_keys=True, default=str),
                     "pid": os.getpid(),
+                    "pid_started": process_started(os.getpid()),
                     "started_at": now(),
                 }
             )
@@ -480,21 +481,41 @@ class Store(ReviewVerbs, TrainingVerbs, TraceVerbs, LabelVerbs, RewardModelVerbs
 
     def claim_unfinished_run(self, kind: str) -> dict[str, Any] | None:
         """The latest run of ``kind`` that did not finish (killed, or failed), now owned by this
-        process; None when the latest run finished."""
+        process; None when the latest run finished. Raises BusyError while another process
+        still runs it: two at once would do the same work twice."""
         with self.transaction():
-            row = next(
-                self.db.query(
-                    "SELECT * FROM runs WHERE kind = ? ORDER BY started_at DESC, rowid DESC LIMIT 1",
-                    [kind],
-                ),
-                None,
-            )
+            row = self._latest_run(kind)
             if row is None or row["status"] == "done":
                 return None
-            if row["status"] == "running" and row["pid"] and _alive(row["pid"]):
-                return None  # still going in another process
-            self.db["runs"].update(row["id"], {"status": "running", "pid": os.getpid()})
+            self._refuse_if_live(row)
+            self.db["runs"].update(
+                row["id"],
+                {
+                    "status": "running",
+                    "pid": os.getpid(),
+                    "pid_started": process_started(os.getpid()),
+                },
+            )
         return self.get_run(row["id"])
+
+    def refuse_if_running(self, kind: str) -> None:
+        """Raise BusyError while another process runs the latest run of ``kind``."""
+        row = self._latest_run(kind)
+        if row is not None:
+            self._refuse_if_live(row)
+
+    def _latest_run(self, kind: str) -> dict[str, Any] | None:
+        sql = "SELECT * FROM runs WHERE kind = ? ORDER BY started_at DESC, rowid DESC LIMIT 1"
+        return next(self.db.query(sql, [kind]), None)
+
+    @staticmethod
+    def _refuse_if_live(run: dict[str, Any]) -> None:
+        if run["status"] == "running" and run["pid"] and _alive(run["pid"], run["pid_started"]):
+            raise BusyError(
+                f"{run['kind']} run {run['id']} is still running (process {run['pid']}, started "
+                f"{run['started_at'][:19]}Z); a second one would do the same work. Let it "
+                "finish, or stop it: the next run continues where it stopped"
+            )
 
     def finish_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
         with self.transaction():

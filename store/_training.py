@@ -17,7 +17,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from ..errors import InputError, NotFoundError
-from ._common import _alive, _decode, now
+from ._common import _alive, _decode, now, process_started
 
 _JSON = ("config", "metrics")
 
@@ -66,6 +66,7 @@ class TrainingVerbs:
                     "log_path": log_path,
                     "metrics": json.dumps({}),
                     "pid": os.getpid(),
+                    "pid_started": process_started(os.getpid()),
                     "run_id": run_id,
                     "created_at": stamp,
                     "updated_at": stamp,
@@ -79,7 +80,13 @@ class TrainingVerbs:
             self.get_job(job_id)
             self.db["training_jobs"].update(
                 job_id,
-                {"status": "running", "pid": os.getpid(), "reason": None, "finished_at": None},
+                {
+                    "status": "running",
+                    "pid": os.getpid(),
+                    "pid_started": process_started(os.getpid()),
+                    "reason": None,
+                    "finished_at": None,
+                },
             )
         return self.get_job(job_id)
 
@@ -125,8 +132,10 @@ class TrainingVerbs:
     def fail_dead_jobs(self) -> int:
         """Mark failed the running jobs whose process is gone (killed, or the machine died)."""
         with self.transaction():
-            rows = list(self.db.query("SELECT id, pid FROM training_jobs WHERE status = 'running'"))
-            dead = [r["id"] for r in rows if not (r["pid"] and _alive(r["pid"]))]
+            rows = self.db.query(
+                "SELECT id, pid, pid_started FROM training_jobs WHERE status = 'running'"
+            )
+            dead = [r["id"] for r in rows if not (r["pid"] and _alive(r["pid"], r["pid_started"]))]
             for job_id in dead:
                 self.db["training_jobs"].update(
                     job_id,

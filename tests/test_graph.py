@@ -259,6 +259,9 @@ def test_kill_9_then_rerun_continues_the_same_run(model_home, models_cache, tmp_
                 break
         time.sleep(0.1)
     assert proc.poll() is None, "the run ended before it could be killed"
+    second = subprocess.run(args, capture_output=True, text=True, timeout=120)  # cron overlap
+    assert second.returncode == 1 and "is still running (process" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1, second.stderr
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert 2 <= killed_at < 6

@@ -41,6 +41,7 @@ MIGRATIONS = [
     "m004_training",
     "m005_traces",
     "m006_calibration",
+    "m007_run_owner",
 ]
 
 
@@ -227,6 +228,40 @@ def test_runs_left_running_by_a_dead_process_are_marked_failed(store: Store):
     store.db["runs"].update(run, {"pid": 2**22 + 12345})  # no such process
     store.start_run("generate", {"x": 2})
     assert store.get_run(run)["status"] == "failed"
+
+
+def test_a_run_in_progress_is_refused_to_a_second_process_unless_its_pid_was_reused(
+    store: Store,
+):
+    import os
+
+    from criticloop.errors import BusyError
+    from criticloop.store._common import process_started
+
+    run = store.start_run("graph", {"x": 1})  # this process runs it
+    with pytest.raises(BusyError, match=f"graph run {run} is still running"):
+        store.claim_unfinished_run("graph")
+    # The pid now names a process that started an hour after the run's: a reused pid.
+    store.db["runs"].update(run, {"pid_started": process_started(os.getpid()) - 3600})
+    claimed = store.claim_unfinished_run("graph")
+    assert claimed["id"] == run and claimed["pid_started"] == process_started(os.getpid())
+    store.finish_run(run, "done", {})
+    assert store.claim_unfinished_run("graph") is None
+
+
+def test_a_training_job_whose_pid_was_reused_is_failed_not_left_running(store: Store):
+    import os
+
+    from criticloop.store._common import process_started
+
+    job = store.start_job(
+        method="dpo", launcher="inprocess", base_model="m", parent_version=None, config={},
+        data_hash="h", examples=1, output_dir="/tmp/x", log_path="/tmp/x.log",
+    )  # fmt: skip
+    assert store.fail_dead_jobs() == 0  # this process runs it
+    store.db["training_jobs"].update(job, {"pid_started": process_started(os.getpid()) - 3600})
+    assert store.fail_dead_jobs() == 1
+    assert store.get_job(job)["status"] == "failed"
 
 
 def test_a_database_from_before_the_review_app_migrates(hermetic):
