@@ -133,12 +133,10 @@ def gather(
             why = f"no {missing[0]} score"
             if not score_missing:
                 why = "not scored by the current critics"
+            elif is_crew(missing[0]) and crew:
+                why += " (its judge gave no verdict)"
             elif is_crew(missing[0]):
-                why += (
-                    " (a crew critic: --crew has it judge the labelled pairs)"
-                    if not crew
-                    else (" (its judge gave no verdict)")
-                )
+                why += " (a crew critic: --crew has it judge the labelled pairs)"
             left_out[why] = left_out.get(why, 0) + 1
             continue
         a = aggregate(row["a"], scores.get(row["a"], {}), weights)

@@ -357,6 +357,10 @@ def answer_for_case(store: Store, case: dict[str, Any]) -> dict[str, Any]:
     """What a waiting thread is resumed with: every reviewer's verdict, and the stars and
     thumbs people gave its candidates (they break a tie; see ``feedback.rating_preference``)."""
     label = {case["chosen_generation_id"]: "a", case["rejected_generation_id"]: "b"}
+    verdicts = [
+        {k: v[k] for k in ("reviewer", "preference", "rewrite", "comment")}
+        for v in store.verdicts(case["id"])
+    ]
     ratings = [
         {
             "reviewer": r["reviewer"],
@@ -367,19 +371,4 @@ def answer_for_case(store: Store, case: dict[str, Any]) -> dict[str, Any]:
         for r in store.case_reviews(case["id"])
         if r["kind"] in ("stars", "thumbs") and r["generation_id"] in label
     ]
-    return {**answer_from_verdicts(store.verdicts(case["id"])), "ratings": ratings}
-
-
-def answer_from_verdicts(verdicts: list[dict[str, Any]]) -> dict[str, Any]:
-    """What a waiting thread is resumed with: every reviewer's verdict."""
-    return {
-        "verdicts": [
-            {
-                "reviewer": v["reviewer"],
-                "preference": v["preference"],
-                "rewrite": v["rewrite"],
-                "comment": v["comment"],
-            }
-            for v in verdicts
-        ]
-    }
+    return {"verdicts": verdicts, "ratings": ratings}
