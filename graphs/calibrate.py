@@ -205,6 +205,12 @@ def _judge(
     from .run import _progress
 
     judged: set[str] = set()
+    calls = sum(2 if critics[n].llm.settings.both_orders else 1 for _, n in todo)  # type: ignore[attr-defined]
+    log.info(
+        "crew critics judge %d labelled pair(s): %d judge calls, more with retries",
+        len(todo),
+        calls,
+    )
     bar = _progress(len(todo), True, desc="judging labelled pairs", unit="pair")
     for row, name in todo:
         critic = critics[name]

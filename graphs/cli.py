@@ -554,6 +554,7 @@ def status(obj: _Context, as_json: bool) -> None:
             "langsmith_tracing": settings.langsmith_tracing,
             "waiting_for_review": len(store.waiting_decisions()),
             "reward_model": _reward_model_line(store.active_reward_model()),
+            "last_graph_run": _run_line(store.latest_run("graph")),
             "counts": store.counts(),
         }
     if as_json:
@@ -563,6 +564,20 @@ def status(obj: _Context, as_json: bool) -> None:
         if key != "counts":
             click.echo(f"{key:<20}{value}")
     click.echo(f"{'counts':<20}" + ", ".join(f"{k} {v}" for k, v in result["counts"].items()))
+
+
+def _run_line(run: dict[str, Any] | None) -> str:
+    """The nightly job at a glance: still going, finished, or stopped without finishing."""
+    from ..store._common import _alive
+
+    if run is None:
+        return "none yet (criticloop graph run)"
+    if run["status"] == "running":
+        if run["pid"] and _alive(run["pid"], run["pid_started"]):
+            return f"{run['id']} running in process {run['pid']} since {run['started_at'][:19]}Z"
+        return f"{run['id']} stopped unfinished: the next graph run continues it"
+    when = (run["finished_at"] or run["started_at"])[:19]
+    return f"{run['id']} {run['status']} at {when}Z"
 
 
 def _reward_model_line(row: dict[str, Any] | None) -> str:

@@ -484,7 +484,7 @@ class Store(ReviewVerbs, TrainingVerbs, TraceVerbs, LabelVerbs, RewardModelVerbs
         process; None when the latest run finished. Raises BusyError while another process
         still runs it: two at once would do the same work twice."""
         with self.transaction():
-            row = self._latest_run(kind)
+            row = self.latest_run(kind)
             if row is None or row["status"] == "done":
                 return None
             self._refuse_if_live(row)
@@ -500,11 +500,12 @@ class Store(ReviewVerbs, TrainingVerbs, TraceVerbs, LabelVerbs, RewardModelVerbs
 
     def refuse_if_running(self, kind: str) -> None:
         """Raise BusyError while another process runs the latest run of ``kind``."""
-        row = self._latest_run(kind)
+        row = self.latest_run(kind)
         if row is not None:
             self._refuse_if_live(row)
 
-    def _latest_run(self, kind: str) -> dict[str, Any] | None:
+    def latest_run(self, kind: str) -> dict[str, Any] | None:
+        """The newest run of ``kind`` (its row, JSON undecoded), or None."""
         sql = "SELECT * FROM runs WHERE kind = ? ORDER BY started_at DESC, rowid DESC LIMIT 1"
         return next(self.db.query(sql, [kind]), None)
 

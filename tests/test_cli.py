@@ -108,6 +108,24 @@ def test_init_then_status(hermetic):
     assert (hermetic / "models").is_dir() and (hermetic / "adapters").is_dir()
     status = json.loads(run_cli("status", "--json", check=True).stdout)
     assert status["offline"] is True and status["counts"]["brands"] == 3
+    assert status["last_graph_run"] == "none yet (criticloop graph run)"
+
+
+def test_status_tells_a_live_run_from_one_that_stopped(store):
+    import os
+
+    from criticloop.graphs.cli import _run_line
+
+    run = store.start_run("graph", {})
+    assert _run_line(store.latest_run("graph")).startswith(
+        f"{run} running in process {os.getpid()}"
+    )
+    store.db["runs"].update(run, {"pid": 2**22 + 12345})  # killed: no such process
+    assert _run_line(store.latest_run("graph")) == (
+        f"{run} stopped unfinished: the next graph run continues it"
+    )
+    store.finish_run(run, "done", {})
+    assert _run_line(store.latest_run("graph")).startswith(f"{run} done at 20")
 
 
 def test_data_home_that_cannot_be_used(tmp_path, monkeypatch):
