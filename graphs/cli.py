@@ -568,13 +568,13 @@ def status(obj: _Context, as_json: bool) -> None:
 
 def _run_line(run: dict[str, Any] | None) -> str:
     """The nightly job at a glance: still going, finished, or stopped without finishing."""
-    from ..store._common import _alive
+    from ..store import Store
 
     if run is None:
         return "none yet (criticloop graph run)"
+    if Store.run_is_live(run):
+        return f"{run['id']} running in process {run['pid']} since {run['started_at'][:19]}Z"
     if run["status"] == "running":
-        if run["pid"] and _alive(run["pid"], run["pid_started"]):
-            return f"{run['id']} running in process {run['pid']} since {run['started_at'][:19]}Z"
         return f"{run['id']} stopped unfinished: the next graph run continues it"
     when = (run["finished_at"] or run["started_at"])[:19]
     return f"{run['id']} {run['status']} at {when}Z"

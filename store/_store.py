@@ -510,8 +510,15 @@ class Store(ReviewVerbs, TrainingVerbs, TraceVerbs, LabelVerbs, RewardModelVerbs
         return next(self.db.query(sql, [kind]), None)
 
     @staticmethod
-    def _refuse_if_live(run: dict[str, Any]) -> None:
-        if run["status"] == "running" and run["pid"] and _alive(run["pid"], run["pid_started"]):
+    def run_is_live(run: dict[str, Any]) -> bool:
+        """Whether a run row is still being worked on by a live process (its own, not a pid
+        the system reused)."""
+        return bool(
+            run["status"] == "running" and run["pid"] and _alive(run["pid"], run["pid_started"])
+        )
+
+    def _refuse_if_live(self, run: dict[str, Any]) -> None:
+        if self.run_is_live(run):
             raise BusyError(
                 f"{run['kind']} run {run['id']} is still running (process {run['pid']}, started "
                 f"{run['started_at'][:19]}Z); a second one would do the same work. Let it "
