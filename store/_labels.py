@@ -20,9 +20,18 @@ prompt, two generations (A and B) and one ``preference`` review per annotator wi
 ``plain``
     JSONL ``{prompt | messages, a, b, label: a|b|tie}`` with optional ``id``, ``task_type`` and
     ``annotator`` (default ``label``). Rows of the same pair by different annotators merge.
+``trl``
+    TRL preference JSONL, what ``criticloop pairs export`` writes: ``{prompt, chosen,
+    rejected}`` as strings (standard) or as chat messages (conversational), or chosen and
+    rejected as whole conversations sharing all but the last assistant turn (implicit prompt).
+    Chosen becomes A or B by a hash of the row, as for ``hh``; other keys are ignored.
 
-A row that cannot be what its format promises is an :class:`InputError` naming ``file:line``;
-an exact repeat of a row is skipped and counted.
+Public data comes with quirks, so a row that cannot be used (a missing or mistyped field, a label
+outside the scheme, two identical responses, an empty prompt, a conversation that does not end
+with the user) is skipped and counted by reason, and the first few ``file:line``s of each reason
+are kept to show; so is an exact repeat of a row. A file that is not what any format promises
+(not UTF-8, not JSON, rows that are not objects, no row usable at all) is an :class:`InputError`
+naming ``file:line``, and nothing of it is imported.
 """
 
 from __future__ import annotations
@@ -48,7 +57,7 @@ from ._common import _key
 from ._files import _decode_utf8
 from ._records import SLUG, Prompt
 
-LABEL_FORMATS = ("auto", "pandalm", "hh", "plain")
+LABEL_FORMATS = ("auto", "pandalm", "hh", "plain", "trl")
 LABELS = ("a", "b", "tie")
 REVIEWER_DATASET = "reviewer"
 """The dataset name :meth:`LabelVerbs.label_datasets` gives reviews made in the reviewer app."""
@@ -88,9 +97,14 @@ class LabelledPair:
         return majority_label(self.labels.values())
 
 
+SHOWN_SKIPS = 3
+"""How many skipped rows of each reason are kept with their file:line and why."""
+
+
 class LabelledPairs(list[LabelledPair]):
     """What :func:`read_labelled_pairs` returns: the pairs in file order, and the rows it read,
-    the format it used, and the rows it skipped by reason (with the first of each)."""
+    the format it used, and the rows it skipped by reason: ``first_skipped`` holds the first
+    ``file:line`` of each reason, ``skip_examples`` the first few as ``file:line: why``."""
 
     def __init__(self, pairs: Iterable[LabelledPair] = (), *, source: str = "", fmt: str = ""):
         super().__init__(pairs)
@@ -99,22 +113,23 @@ class LabelledPairs(list[LabelledPair]):
         self.rows = 0
         self.skipped: dict[str, int] = {}
         self.first_skipped: dict[str, str] = {}
+        self.skip_examples: dict[str, list[str]] = {}
 
-    def skip(self, reason: str, origin: str) -> None:
+    def skip(self, reason: str, origin: str, why: str = "") -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
         self.first_skipped.setdefault(reason, origin)
-
-
-class _RowError(Exception):
-    """A malformed row; the reader adds file:line."""
+        shown = self.skip_examples.setdefault(reason, [])
+        if len(shown) < SHOWN_SKIPS:
+            shown.append(f"{origin}: {why}" if why else origin)
 
 
 class _Skip(Exception):
-    """A real-data quirk: the row cannot be used, and is counted under ``reason``."""
+    """A row that cannot be used: counted under ``reason``, ``why`` says what is wrong with it."""
 
-    def __init__(self, reason: str):
-        super().__init__(reason)
+    def __init__(self, reason: str, why: str = ""):
+        super().__init__(why or reason)
         self.reason = reason
+        self.why = why
 
 
 # ---- reading -------------------------------------------------------------------------------------
@@ -142,8 +157,9 @@ def check_dataset(name: str) -> str:
 def read_labelled_pairs(path: Path, fmt: str = "auto") -> LabelledPairs:
     """Parse and check a whole labelled-pairs file; return its pairs in file order.
 
-    ``fmt`` is ``pandalm``, ``hh``, ``plain`` or ``auto`` (decided from the first row's keys).
-    Errors name ``file:line`` (for a JSON array, the line the offending element starts on).
+    ``fmt`` is ``pandalm``, ``hh``, ``plain``, ``trl`` or ``auto`` (decided from the first
+    row's keys). Errors and skipped rows name ``file:line`` (for a JSON array, the line the
+    element starts on).
     """
     if fmt not in LABEL_FORMATS:
         raise InputError(f"unknown format {fmt!r} (expected {', '.join(LABEL_FORMATS)})")
@@ -165,16 +181,22 @@ def read_labelled_pairs(path: Path, fmt: str = "auto") -> LabelledPairs:
     rows = list(_array_rows(text, source) if is_array else _jsonl_rows(text, source))
     if fmt == "auto" and rows:
         fmt = _detect(rows[0], source, is_array and path.suffix.lower() == ".json")
-    parse = {"pandalm": _pandalm_row, "hh": _hh_row, "plain": _plain_row, "auto": None}[fmt]
+    parse = {
+        "pandalm": _pandalm_row,
+        "hh": _hh_row,
+        "plain": _plain_row,
+        "trl": _trl_row,
+        "auto": None,
+    }[fmt]
     result = LabelledPairs(source=source, fmt=fmt)
     result.rows = len(rows)
     first_line: dict[str, int] = {}  # pair key -> line of its first row
     index: dict[str, int] = {}  # pair key -> position in result
     for obj, line in rows:
         origin = f"{source}:{line}"
+        if not isinstance(obj, dict):  # not a file of this kind at all
+            raise InputError("each row must be a JSON object", source=source, line=line)
         try:
-            if not isinstance(obj, dict):
-                raise _RowError("each row must be a JSON object")
             pair = parse(obj, origin)
             if pair.key in index:
                 pair = _merge(result[index[pair.key]], pair, first_line[pair.key])
@@ -183,14 +205,18 @@ def read_labelled_pairs(path: Path, fmt: str = "auto") -> LabelledPairs:
                     continue
                 result[index[pair.key]] = pair
                 continue
-        except _RowError as exc:
-            raise InputError(str(exc), source=source, line=line) from None
         except _Skip as skip:
-            result.skip(skip.reason, origin)
+            result.skip(skip.reason, origin, skip.why)
             continue
         index[pair.key] = len(result)
         first_line[pair.key] = line
         result.append(pair)
+    if rows and not result:
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted(result.skipped.items()))
+        first = next(iter(result.skip_examples.values()))[0]
+        raise InputError(
+            f"no usable row: {len(rows)} skipped ({reasons}); the first: {first}", source=source
+        )
     return result
 
 
@@ -255,7 +281,8 @@ def _detect(first: tuple[Any, int], source: str, json_array: bool) -> str:
     if {"instruction", "response1"} <= keys:
         return "pandalm"
     if {"chosen", "rejected"} <= keys:
-        return "hh"
+        # TRL's preference rows carry a prompt, or chosen/rejected as chat messages
+        return "trl" if "prompt" in keys or isinstance(obj["chosen"], list) else "hh"
     if {"a", "b", "label"} <= keys:
         return "plain"
     if json_array:
@@ -263,8 +290,8 @@ def _detect(first: tuple[Any, int], source: str, json_array: bool) -> str:
     found = ", ".join(sorted(keys)) or "not an object"
     raise InputError(
         f"cannot tell the format from the first row ({found}): expected instruction and "
-        "response1 (pandalm), chosen and rejected (hh), or a, b and label (plain); or give "
-        "--format",
+        "response1 (pandalm), chosen and rejected (hh, or trl with a prompt), or a, b and "
+        "label (plain); or give --format",
         source=source,
         line=line,
     )
@@ -278,14 +305,16 @@ def _merge(first: LabelledPair, again: LabelledPair, first_line: int) -> Labelle
         again.b,
         again.task_type,
     ):
-        raise _RowError(
-            f"id {again.key!r} is used twice with different content (first at line {first_line})"
+        raise _Skip(
+            "conflicting_id",
+            f"id {again.key!r} is used twice with different content (first at line {first_line})",
         )
     for annotator, label in again.labels.items():
         if first.labels.get(annotator, label) != label:
-            raise _RowError(
+            raise _Skip(
+                "conflicting_label",
                 f"{annotator!r} labels this pair {label!r} here and "
-                f"{first.labels[annotator]!r} at line {first_line}"
+                f"{first.labels[annotator]!r} at line {first_line}",
             )
     fresh = {k: v for k, v in again.labels.items() if k not in first.labels}
     return replace(first, labels={**first.labels, **fresh}) if fresh else None
@@ -294,11 +323,11 @@ def _merge(first: LabelledPair, again: LabelledPair, first_line: int) -> Labelle
 def _text(obj: dict[str, Any], key: str, *, default: str | None = None) -> str:
     if key not in obj or (obj[key] is None and default is not None):
         if default is None:
-            raise _RowError(f"missing key {key!r}")
+            raise _Skip("missing_key", f"missing key {key!r}")
         return default
     value = obj[key]
     if not isinstance(value, str):
-        raise _RowError(f"{key!r} must be a string, not {_json_type(value)}")
+        raise _Skip("wrong_type", f"{key!r} must be a string, not {_json_type(value)}")
     return value
 
 
@@ -325,10 +354,13 @@ def _pair(
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"])
         message = error["msg"].removeprefix("Value error, ")
-        raise _RowError(f"{where + ': ' if where else ''}{message}") from None
+        raise _Skip("invalid_conversation", f"{where + ': ' if where else ''}{message}") from None
     a, b = a.strip(), b.strip()
     if a == b:
-        raise _RowError(f"{names[0]!r} and {names[1]!r} are the same text: nothing to compare")
+        raise _Skip(
+            "identical_responses",
+            f"{names[0]!r} and {names[1]!r} are the same text: nothing to compare",
+        )
     conversation = prompt.conversation()
     return LabelledPair(
         origin=origin,
@@ -346,7 +378,7 @@ def _own_id(obj: dict[str, Any], key: str) -> str | None:
         return None
     value = obj[key]
     if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
-        raise _RowError(f"{key!r} must be a non-empty string or an integer")
+        raise _Skip("wrong_type", f"{key!r} must be a non-empty string or an integer")
     return str(value)
 
 
@@ -355,19 +387,20 @@ def _pandalm_row(obj: dict[str, Any], origin: str) -> LabelledPair:
     extra = _text(obj, "input", default="")
     prompt = "\n\n".join(part for part in (instruction.strip(), extra.strip()) if part)
     if not prompt:
-        raise _RowError("empty prompt: 'instruction' and 'input' are both blank")
+        raise _Skip("empty_prompt", "empty prompt: 'instruction' and 'input' are both blank")
     a, b = _pandalm_response(obj, "response1"), _pandalm_response(obj, "response2")
     annotators = sorted(
         (k for k in obj if _ANNOTATOR.fullmatch(k)), key=lambda k: int(k.removeprefix("annotator"))
     )
     if not annotators:
-        raise _RowError("no labels: expected annotator1, annotator2, ...")
+        raise _Skip("no_labels", "no labels: expected annotator1, annotator2, ...")
     labels = {}
     for name in annotators:
         value = obj[name]
         if isinstance(value, bool) or value not in _PANDALM_LABELS:
-            raise _RowError(
-                f"{name!r} must be 0 (tie), 1 (response1) or 2 (response2), not {value!r}"
+            raise _Skip(
+                "bad_label",
+                f"{name!r} must be 0 (tie), 1 (response1) or 2 (response2), not {value!r}",
             )
         labels[name] = _PANDALM_LABELS[value]
     return _pair(
@@ -383,10 +416,10 @@ def _pandalm_row(obj: dict[str, Any], origin: str) -> LabelledPair:
 
 def _pandalm_response(obj: dict[str, Any], key: str) -> str:
     if key not in obj:
-        raise _RowError(f"missing key {key!r}")
+        raise _Skip("missing_key", f"missing key {key!r}")
     value = obj[key]
     if value is None or isinstance(value, dict | list):
-        raise _RowError(f"{key!r} must be text, not {_json_type(value)}")
+        raise _Skip("wrong_type", f"{key!r} must be text, not {_json_type(value)}")
     return str(value)  # the public file has JSON true for a few responses: "True"
 
 
@@ -402,15 +435,19 @@ def _hh_row(obj: dict[str, Any], origin: str) -> LabelledPair:
         raise _Skip("not_ending_with_human")
     if any(not turn["content"] for turn in conversation):
         raise _Skip("empty_turn")
-    if chosen_last.strip() == rejected_last.strip():
-        raise _Skip("identical_responses")
-    # Chosen goes to A or B by a hash of the row, so a calibration never sees only "a" labels.
-    flip = hashlib.sha256(json.dumps([chosen, rejected]).encode()).digest()[0] & 1
-    a, b = (rejected_last, chosen_last) if flip else (chosen_last, rejected_last)
-    try:
-        return _pair(origin, conversation, a, b, {"label": "b" if flip else "a"})
-    except _RowError as exc:  # a conversation the checks above let through, e.g. a role mix-up
-        raise _Skip("invalid_conversation") from exc
+    return _chosen_pair(origin, conversation, chosen_last, rejected_last, [chosen, rejected])
+
+
+def _chosen_pair(
+    origin: str, conversation: list[dict[str, Any]], chosen: str, rejected: str, row: Any
+) -> LabelledPair:
+    """A chosen/rejected pair as A/B: chosen goes to A or B by a hash of the row, so a
+    calibration never sees only "a" labels."""
+    flip = hashlib.sha256(json.dumps(row).encode()).digest()[0] & 1
+    a, b = (rejected, chosen) if flip else (chosen, rejected)
+    return _pair(
+        origin, conversation, a, b, {"label": "b" if flip else "a"}, names=("chosen", "rejected")
+    )
 
 
 def _hh_split(transcript: str) -> tuple[list[dict[str, str]], str]:
@@ -434,33 +471,84 @@ def _hh_split(transcript: str) -> tuple[list[dict[str, str]], str]:
 def _plain_row(obj: dict[str, Any], origin: str) -> LabelledPair:
     unknown = sorted(set(obj) - set(_PLAIN_KEYS))
     if unknown:
-        raise _RowError(f"unknown key {unknown[0]!r} (expected {', '.join(_PLAIN_KEYS)})")
+        raise _Skip(
+            "unknown_key", f"unknown key {unknown[0]!r} (expected {', '.join(_PLAIN_KEYS)})"
+        )
     a, b = _text(obj, "a"), _text(obj, "b")
     label = obj.get("label")
     if "label" not in obj:
-        raise _RowError("missing key 'label'")
+        raise _Skip("missing_key", "missing key 'label'")
     if label not in LABELS:
-        raise _RowError(f"'label' must be a, b or tie, not {label!r}")
+        raise _Skip("bad_label", f"'label' must be a, b or tie, not {label!r}")
     annotator = _text(obj, "annotator", default="label").strip()
     if not annotator:
-        raise _RowError("'annotator' must not be empty")
+        raise _Skip("wrong_type", "'annotator' must not be empty")
     task_type = _text(obj, "task_type", default="general")
     if task_type not in TASK_TYPES:
-        raise _RowError(f"unknown task_type {task_type!r} (expected {', '.join(TASK_TYPES)})")
+        raise _Skip(
+            "unknown_task_type",
+            f"unknown task_type {task_type!r} (expected {', '.join(TASK_TYPES)})",
+        )
     if ("prompt" in obj) == ("messages" in obj):
-        raise _RowError("give either 'prompt' or 'messages'")
+        raise _Skip("invalid_conversation", "give either 'prompt' or 'messages'")
     if "prompt" in obj:
         text = _text(obj, "prompt")
         if not text.strip():
-            raise _RowError("empty prompt")
+            raise _Skip("empty_prompt", "empty prompt")
         messages = [{"role": "user", "content": text}]
     else:
         messages = obj["messages"]
         if not isinstance(messages, list) or not messages:
-            raise _RowError("'messages' must be a non-empty list of role/content turns")
+            raise _Skip(
+                "invalid_conversation", "'messages' must be a non-empty list of role/content turns"
+            )
     return _pair(
         origin, messages, a, b, {annotator: label}, task_type=task_type, key=_own_id(obj, "id")
     )
+
+
+def _trl_row(obj: dict[str, Any], origin: str) -> LabelledPair:
+    """A TRL preference row: explicit prompt (text or messages) or implicit (chosen and rejected
+    are whole conversations); the responses are text or chat messages. Other keys (ids,
+    scores) are ignored."""
+    chosen, rejected = _turns(obj, "chosen"), _turns(obj, "rejected")
+    prompt = _turns(obj, "prompt", user=True) if "prompt" in obj else []
+    # Some datasets repeat the prompt at the head of chosen and rejected: drop it there.
+    if prompt and chosen[: len(prompt)] == prompt and rejected[: len(prompt)] == prompt:
+        chosen, rejected = chosen[len(prompt) :], rejected[len(prompt) :]
+    shared = 0  # turns chosen and rejected share before they part (an implicit prompt)
+    while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
+        shared += 1
+    conversation = prompt + chosen[:shared]
+    chosen, rejected = chosen[shared:], rejected[shared:]
+    if len(chosen) != 1 or len(rejected) != 1:
+        raise _Skip(
+            "invalid_conversation",
+            "'chosen' and 'rejected' must each end in one response after the shared turns",
+        )
+    if chosen[0]["role"] != "assistant" or rejected[0]["role"] != "assistant":
+        raise _Skip("invalid_conversation", "the chosen and rejected responses must be assistant's")
+    return _chosen_pair(
+        origin, conversation, chosen[0]["content"], rejected[0]["content"], [obj]
+    )
+
+
+def _turns(obj: dict[str, Any], key: str, *, user: bool = False) -> list[dict[str, Any]]:
+    """``obj[key]`` as role/content turns: a string is one turn (the user's for a prompt,
+    else the assistant's)."""
+    if key not in obj:
+        raise _Skip("missing_key", f"missing key {key!r}")
+    value = obj[key]
+    if isinstance(value, str):
+        return [{"role": "user" if user else "assistant", "content": value}]
+    if not isinstance(value, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+        for m in value
+    ):
+        raise _Skip(
+            "wrong_type", f"{key!r} must be a string or a list of role/content messages"
+        )
+    return [{"role": m["role"], "content": m["content"]} for m in value]
 
 
 # ---- the store -----------------------------------------------------------------------------------

@@ -81,7 +81,8 @@ def test_fitted_model_is_order_free_calibrated_and_round_trips():
     assert cv["model"]["accuracy"] > cv["length"]["accuracy"] + 0.15  # length is noise here
     assert cv["model"]["ece"] < 0.06 and held["model"]["ece"] < 0.1
     assert set(cv["calibrator_log_loss"]) == {"temperature", "platt", "isotonic"}
-    assert cv["calibrator"] == min(cv["calibrator_log_loss"], key=cv["calibrator_log_loss"].get)
+    losses = cv["calibrator_log_loss"]  # rounded to 4 places: a near-tie may round level
+    assert losses[cv["calibrator"]] == min(losses.values())
     split = fit.report["split"]
     assert split["fit"] + split["calibration"] == 800 and 180 < split["calibration"] < 320
 

@@ -70,14 +70,16 @@ def test_log_loss_and_accuracy_by_hand():
 
 
 def test_reliability_bins_hold_the_items_they_should():
-    rows = reliability([0.05, 0.15, 0.15, 0.3, 1.0], [0, 1, 0, 1, 1], bins=10)
+    rows = reliability([0.0, 0.05, 0.15, 0.15, 0.3, 1.0], [0, 0, 1, 0, 1, 1], bins=10)
     assert len(rows) == 10
-    assert [r["n"] for r in rows] == [1, 2, 0, 1, 0, 0, 0, 0, 0, 1]
-    assert rows[0] == {"lo": 0.0, "hi": 0.1, "n": 1, "mean_p": 0.05, "observed": 0.0}
+    # scikit-learn's bins: (lo, hi], the first one closed
+    assert [r["n"] for r in rows] == [2, 2, 1, 0, 0, 0, 0, 0, 0, 1]
+    assert rows[0] == {"lo": 0.0, "hi": 0.1, "n": 2, "mean_p": 0.025, "observed": 0.0}
     assert rows[1]["mean_p"] == pytest.approx(0.15) and rows[1]["observed"] == 0.5
-    assert rows[2]["mean_p"] is None and rows[2]["observed"] is None
-    assert rows[3]["lo"] == 0.3  # p = 0.3 opens its bin
-    assert rows[9]["hi"] == 1.0 and rows[9]["observed"] == 1.0  # the last bin is closed
+    assert rows[2]["hi"] == 0.3 and rows[2]["mean_p"] == pytest.approx(0.3)  # p = 0.3 closes it
+    assert rows[3]["mean_p"] is None and rows[3]["observed"] is None
+    assert rows[9]["hi"] == 1.0 and rows[9]["observed"] == 1.0
+    assert [r["n"] for r in reliability([], [], bins=4)] == [0, 0, 0, 0]
 
 
 # --- calibrators --------------------------------------------------------------------------------
@@ -157,6 +159,38 @@ def test_choose_calibrator_prefers_a_sigmoid_on_a_temperature_distortion():
     assert choose_calibrator(z, y, seed=0) == (best, losses)  # fixed by the seed
 
 
+def test_choose_calibrator_keeps_each_group_in_one_fold(monkeypatch):
+    """Both orders of a pair are one group: a fold never fits on one and scores the other."""
+    from criticloop.graphs import _calstats
+
+    rng = np.random.default_rng(9)
+    z = rng.normal(0, 2, 200)
+    y = _labels(rng, sigmoid(z))
+    z_aug, y_aug = np.concatenate([z, -z]), np.concatenate([y, 1 - y])
+    pair = np.concatenate([np.arange(200), np.arange(200)])
+    fitted_on: list[set[float]] = []
+    real_fit = _calstats.fit_calibrator
+
+    def spy(kind, zs, ys, weights=None):
+        fitted_on.append(set(np.round(zs, 12)))
+        return real_fit(kind, zs, ys, weights)
+
+    monkeypatch.setattr(_calstats, "fit_calibrator", spy)
+    choose_calibrator(z_aug, y_aug, groups=pair, kinds=("temperature",), seed=0)
+    assert len(fitted_on) == 5
+    for train in fitted_on:
+        # every pair is in or out whole: z in the training set exactly when -z is
+        assert all(round(-v, 12) in train for v in train)
+    ungrouped: list[set[float]] = []
+    monkeypatch.setattr(
+        _calstats, "fit_calibrator", lambda k, zs, ys, w=None: ungrouped.append(set(zs)) or real_fit(k, zs, ys, w)
+    )
+    choose_calibrator(z_aug, y_aug, kinds=("temperature",), seed=0)
+    assert any(any(-v not in train for v in train) for train in ungrouped)  # what groups prevent
+    with pytest.raises(ValueError, match="5 groups"):
+        choose_calibrator(z_aug[:8], y_aug[:8], groups=[0, 1, 2, 3] * 2, seed=0)
+
+
 # --- intervals ----------------------------------------------------------------------------------
 
 
@@ -170,6 +204,17 @@ def test_exact_bounds_match_known_values():
     assert clopper_pearson(0, 0, 0.05) == (0.0, 1.0)
     assert wilson(5, 10) == pytest.approx((0.236593, 0.763407), abs=1e-6)
     assert wilson(0, 0) == (0.0, 1.0)
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
+
+
+def test_intervals_are_scipys(rng_seed=3):
+    from scipy.stats import binomtest
+
+    for k, n in ((0, 7), (3, 7), (7, 7), (41, 120)):
+        exact = binomtest(k, n).proportion_ci(0.9, method="exact")
+        assert clopper_pearson(k, n, 0.1) == pytest.approx((exact.low, exact.high), abs=1e-12)
+        score = binomtest(k, n).proportion_ci(0.95, method="wilson")
+        assert wilson(k, n) == pytest.approx((score.low, score.high), abs=1e-12)
 
 
 # --- escalation ---------------------------------------------------------------------------------
@@ -207,6 +252,11 @@ def test_select_threshold_reports_a_consistent_threshold():
     assert chosen.coverage == pytest.approx(above.mean())
     assert chosen.agreement == pytest.approx(correct[above].mean())
     assert chosen.target <= chosen.lower_bound <= chosen.agreement
+    # the bound is scipy's exact one-sided Clopper-Pearson bound on the disagreements
+    wrong = int(chosen.auto - correct[above].sum())
+    assert chosen.lower_bound == pytest.approx(
+        1 - binomial_upper(wrong, chosen.auto, 0.1), abs=1e-12
+    )
     assert json.loads(json.dumps(chosen.as_dict()))["threshold"] == chosen.threshold
 
 

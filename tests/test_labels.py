@@ -219,7 +219,7 @@ def test_auto_detect(tmp_path, name, rows, expected):
     path = tmp_path / name
     _array(path, rows) if name.endswith(".json") else _jsonl(path, rows)
     if rows == [{"idx": 1}]:
-        with pytest.raises(InputError, match=r"x\.json:2: missing key 'instruction'"):
+        with pytest.raises(InputError, match=r"no usable row: .*x\.json:2: missing key 'instr"):
             read_labelled_pairs(path)
         return
     assert read_labelled_pairs(path).format == expected
@@ -234,6 +234,67 @@ def test_auto_detect_names_the_keys_it_wanted(tmp_path):
     assert "instruction and response1" in message and "chosen and rejected" in message
 
 
+def test_trl_rows_standard_conversational_and_implicit(tmp_path):
+    hello = [{"role": "user", "content": "Say hello."}]
+    rows = [
+        {"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "Seven."},  # standard
+        {  # conversational, with a system turn and extra keys a dataset may carry
+            "prompt": [{"role": "system", "content": "Be brief."}, *hello],
+            "chosen": [{"role": "assistant", "content": "Hello!"}],
+            "rejected": [{"role": "assistant", "content": "Goodbye."}],
+            "score_chosen": 8.0,
+        },
+        {  # implicit prompt: whole conversations that part at the last turn
+            "chosen": [*hello, {"role": "assistant", "content": "Hi there."}],
+            "rejected": [*hello, {"role": "assistant", "content": "No."}],
+        },
+        {  # the prompt repeated at the head of chosen and rejected (UltraFeedback's shape)
+            "prompt": "Say hi.",
+            "chosen": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi"}],
+            "rejected": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "?"}],
+        },
+        {"prompt": "Twice?", "chosen": "Same.", "rejected": "Same."},
+        {"prompt": "Two turns?", "chosen": [{"role": "user", "content": "x"}], "rejected": "y"},
+    ]
+    pairs = read_labelled_pairs(_jsonl(tmp_path / "prefs.jsonl", rows))
+    assert pairs.format == "trl" and len(pairs) == 4
+    assert pairs.skipped == {"identical_responses": 1, "invalid_conversation": 1}
+    chosen = [getattr(p, p.labels["label"]) for p in pairs]
+    assert chosen == ["Blue.", "Hello!", "Hi there.", "Hi"]
+    assert pairs[0].messages == [{"role": "user", "content": "Name a colour."}]
+    assert pairs[1].messages == [{"role": "system", "content": "Be brief."}, *hello]
+    assert pairs[2].messages == hello
+    assert pairs[3].messages == [{"role": "user", "content": "Say hi."}]
+
+
+@pytest.mark.parametrize("fmt", ["conversational", "standard"])
+def test_pairs_export_then_labels_import_round_trips(demo_store, tmp_path, fmt):
+    from criticloop.store import PairRecord, write_preference_jsonl
+
+    made = {}
+    for pid in demo_store.prompt_ids()[:12]:
+        chosen, rejected = f"A full answer to {pid}.", f"No idea ({pid})."
+        demo_store.record_pair(PairRecord(pid, chosen, rejected, "synthetic", margin=0.3))
+        made[chosen] = rejected
+    out = tmp_path / f"{fmt}.jsonl"
+    report = write_preference_jsonl(demo_store.iter_pairs(), out, fmt, 16_000)
+    assert report.written == 12
+
+    pairs = read_labelled_pairs(out)
+    assert pairs.format == "trl" and len(pairs) == 12 and not pairs.skipped
+    exported = {json.dumps(r["prompt"]) for r in map(json.loads, out.read_text().splitlines())}
+    for pair in pairs:
+        winner = getattr(pair, pair.majority)
+        loser = pair.b if pair.majority == "a" else pair.a
+        assert made[winner] == loser
+        prompt = pair.messages if fmt == "conversational" else pair.messages[0]["content"]
+        assert json.dumps(prompt) in exported  # the conversation the pair was exported with
+    first = demo_store.import_labels(pairs, "exported")
+    assert first["pairs"]["inserted"] == 12 and first["majority"]["tie"] == 0
+    again = demo_store.import_labels(read_labelled_pairs(out), "exported")
+    assert again["pairs"] == {"inserted": 0, "updated": 0, "unchanged": 12}
+
+
 def test_majority_rules():
     assert majority_label(["a", "a", "b"]) == "a"
     assert majority_label(["tie", "tie", "a"]) == "tie"
@@ -244,63 +305,124 @@ def test_majority_rules():
     assert majority_label([]) is None
 
 
-# ---- bad rows ------------------------------------------------------------------------------------
+# ---- rows that cannot be used, and files that are not what they claim ----------------------------
 
 _P = PANDALM_ROWS[0]
 _H = HH_ROWS[0]
 _L = PLAIN_ROWS[0]
-BAD_ROWS = [
-    # (format, bad row, what the error says)
-    ("pandalm", {k: v for k, v in _P.items() if k != "response2"}, "missing key 'response2'"),
-    ("pandalm", {**_P, "annotator2": 3}, "'annotator2' must be 0 (tie), 1 (response1) or 2"),
-    ("pandalm", {**_P, "annotator2": True}, "'annotator2' must be 0"),
-    ("pandalm", {**_P, "instruction": " ", "input": ""}, "empty prompt"),
-    ("pandalm", {**_P, "response2": _P["response1"]}, "'response1' and 'response2' are the same"),
-    ("pandalm", {**_P, "response1": ["x"]}, "'response1' must be text, not an array"),
-    ("pandalm", {**_P, "instruction": 7}, "'instruction' must be a string, not a number"),
-    ("hh", {"chosen": _H["chosen"]}, "missing key 'rejected'"),
-    ("hh", {**_H, "chosen": None}, "'chosen' must be a string, not null"),
-    ("hh", "[1, 2]", "each row must be a JSON object"),
-    ("hh", '{"chosen": "x",', "invalid JSON"),
-    ("plain", {**_L, "label": "c"}, "'label' must be a, b or tie, not 'c'"),
-    ("plain", {**_L, "label": 1}, "'label' must be a, b or tie, not 1"),
-    ("plain", {**_L, "b": _L["a"]}, "'a' and 'b' are the same text"),
-    ("plain", {**_L, "prompt": "  "}, "empty prompt"),
-    ("plain", {**_L, "task_type": "poetry"}, "unknown task_type 'poetry'"),
-    ("plain", {**_L, "lable": "a"}, "unknown key 'lable'"),
+UNUSABLE_ROWS = [
+    # (format, a row that cannot be used, the reason it is counted under, what it says)
+    (
+        "pandalm",
+        {k: v for k, v in _P.items() if k != "response2"},
+        "missing_key",
+        "missing key 'response2'",
+    ),
+    ("pandalm", {**_P, "annotator2": 3}, "bad_label", "'annotator2' must be 0 (tie), 1 (resp"),
+    ("pandalm", {**_P, "annotator2": True}, "bad_label", "'annotator2' must be 0"),
+    ("pandalm", {**_P, "instruction": " ", "input": ""}, "empty_prompt", "empty prompt"),
+    (
+        "pandalm",
+        {**_P, "response2": _P["response1"]},
+        "identical_responses",
+        "'response1' and 'response2' are the same",
+    ),
+    ("pandalm", {**_P, "response1": ["x"]}, "wrong_type", "'response1' must be text, not an array"),
+    ("pandalm", {**_P, "instruction": 7}, "wrong_type", "'instruction' must be a string, not a n"),
+    ("hh", {"chosen": _H["chosen"]}, "missing_key", "missing key 'rejected'"),
+    ("hh", {**_H, "chosen": None}, "wrong_type", "'chosen' must be a string, not null"),
+    ("plain", {**_L, "label": "c"}, "bad_label", "'label' must be a, b or tie, not 'c'"),
+    ("plain", {**_L, "label": 1}, "bad_label", "'label' must be a, b or tie, not 1"),
+    ("plain", {**_L, "b": _L["a"]}, "identical_responses", "'a' and 'b' are the same text"),
+    ("plain", {**_L, "prompt": "  "}, "empty_prompt", "empty prompt"),
+    ("plain", {**_L, "task_type": "poetry"}, "unknown_task_type", "unknown task_type 'poetry'"),
+    ("plain", {**_L, "lable": "a"}, "unknown_key", "unknown key 'lable'"),
     (
         "plain",
         {**_L, "prompt": None, "messages": [{"role": "assistant", "content": "hi"}]},
+        "invalid_conversation",
         "give either 'prompt' or 'messages'",
     ),
     (
         "plain",
         {k: v for k, v in _L.items() if k != "prompt"}
         | {"messages": [{"role": "assistant", "content": "hi"}]},
+        "invalid_conversation",
         "'messages' must end with a user turn",
     ),
-    ("plain", {**_L, "task_type": "persona_chat"}, "a persona_chat prompt needs a 'persona'"),
+    (
+        "plain",
+        {**_L, "task_type": "persona_chat"},
+        "invalid_conversation",
+        "a persona_chat prompt needs a 'persona'",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("fmt", "bad", "message"), BAD_ROWS, ids=lambda v: str(v)[:30])
-def test_a_malformed_row_names_file_and_line_and_writes_nothing(store, tmp_path, fmt, bad, message):
+@pytest.mark.parametrize(("fmt", "bad", "reason", "why"), UNUSABLE_ROWS, ids=lambda v: str(v)[:30])
+def test_a_row_that_cannot_be_used_is_skipped_and_named(store, tmp_path, fmt, bad, reason, why):
     good = {"pandalm": PANDALM_ROWS, "hh": HH_ROWS, "plain": PLAIN_ROWS}[fmt]
     path = _jsonl(tmp_path / f"{fmt}.jsonl", [*good, bad])
+    pairs = read_labelled_pairs(path, fmt)
+    assert len(pairs) == len(good) and pairs.rows == len(good) + 1
+    assert pairs.skipped == {reason: 1}
+    assert pairs.first_skipped == {reason: f"{path}:{len(good) + 1}"}
+    (example,) = pairs.skip_examples[reason]
+    assert example.startswith(f"{path}:{len(good) + 1}: ") and why in example
+    summary = store.import_labels(pairs, fmt)
+    assert summary["pairs"]["inserted"] == len(good) and summary["skipped"] == {reason: 1}
+
+
+MALFORMED = [
+    # (what the file holds, what the error says): rejected whole, at the line that shows it
+    ('{"chosen": "x",', "invalid JSON"),
+    ("[1, 2]", "each row must be a JSON object"),
+    ('"just a string"', "each row must be a JSON object"),
+]
+
+
+@pytest.mark.parametrize(("line", "message"), MALFORMED)
+def test_a_malformed_file_is_refused_whole_and_writes_nothing(store, tmp_path, line, message):
+    path = _jsonl(tmp_path / "hh.jsonl", [*HH_ROWS, line, HH_ROWS[0]])
     before = store.counts()
     with pytest.raises(InputError) as error:
-        _import(store, path, fmt)
-    assert str(error.value).startswith(f"{path}:{len(good) + 1}: ")
-    assert message in str(error.value)
+        _import(store, path, "hh")
+    assert str(error.value).startswith(f"{path}:3: ") and message in str(error.value)
     assert store.counts() == before
+
+
+def test_a_file_with_no_usable_row_is_refused(tmp_path):
+    path = _jsonl(tmp_path / "plain.jsonl", [{**_L, "label": "x"}, {**_L, "b": _L["a"]}])
+    with pytest.raises(InputError) as error:
+        read_labelled_pairs(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: no usable row: 2 skipped (bad_label 1, identical_resp")
+    assert f"the first: {path}:1: 'label' must be a, b or tie, not 'x'" in message
+
+
+def test_a_public_file_with_a_few_quirks_imports_the_rest(tmp_path):
+    """200 rows, three of them identical pairs: the rest import, the three are named."""
+    rows = [
+        {"prompt": f"Question {i}?", "a": f"Answer {i}.", "b": f"Reply {i}!", "label": "a"}
+        for i in range(200)
+    ]
+    for i in (57, 120, 180):
+        rows[i]["b"] = rows[i]["a"]
+    path = _jsonl(tmp_path / "public.jsonl", rows)
+    result = run_cli("labels", "import", str(path), check=True)
+    assert "pairs 197 (197 new, 0 unchanged)" in result.stdout
+    assert "skipped 3 (identical_responses 3)" in result.stdout
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"skipped identical_responses: {path}:58: 'a' and 'b' are the same")
+    assert f"{path}:121: " in line and f"{path}:181: " in line
 
 
 def test_a_bad_element_of_a_json_array_names_the_line_it_starts_on(store, tmp_path):
     rows = [*PANDALM_ROWS, {**PANDALM_ROWS[0], "idx": 3, "annotator1": 9}]
     path = _array(tmp_path / "pandalm.json", rows)
     starts = [i + 1 for i, line in enumerate(path.read_text().split("\n")) if line == "    {"]
-    with pytest.raises(InputError, match=rf"pandalm\.json:{starts[3]}: 'annotator1' must be"):
-        _import(store, path)
+    pairs = read_labelled_pairs(path)
+    assert len(pairs) == 3 and pairs.first_skipped == {"bad_label": f"{path}:{starts[3]}"}
     broken = path.read_text().replace('"idx": 2,', '"idx": 2', 1)  # a missing comma
     path.write_text(broken)
     with pytest.raises(InputError, match=r"pandalm\.json:\d+: invalid JSON: Expecting ',' delim"):
@@ -317,13 +439,15 @@ def test_bad_bytes_and_conflicting_rows(tmp_path):
     with pytest.raises(InputError, match=r"plain\.jsonl:2: not valid UTF-8"):
         read_labelled_pairs(path)
     twice = [PLAIN_ROWS[1], {**PLAIN_ROWS[1], "a": "Another haiku"}]
-    with pytest.raises(InputError, match=r":2: id 'q2' is used twice .* \(first at line 1\)"):
-        read_labelled_pairs(_jsonl(path, twice))
+    pairs = read_labelled_pairs(_jsonl(path, twice))
+    assert len(pairs) == 1 and pairs[0].a == PLAIN_ROWS[1]["a"]
+    (why,) = pairs.skip_examples["conflicting_id"]
+    assert why.endswith(":2: id 'q2' is used twice with different content (first at line 1)")
     flip = [PLAIN_ROWS[0], {**PLAIN_ROWS[0], "label": "b"}]
-    with pytest.raises(
-        InputError, match=r":2: 'label' labels this pair 'b' here and 'a' at line 1"
-    ):
-        read_labelled_pairs(_jsonl(path, flip))
+    pairs = read_labelled_pairs(_jsonl(path, flip))
+    assert len(pairs) == 1 and pairs[0].labels == {"label": "a"}
+    (why,) = pairs.skip_examples["conflicting_label"]
+    assert why.endswith(":2: 'label' labels this pair 'b' here and 'a' at line 1")
     gz = tmp_path / "broken.jsonl.gz"
     gz.write_bytes(b"\x1f\x8bnot gzip")
     with pytest.raises(InputError, match="not valid gzip"):
@@ -476,12 +600,11 @@ def test_cli_offers_the_store_formats():
 
 def test_cli_checks_every_file_before_writing(tmp_path, settings):
     good = _jsonl(tmp_path / "good.jsonl", PLAIN_ROWS)
-    bad = _jsonl(tmp_path / "bad.jsonl", [PLAIN_ROWS[0], {**PLAIN_ROWS[0], "label": "x"}])
+    bad = _jsonl(tmp_path / "bad.jsonl", [PLAIN_ROWS[0], '{"prompt": "Plan my week.", "a":'])
     result = run_cli("labels", "import", str(good), str(bad))
     assert result.returncode == 2
-    assert result.stderr.strip() == (
-        f"criticloop: error: {bad}:2: 'label' must be a, b or tie, not 'x'"
-    )
+    assert result.stderr.strip().startswith(f"criticloop: error: {bad}:2: invalid JSON")
+    assert result.stderr.count("\n") == 1
     assert not settings.db_path.exists()  # the good file first, yet nothing was written
 
 

@@ -41,12 +41,29 @@ def test_sign_test_matches_the_binomial_tail():
 
 def test_bootstrap_interval_resamples_whole_prompts():
     assert bootstrap_interval([[1.0, 1.0]] * 10, 500, seed=1) == (1.0, 1.0)
+    assert bootstrap_interval([[1.0, 0.5]], 500, seed=1) == (0.75, 0.75)  # one prompt
     low, high = bootstrap_interval([[1.0], [0.0]] * 20, 2000, seed=1)
     assert low < 0.5 < high and high - low < 0.4
     # Ten prompts whose two answers always agree are ten observations, not twenty.
     clustered = bootstrap_interval([[1.0, 1.0], [0.0, 0.0]] * 5, 2000, seed=2)
     independent = bootstrap_interval([[1.0], [0.0]] * 10, 2000, seed=2)
     assert clustered[1] - clustered[0] > (independent[1] - independent[0]) * 0.9
+
+
+def test_two_samples_that_agree_are_no_more_significant_than_one():
+    # 8 prompts, 6 won and 2 lost; each prompt's two samples agree.
+    outcomes = [1.0] * 6 + [0.0] * 2
+    two = _report({f"p{i}": [o, o] for i, o in enumerate(outcomes)})
+    one = _report({f"p{i}": [o] for i, o in enumerate(outcomes)})
+    assert (two.comparisons, one.comparisons) == (16, 8)
+    assert (two.prompts_better, two.prompts_worse) == (one.prompts_better, one.prompts_worse)
+    assert two.p_value >= one.p_value
+    assert two.p_value == pytest.approx(37 / 256, abs=1e-6)  # P(X >= 6 | n = 8): prompts
+    assert two.ci_high - two.ci_low >= (one.ci_high - one.ci_low) * 0.9
+    assert "sign test over prompts (6 better, 2 worse, 0 even)" in two.reason
+    assert two.test.startswith("one-sided exact sign test over prompts")
+    # counting the 16 comparisons as independent would have claimed p = 0.038
+    assert sign_test(12, 4) < 0.05 < two.p_value and two.decision == "keep"
 
 
 def test_both_orders_must_agree_for_a_win():
@@ -65,6 +82,7 @@ def test_gate_promotes_only_a_significant_win():
     wins = {f"p{i}": [1.0, 1.0 if i % 4 else 0.5] for i in range(12)}
     report = _report(wins)
     assert report.wins == 21 and report.ties == 3 and report.losses == 0
+    assert report.prompts_better == 12 and report.p_value == pytest.approx(1 / 4096, abs=1e-6)
     assert report.p_value < 0.05 and report.ci_low > 0.5
     assert report.decision == "promote" and "significantly better" in report.reason
 
@@ -304,7 +322,9 @@ def test_gate_report_decides_and_registry_commands_follow(pairs_home, monkeypatc
     report = json.loads(run_cli("adapters", "evaluate", version, "--json", check=True).stdout)
     assert report["prompts"] == 3 and report["comparisons"] == 6
     assert report["wins"] + report["losses"] + report["ties"] == 6
-    assert report["p_value"] == pytest.approx(sign_test(report["wins"], report["losses"]), abs=1e-6)
+    better, worse = report["prompts_better"], report["prompts_worse"]
+    assert better + worse + report["prompts_even"] == 3
+    assert report["p_value"] == pytest.approx(sign_test(better, worse), abs=1e-6)
     significant = report["p_value"] < 0.05 and report["ci_low"] > 0.5
     assert report["decision"] == ("promote" if significant else "keep")
     assert {o["outcome"] for o in report["outcomes"]} <= {"win", "loss", "tie"}

@@ -30,6 +30,9 @@ def screen_text(app) -> str:
     lines = [strip.text.rstrip() for strip in app.screen._compositor.render_strips()]
     text = "\n".join(lines).rstrip() + "\n"
     text = re.sub(r"graph-\d{8}T\d{6}-[0-9a-f]{6}", "graph-<run>", text)
+    # what depends on today: ages, and the calendar week or day a decision fell in
+    text = re.sub(r"\b\d{4}-W\d{2}\b", "<week>", text)
+    text = re.sub(r"\b\d{4}-\d{2}-\d{2}\b", "<date>", text)
     return re.sub(r"\d+(\.\d)?[smhd] (old|ago)", "<age> \\2", text)
 
 

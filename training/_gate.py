@@ -8,15 +8,17 @@ a loss only when both orders agree and the reward difference exceeds the tie mar
 a tie. (The bundled critics score each answer on its own, so their two orders always agree; a
 pairwise LLM judge can disagree with itself, and then the pair is a tie.)
 
-The win rate counts ties as half. Its 95% interval is a bootstrap over prompts (the answers to
-one prompt are not independent), and the sign test asks whether wins outnumber losses by more
-than chance: one-sided exact binomial over the decided comparisons.
+The win rate counts ties as half. The answers to one prompt are not independent (the same
+question, often similar answers), so both statistics count prompts, not comparisons: the 95%
+interval is a percentile bootstrap that resamples whole prompts (``scipy.stats.bootstrap``), and
+the sign test asks whether more prompts came out better (mean outcome above a tie) than worse
+by more than chance, one-sided exact binomial over the prompts that were not even
+(``scipy.stats.binomtest``). Two samples of a prompt that agree are one observation, not two.
 """
 
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -29,6 +31,8 @@ from ._data import heldout_prompts, policy_conversation
 from ._judge import CriticJudge
 
 WIN, TIE, LOSS = 1.0, 0.5, 0.0
+SIGN_TEST = "one-sided exact sign test over prompts (better vs worse by mean outcome)"
+INTERVAL = "95% percentile bootstrap over prompts"
 
 
 @dataclass
@@ -41,10 +45,15 @@ class GateReport:
     losses: int = 0
     ties: int = 0
     inconsistent: int = 0  # the two orders disagreed (counted as ties)
+    prompts_better: int = 0  # prompts whose mean outcome is above a tie
+    prompts_worse: int = 0
+    prompts_even: int = 0
     win_rate: float | None = None
     ci_low: float | None = None
     ci_high: float | None = None
     p_value: float | None = None
+    test: str = SIGN_TEST
+    interval: str = INTERVAL
     mean_reward_candidate: float | None = None
     mean_reward_baseline: float | None = None
     decision: str = "keep"
@@ -60,33 +69,58 @@ class GateReport:
         return {k: v for k, v in self.as_dict().items() if k != "outcomes"}
 
 
-def sign_test(wins: int, losses: int) -> float:
-    """One-sided exact sign test: P(at least ``wins`` wins of ``wins + losses`` | no difference)."""
-    n = wins + losses
+def sign_test(better: int, worse: int) -> float:
+    """One-sided exact sign test: P(at least ``better`` of ``better + worse`` | no difference).
+
+    The gate counts prompts here (see :func:`prompt_sign_test`), never comparisons."""
+    from scipy.stats import binomtest
+
+    n = better + worse
     if n == 0:
         return 1.0
-    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n
+    return float(binomtest(better, n, 0.5, alternative="greater").pvalue)
+
+
+def prompt_sign_test(per_prompt: Sequence[Sequence[float]]) -> tuple[float, int, int, int]:
+    """(p-value, prompts better, worse, even): the sign test over each prompt's mean outcome."""
+    means = [sum(g) / len(g) for g in per_prompt if g]
+    better = sum(m > TIE for m in means)
+    worse = sum(m < TIE for m in means)
+    return sign_test(better, worse), better, worse, len(means) - better - worse
 
 
 def bootstrap_interval(
     per_prompt: Sequence[Sequence[float]], resamples: int, seed: int, level: float = 0.95
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean outcome, resampling whole prompts."""
+    """Percentile bootstrap interval of the mean outcome, resampling whole prompts
+    (``scipy.stats.bootstrap`` over each prompt's outcome sum and count, paired)."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
     groups = [list(g) for g in per_prompt if g]
     if not groups:
         return (math.nan, math.nan)
-    rng = random.Random(seed)
-    means = []
-    for _ in range(resamples):
-        drawn = [groups[rng.randrange(len(groups))] for _ in groups]
-        total = sum(sum(g) for g in drawn)
-        count = sum(len(g) for g in drawn)
-        means.append(total / count)
-    means.sort()
-    tail = (1 - level) / 2
-    low = means[int(math.floor(tail * (resamples - 1)))]
-    high = means[int(math.ceil((1 - tail) * (resamples - 1)))]
-    return (low, high)
+    sums = np.array([sum(g) for g in groups], dtype=float)
+    counts = np.array([len(g) for g in groups], dtype=float)
+    if len(groups) == 1:  # one prompt: nothing to resample
+        mean = float(sums[0] / counts[0])
+        return (mean, mean)
+
+    def pooled_mean(s, c, axis=-1):
+        return s.sum(axis=axis) / c.sum(axis=axis)
+
+    result = bootstrap(
+        (sums, counts),
+        pooled_mean,
+        paired=True,
+        vectorized=True,
+        n_resamples=resamples,
+        confidence_level=level,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    interval = result.confidence_interval
+    return (float(interval.low), float(interval.high))
 
 
 def outcome(forward_margin: float, backward_margin: float, tie_margin: float) -> tuple[float, bool]:
@@ -116,7 +150,10 @@ def score_outcomes(report: GateReport, per_prompt: dict[str, list[float]], gate:
         report.win_rate = round(sum(flat) / len(flat), 4)
         low, high = bootstrap_interval(list(per_prompt.values()), gate.bootstrap, gate.seed)
         report.ci_low, report.ci_high = round(low, 4), round(high, 4)
-    report.p_value = round(sign_test(report.wins, report.losses), 6)
+    p_value, report.prompts_better, report.prompts_worse, report.prompts_even = (
+        prompt_sign_test(list(per_prompt.values()))
+    )
+    report.p_value = round(p_value, 6)
     report.decision, report.reason = decide(report, gate)
     return report
 
@@ -129,10 +166,11 @@ def decide(report: GateReport, gate: GateSettings) -> tuple[str, str]:
             "no held-out prompts to compare on (raise CRITICLOOP_TRAINING__HELDOUT_PERCENT)",
         )
     figures = (
-        f"win rate {report.win_rate:.0%} (95% CI {report.ci_low:.0%}-{report.ci_high:.0%}), "
-        f"{report.wins} wins {report.losses} losses {report.ties} ties over "
-        f"{report.comparisons} comparisons on {report.prompts} prompts, "
-        f"sign test p={report.p_value:.3g}"
+        f"win rate {report.win_rate:.0%} (95% CI {report.ci_low:.0%}-{report.ci_high:.0%} "
+        f"over prompts), {report.wins} wins {report.losses} losses {report.ties} ties over "
+        f"{report.comparisons} comparisons on {report.prompts} prompts; sign test over prompts "
+        f"({report.prompts_better} better, {report.prompts_worse} worse, "
+        f"{report.prompts_even} even) p={report.p_value:.3g}"
     )
     if gate.require == "always":
         return "promote", f"{figures}; the gate is set to promote every trained adapter"
