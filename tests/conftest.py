@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 # Before anything imports huggingface_hub (which reads these once): tests never touch a hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
-_FOREIGN = ("LANGSMITH_", "LANGCHAIN_", "OPENAI_", "ANTHROPIC_")
+_FOREIGN = ("LANGSMITH_", "LANGCHAIN_", "OPENAI_", "ANTHROPIC_", "CREWAI_STORAGE_DIR")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -82,16 +82,68 @@ def model_home(hermetic: Path, models_cache: Path) -> Path:
     return hermetic
 
 
-def run_cli(
+def run_process(
     *args: str, check: bool = False, timeout: float = 300, **kwargs
 ) -> subprocess.CompletedProcess:
-    """Run the installed ``criticloop`` console script in a real subprocess."""
+    """Run the installed ``criticloop`` console script in a real subprocess: for what only a
+    process shows (a kill, a second process racing the first, what a command imports, the
+    console script itself)."""
     exe = Path(sys.executable).parent / "criticloop"
     result = subprocess.run(
         [str(exe), *args], capture_output=True, text=True, timeout=timeout, **kwargs
     )
     if check and result.returncode != 0:
         raise AssertionError(f"criticloop {' '.join(args)} -> {result.returncode}\n{result.stderr}")
+    return result
+
+
+def run_cli(
+    *args: str, check: bool = False, env: dict[str, str] | None = None, **_: object
+) -> subprocess.CompletedProcess:
+    """Run ``criticloop ARGS`` in this process, through the console script's own ``main``
+    (the same one-line errors and exit codes), with stdout and stderr captured apart.
+
+    A subprocess pays about 4 s for imports and the first model load; in-process the second
+    command on a model costs a second. ``env`` replaces the environment for the call, as
+    ``subprocess.run(env=...)`` does. An exception that escapes ``main`` is a traceback on
+    stderr and exit 1, as the console script would show it.
+    """
+    import logging
+    import traceback
+
+    from click.testing import CliRunner
+    from criticloop.graphs.cli import main
+
+    saved = dict(os.environ)
+    if env is not None:
+        os.environ.clear()
+        os.environ.update(env)
+    runner = CliRunner()
+    code = 0
+    try:
+        with runner.isolation() as (out, err, _):
+            # the criticloop logger's handler was made for the stderr of the first command
+            # (pytest adds capture handlers of its own to the logger: those stay as they are)
+            for handler in logging.getLogger("criticloop").handlers:
+                if type(handler) is logging.StreamHandler:
+                    handler.setStream(sys.stderr)
+            try:
+                main(list(args))
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            except BaseException:  # noqa: BLE001  (what the console script would print)
+                sys.stderr.write(traceback.format_exc())
+                code = 1
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    result = subprocess.CompletedProcess(["criticloop", *args], code, stdout, stderr)
+    if check and code != 0:
+        raise AssertionError(f"criticloop {' '.join(args)} -> {code}\n{stderr}")
     return result
 
 

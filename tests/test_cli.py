@@ -1,4 +1,5 @@
-"""The command line: help everywhere, one-line errors, light imports."""
+"""The command line: help everywhere, one-line errors, light imports. Most tests call the CLI's
+``main`` in this process; the ones here that prove the console script itself run it as a process."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 
 import click
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_process
 from criticloop.graphs import cli as cli_module
 
 
@@ -86,11 +87,11 @@ def test_headless_modules_keep_training_and_ui_stacks_out(module):
 
 
 def test_usage_errors_are_one_line_exit_2():
-    result = run_cli("generate", "--candidates", "0")
+    result = run_process("generate", "--candidates", "0")
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert "--candidates" in result.stderr and "Traceback" not in result.stderr
-    result = run_cli("frobnicate")
+    result = run_process("frobnicate")
     assert result.returncode == 2 and "No such command 'frobnicate'" in result.stderr
 
 
@@ -101,12 +102,12 @@ def test_commands_before_init_say_what_to_do():
 
 
 def test_init_then_status(hermetic):
-    init = run_cli("init", "--json", check=True)
+    init = run_process("init", "--json", check=True)
     payload = json.loads(init.stdout)
     assert payload["database"] == str(hermetic / "criticloop.db")
     assert payload["counts"]["prompts"] == 40
     assert (hermetic / "models").is_dir() and (hermetic / "adapters").is_dir()
-    status = json.loads(run_cli("status", "--json", check=True).stdout)
+    status = json.loads(run_process("status", "--json", check=True).stdout)
     assert status["offline"] is True and status["counts"]["brands"] == 3
     assert status["last_graph_run"] == "none yet (criticloop graph run)"
 
@@ -132,7 +133,7 @@ def test_data_home_that_cannot_be_used(tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     monkeypatch.setenv("CRITICLOOP_HOME", str(blocker / "home"))
-    result = run_cli("init")
+    result = run_process("init")
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("criticloop: error: cannot open database")
@@ -141,7 +142,7 @@ def test_data_home_that_cannot_be_used(tmp_path, monkeypatch):
 def test_corrupt_database_is_one_line(hermetic):
     hermetic.mkdir(parents=True)
     (hermetic / "criticloop.db").write_bytes(b"garbage" * 1000)
-    result = run_cli("status")
+    result = run_process("status")
     assert result.returncode == 1
     assert result.stderr.startswith("criticloop: error: cannot open database")
     assert "Traceback" not in result.stderr

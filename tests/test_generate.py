@@ -15,7 +15,7 @@ from criticloop.store import Store
 
 pytestmark = pytest.mark.slow
 
-SMALL = ["--max-new-tokens", "12", "--batch-size", "4"]
+SMALL = ["--max-new-tokens", "8", "--batch-size", "4"]
 
 
 def _generations(home: Path) -> list[dict]:
@@ -25,31 +25,34 @@ def _generations(home: Path) -> list[dict]:
 
 def test_generate_stores_candidates_and_a_rerun_adds_nothing(model_home):
     run_cli("init", check=True)
-    args = ["generate", "-t", "persona_chat", "-t", "feedback_conversation", "-k", "2", *SMALL]
+    # persona chats and multi-turn feedback conversations: the prompts with the most context
+    args = ["generate", "-k", "2", *SMALL]
+    for prompt in ("persona-001", "persona-002", "feedback-001", "feedback-002"):
+        args += ["-p", prompt]
     first = run_cli(*args, "--json", check=True)
     summary = json.loads(first.stdout)
-    assert summary["prompts"] == 12 and summary["generated"] == 24
+    assert summary["prompts"] == 4 and summary["generated"] == 8
     assert summary["completion_tokens"] > 0 and summary["tokens_per_second"] > 0
     rows = _generations(model_home)
-    assert len(rows) == 24
+    assert len(rows) == 8
     assert all(r["text"] and r["model"].startswith("SmolLM2-135M-Instruct") for r in rows)
     assert json.loads(rows[0]["sampling"]) == {
-        "max_new_tokens": 12,
+        "max_new_tokens": 8,
         "temperature": 0.8,
         "top_p": 0.95,
         "seed": 0,
     }
     with Store.open(model_home / "criticloop.db") as store:
         run = store.get_run(summary["run_id"])
-    assert run["status"] == "done" and run["summary"]["generated"] == 24
+    assert run["status"] == "done" and run["summary"]["generated"] == 8
 
     again = json.loads(run_cli(*args, "--json", check=True).stdout)
-    assert again["generated"] == 0 and again["already_present"] == 24 and again["run_id"] is None
-    assert len(_generations(model_home)) == 24
+    assert again["generated"] == 0 and again["already_present"] == 8 and again["run_id"] is None
+    assert len(_generations(model_home)) == 8
 
     more = json.loads(run_cli(*args, "-k", "3", "--json", check=True).stdout)
-    assert more["generated"] == 12  # only the third candidate of each prompt
-    new_seed = json.loads(run_cli(*args, "--seed", "7", "-n", "2", "--json", check=True).stdout)
+    assert more["generated"] == 4  # only the third candidate of each prompt
+    new_seed = json.loads(run_cli(*args, "--seed", "7", "-k", "1", "--json", check=True).stdout)
     assert new_seed["generated"] == 4  # new seed: new config, new candidates
 
 
@@ -77,12 +80,10 @@ def test_killed_run_loses_nothing_and_resumes(model_home):
         "generate",
         "-t",
         "general",
-        "-t",
-        "creative",
         "-k",
         "2",
         "--max-new-tokens",
-        "24",
+        "16",
         "--batch-size",
         "2",
         "--json",
@@ -97,14 +98,14 @@ def test_killed_run_loses_nothing_and_resumes(model_home):
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     survived = {(r["prompt_id"], r["candidate_index"]): r["text"] for r in _generations(model_home)}
-    assert 4 <= len(survived) < 24
+    assert 4 <= len(survived) < 12
 
     resumed = json.loads(subprocess.run(args, capture_output=True, text=True, check=True).stdout)
     assert resumed["already_present"] == len(survived)
-    assert resumed["generated"] == 24 - len(survived)
+    assert resumed["generated"] == 12 - len(survived)
     rows = _generations(model_home)
     keys = [(r["prompt_id"], r["candidate_index"]) for r in rows]
-    assert len(rows) == 24 and len(set(keys)) == 24
+    assert len(rows) == 12 and len(set(keys)) == 12
     assert all(survived[k] == r["text"] for k, r in zip(keys, rows, strict=True) if k in survived)
     with Store.open(model_home / "criticloop.db") as store:
         statuses = sorted(r["status"] for r in store.db["runs"].rows)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_process
 from criticloop.store import Store
 
 pytestmark = pytest.mark.slow
@@ -196,7 +196,7 @@ def test_escalations_wait_and_a_person_decides_in_another_process(
     assert min(w["uncertainty"] for w in waiting) >= max(d["uncertainty"] for d in dropped)
 
     target = waiting[0]
-    result = run_cli(
+    result = run_process(
         "graph",
         "decide",
         summary["run_id"],
@@ -220,7 +220,7 @@ def test_escalations_wait_and_a_person_decides_in_another_process(
     assert pair["chosen_generation_id"] == target["rejected_generation_id"]  # B won
     assert review["reviewer"] == "ana" and review["preference"] == "b"
     assert decision["status"] == "done" and decision["outcome"] == "human"
-    again = run_cli(
+    again = run_process(
         "graph",
         "decide",
         summary["run_id"],
@@ -243,7 +243,7 @@ def test_kill_9_then_rerun_continues_the_same_run(model_home, models_cache, tmp_
     (reference_home / "models").symlink_to(models_cache, target_is_directory=True)
     monkeypatch.setenv("CRITICLOOP_HOME", str(reference_home))
     _setup(tmp_path)
-    subprocess.run(args, capture_output=True, text=True, timeout=600, check=True)
+    run_cli(*args[1:], check=True)  # in this process: the reference need not be killable
     expected = _counts(reference_home)
 
     monkeypatch.setenv("CRITICLOOP_HOME", str(model_home))

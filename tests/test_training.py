@@ -289,14 +289,28 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.slow
-def test_dpo_trains_a_lora_adapter_and_the_base_stays_as_it_was(pairs_home):
-    base = pairs_home / "models" / "smollm2-135m-instruct" / "model.safetensors"
+@pytest.fixture(scope="module")
+def dpo_trained(tmp_path_factory, models_cache):
+    """One real DPO run on the bundled model (constructed pairs, two steps), shared by the test
+    of what training leaves behind and the gate's test: (home, summary, base sha before)."""
+    home = tmp_path_factory.mktemp("dpo-home")
+    (home / "models").symlink_to(models_cache, target_is_directory=True)
+    base = home / "models" / "smollm2-135m-instruct" / "model.safetensors"
     before = _sha(base)
-    result = run_cli("train", *TINY_DPO, "--no-gate", "--json", check=True, timeout=600)
-    summary = json.loads(result.stdout)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("CRITICLOOP_HOME", str(home))
+        run_cli("init", check=True)
+        with Store.open(home / "criticloop.db", create=False) as store:
+            add_constructed_pairs(store)
+        result = run_cli("train", *TINY_DPO, "--no-gate", "--json", check=True)
+    return home, json.loads(result.stdout), before
+
+
+@pytest.mark.slow
+def test_dpo_trains_a_lora_adapter_and_the_base_stays_as_it_was(dpo_trained, monkeypatch):
+    home, summary, before = dpo_trained
     assert summary["status"] == "done" and summary["metrics"]["steps"] == 2
-    with Store.open(pairs_home / "criticloop.db", create=False) as store:
+    with Store.open(home / "criticloop.db", create=False) as store:
         job = store.get_job(summary["job_id"])
         adapter = store.get_adapter(summary["adapter"])
     losses = [entry["loss"] for entry in job["metrics"]["log"] if "loss" in entry]
@@ -307,14 +321,18 @@ def test_dpo_trains_a_lora_adapter_and_the_base_stays_as_it_was(pairs_home):
     assert tensors and all("lora_" in name for name in tensors)
     # LoRA B starts at zero: any non-zero B means the adapter learned.
     assert any(t.abs().sum() > 0 for name, t in tensors.items() if "lora_B" in name)
-    assert _sha(base) == before
+    assert _sha(home / "models" / "smollm2-135m-instruct" / "model.safetensors") == before
+    monkeypatch.setenv("CRITICLOOP_HOME", str(home))
     listed = run_cli("adapters", "list", check=True).stdout
     assert summary["adapter"] in listed and "candidate" in listed
 
 
 @pytest.mark.slow
-def test_gate_report_decides_and_registry_commands_follow(pairs_home, monkeypatch):
-    summary = json.loads(run_cli("train", *TINY_DPO, "--no-gate", "--json", check=True).stdout)
+def test_gate_report_decides_and_registry_commands_follow(dpo_trained, model_home, monkeypatch):
+    from conftest import copy_database
+
+    trained_home, summary, _ = dpo_trained
+    copy_database(trained_home / "criticloop.db", model_home / "criticloop.db")
     version = summary["adapter"]
     monkeypatch.setenv("CRITICLOOP_GATE__PROMPTS", "3")
     monkeypatch.setenv("CRITICLOOP_GATE__SAMPLES_PER_PROMPT", "2")
@@ -328,7 +346,7 @@ def test_gate_report_decides_and_registry_commands_follow(pairs_home, monkeypatc
     significant = report["p_value"] < 0.05 and report["ci_low"] > 0.5
     assert report["decision"] == ("promote" if significant else "keep")
     assert {o["outcome"] for o in report["outcomes"]} <= {"win", "loss", "tie"}
-    with Store.open(pairs_home / "criticloop.db", create=False) as store:
+    with Store.open(model_home / "criticloop.db", create=False) as store:
         stored = store.gate_reports(version)[0]
         status = store.get_adapter(version)["status"]
     assert stored["decision"] == report["decision"] and stored["baseline_version"] is None
@@ -336,7 +354,7 @@ def test_gate_report_decides_and_registry_commands_follow(pairs_home, monkeypatc
 
     run_cli("adapters", "promote", version, check=True)
     assert f"{version} " in run_cli("adapters", "list", check=True).stdout
-    with Store.open(pairs_home / "criticloop.db", create=False) as store:
+    with Store.open(model_home / "criticloop.db", create=False) as store:
         assert (
             store.promoted_adapter(store.get_adapter(version)["base_model"])["version"] == version
         )
@@ -362,7 +380,7 @@ def _worker_pids(job_dir_parent: Path) -> list[int]:
 @pytest.mark.slow
 def test_a_killed_job_is_failed_with_its_reason_and_the_next_one_resumes_it(pairs_home):
     exe = Path(sys.executable).parent / "criticloop"
-    args = ["train", "--launcher", "subprocess", "--max-steps", "3", "--batch-size", "1"]
+    args = ["train", "--launcher", "subprocess", "--max-steps", "2", "--batch-size", "1"]
     args += ["--save-steps", "1", "--no-gate", "--json"]
     parent = subprocess.Popen(
         [str(exe), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -388,10 +406,10 @@ def test_a_killed_job_is_failed_with_its_reason_and_the_next_one_resumes_it(pair
     assert resumed["status"] == "done" and resumed["resumed"] is True
     assert resumed["job_id"] == jobs[0]["id"]
     assert resumed["metrics"]["resumed_from"].startswith("checkpoint-")
-    assert resumed["metrics"]["steps"] == 3
+    assert resumed["metrics"]["steps"] == 2
     jobs = json.loads(run_cli("jobs", "--json", check=True).stdout)
     assert len(jobs) == 1 and jobs[0]["status"] == "done"
-    assert [e["step"] for e in jobs[0]["metrics"]["log"] if "loss" in e] == [1, 2, 3]
+    assert [e["step"] for e in jobs[0]["metrics"]["log"] if "loss" in e] == [1, 2]
 
 
 @pytest.mark.slow
