@@ -14,7 +14,8 @@ import click
 from ..errors import InputError
 from .cli import _Context, _print_json, cli, pass_context
 
-_FORMATS = ("auto", "pandalm", "hh", "plain", "trl")  # store.LABEL_FORMATS, without importing the store
+# store.LABEL_FORMATS, without importing the store
+_FORMATS = ("auto", "pandalm", "hh", "plain", "trl")
 
 
 @cli.group()

@@ -7,6 +7,7 @@ into each test's data home, so tests that load it pay the conversion only once.
 from __future__ import annotations
 
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,20 @@ REPO = Path(__file__).resolve().parent.parent
 # Before anything imports huggingface_hub (which reads these once): tests never touch a hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+# `faketime DATE make test` proves no test reads the calendar. libfaketime 0.9 needs help with
+# Python's clocks: see tests/faketime/sitecustomize.py, loaded here and by every subprocess.
+if "faketime" in os.environ.get("LD_PRELOAD", ""):
+    if os.environ.get("FAKETIME_DONT_FAKE_MONOTONIC") != "1":
+        pytest.exit(
+            "under faketime, run `faketime DATE make test` (or set FAKETIME_DONT_FAKE_MONOTONIC=1):"
+            " with a faked monotonic clock every timed wait in Python blocks forever",
+            returncode=2,
+        )
+    _SHIM = Path(__file__).parent / "faketime"
+    _PATH = [str(_SHIM), os.environ.get("PYTHONPATH", "")]
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in _PATH if p)
+    runpy.run_path(str(_SHIM / "sitecustomize.py"))
 _FOREIGN = ("LANGSMITH_", "LANGCHAIN_", "OPENAI_", "ANTHROPIC_", "CREWAI_STORAGE_DIR")
 
 

@@ -236,6 +236,7 @@ def test_auto_detect_names_the_keys_it_wanted(tmp_path):
 
 def test_trl_rows_standard_conversational_and_implicit(tmp_path):
     hello = [{"role": "user", "content": "Say hello."}]
+    say_hi = [{"role": "user", "content": "Say hi."}]
     rows = [
         {"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "Seven."},  # standard
         {  # conversational, with a system turn and extra keys a dataset may carry
@@ -250,8 +251,8 @@ def test_trl_rows_standard_conversational_and_implicit(tmp_path):
         },
         {  # the prompt repeated at the head of chosen and rejected (UltraFeedback's shape)
             "prompt": "Say hi.",
-            "chosen": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi"}],
-            "rejected": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "?"}],
+            "chosen": [*say_hi, {"role": "assistant", "content": "Hi"}],
+            "rejected": [*say_hi, {"role": "assistant", "content": "?"}],
         },
         {"prompt": "Twice?", "chosen": "Same.", "rejected": "Same."},
         {"prompt": "Two turns?", "chosen": [{"role": "user", "content": "x"}], "rejected": "y"},

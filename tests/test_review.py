@@ -263,4 +263,11 @@ def test_agreement_arithmetic():
         for i in range(4)
         for r, p in (("x", "a"), ("y", "b"))
     ]
-    assert reviewer_agreement(split)["kappa"] < 0 and reviewer_agreement(split)["rate"] == 0
+    assert reviewer_agreement(split)["kappa"] == -1.0 and reviewer_agreement(split)["rate"] == 0
+    # three raters, worked by hand: P-bar = 2/3, P_e = (5^2 + 3^2 + 4^2) / 12^2, kappa = 23/47
+    by_hand = [
+        {"decision_id": f"d{i}", "reviewer": f"r{j}", "preference": p}
+        for i, votes in enumerate(("aaa", "aab", ("b", "b", "tie"), ("tie",) * 3))
+        for j, p in enumerate(votes)
+    ]
+    assert reviewer_agreement(by_hand)["kappa"] == round(23 / 47, 4)
