@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -211,11 +212,26 @@ def write_preference_jsonl(
     ``conversational`` keeps the whole conversation as messages (TRL applies the model's chat
     template); ``standard`` writes plain strings, with earlier turns of a multi-turn
     conversation rendered as ``Role: text`` lines before the last user turn.
-    The file appears complete or not at all (written to a temporary file, then renamed).
+    The file appears complete or not at all (written to a temporary file, then renamed), and
+    only ever as a regular file: an OUT that exists as anything else (a device, a FIFO, a
+    directory) is refused, since the rename would replace it. A failed write (a full disk)
+    leaves no file behind and raises StoreError.
     """
     out = Path(out)
     report = ExportReport(path=out, format=fmt)
     seen: set[tuple[str, str, str]] = set()
+    try:
+        mode = out.lstat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # nothing there to replace (mkdir below names a parent that is not a directory)
+    except OSError as exc:
+        raise StoreError(f"cannot write {out}: {exc.strerror or exc}") from None
+    else:
+        if not stat.S_ISREG(mode):
+            raise StoreError(
+                f"cannot write {out}: it exists and is not a regular file "
+                f"({_file_kind(mode)}); give a file path"
+            )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
@@ -253,11 +269,28 @@ def write_preference_jsonl(
                     row = {"prompt": prompt_text, "chosen": chosen, "rejected": rejected}
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
                 report.written += 1
+            handle.flush()
+            os.fsync(handle.fileno())  # a full disk shows here, not after the rename
         os.replace(tmp, out)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise StoreError(f"cannot write {out}: {exc.strerror or exc}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return report
+
+
+def _file_kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISLNK, "a symbolic link"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def _render_prompt(messages: list[dict[str, str]]) -> str:

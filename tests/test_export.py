@@ -75,3 +75,43 @@ def test_unwritable_destination_is_one_line(settings, tmp_path):
     assert result.stderr.strip() == (
         f"criticloop: error: cannot write {blocker / 'pairs.jsonl'}: {blocker} is not a directory"
     )
+
+
+def test_an_existing_special_file_is_never_replaced(settings, tmp_path):
+    import os
+    import stat
+
+    _seed_pairs(settings)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    result = run_cli("pairs", "export", str(fifo))
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert "is not a regular file (a FIFO)" in result.stderr
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)  # still a FIFO
+    result = run_cli("pairs", "export", str(tmp_path))
+    assert result.returncode == 2 and "is a directory" in result.stderr  # click's check
+    if os.path.exists("/dev/full"):  # a device, as root could otherwise replace it
+        result = run_cli("pairs", "export", "/dev/full")
+        assert result.returncode == 1 and "(a character device)" in result.stderr
+        assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files
+
+
+def test_a_full_disk_leaves_no_file_and_one_line(settings, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    _seed_pairs(settings)
+    out = tmp_path / "exports" / "pairs.jsonl"
+    out.parent.mkdir()
+    out.write_text("yesterday's export\n")
+
+    def full_disk(fd):  # a fake: the disk fills up while the export is flushed
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    result = run_cli("pairs", "export", str(out))
+    assert result.returncode == 1
+    assert result.stderr == f"criticloop: error: cannot write {out}: No space left on device\n"
+    assert out.read_text() == "yesterday's export\n"  # the old file stands, no temp file left
+    assert [p.name for p in out.parent.iterdir()] == ["pairs.jsonl"]
