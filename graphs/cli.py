@@ -304,28 +304,30 @@ def graph_run(
     new pairs, trains an adapter and lets the gate decide whether it replaces the current one.
     Killed, it continues the same run next time.
     """
-    with obj.open_store() as store:  # fail early: no database, or a run still going
-        store.refuse_if_running("graph")
-    from .run import RunOptions, run_feedback  # the heavy imports, once there is work to do
+    from ..store import run_lock
 
+    with obj.open_store():  # fail early: no database
+        pass
     settings = obj.settings
-    defaults = settings.generation
-    options = RunOptions(
-        sampling=_sampling(settings, max_new_tokens, temperature, top_p, seed),
-        candidates=candidates or defaults.candidates,
-        concurrency=concurrency or settings.concurrency,
-        prompt_ids=prompt_ids,
-        task_types=task_types,
-        limit=limit,
-        human_budget=human_budget,
-        progress=not as_json,
-    )
-    summary = run_feedback(settings, options)
-    mode = train_mode or settings.training.nightly
-    if mode != "never":
-        from ..training._cycle import nightly_training
+    with run_lock(settings.db_path, "graph"):  # before anything heavy: one run at a time
+        from .run import RunOptions, run_feedback  # the heavy imports, once there is work to do
 
-        summary["training"] = nightly_training(settings, mode, summary["run_id"])
+        options = RunOptions(
+            sampling=_sampling(settings, max_new_tokens, temperature, top_p, seed),
+            candidates=candidates or settings.generation.candidates,
+            concurrency=concurrency or settings.concurrency,
+            prompt_ids=prompt_ids,
+            task_types=task_types,
+            limit=limit,
+            human_budget=human_budget,
+            progress=not as_json,
+        )
+        summary = run_feedback(settings, options)
+        mode = train_mode or settings.training.nightly
+        if mode != "never":
+            from ..training._cycle import nightly_training
+
+            summary["training"] = nightly_training(settings, mode, summary["run_id"])
     if as_json:
         _print_json(summary)
         return

@@ -19,6 +19,7 @@ from ._labels import (
     majority_label,
     read_labelled_pairs,
 )
+from ._locks import run_lock
 from ._records import Brand, BrandVoice, Campaign, CompliancePolicy, Message, Prompt, content_hash
 from ._review import ALL_CASES, CaseFilter, critic_agreement, reviewer_agreement
 from ._store import (
@@ -69,6 +70,7 @@ __all__ = [
     "read_labelled_pairs",
     "critic_agreement",
     "reviewer_agreement",
+    "run_lock",
     "read_records",
     "write_preference_jsonl",
 ]

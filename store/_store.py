@@ -498,12 +498,6 @@ class Store(ReviewVerbs, TrainingVerbs, TraceVerbs, LabelVerbs, RewardModelVerbs
             )
         return self.get_run(row["id"])
 
-    def refuse_if_running(self, kind: str) -> None:
-        """Raise BusyError while another process runs the latest run of ``kind``."""
-        row = self.latest_run(kind)
-        if row is not None:
-            self._refuse_if_live(row)
-
     def latest_run(self, kind: str) -> dict[str, Any] | None:
         """The newest run of ``kind`` (its row, JSON undecoded), or None."""
         sql = "SELECT * FROM runs WHERE kind = ? ORDER BY started_at DESC, rowid DESC LIMIT 1"

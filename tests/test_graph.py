@@ -423,3 +423,25 @@ def test_langgraph_json_loads_the_graph_as_langgraph_tooling_would(hermetic):
     assert {"generate", "aggregate", "escalate", "critic_helpfulness"} <= set(
         graph.get_graph().nodes
     )
+
+
+def test_five_runs_started_at_once_leave_one_run(model_home, tmp_path):
+    """The run lock is taken before any model loads: of five `graph run`s started in the same
+    instant, one judges and four are refused in one line, and every prompt is decided once."""
+    _setup(tmp_path)
+    exe = Path(sys.executable).parent / "criticloop"
+    args = [str(exe), "graph", "run", "-p", "capital", "-p", "sums", *SMALL, "--json"]
+    procs = [
+        subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(5)
+    ]
+    results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    done = [out for code, out, _ in results if code == 0]
+    refused = [err for code, _, err in results if code == 1]
+    assert len(done) == 1 and len(refused) == 4, results
+    assert json.loads(done[0])["prompts"] == 2
+    for err in refused:
+        assert len(err.strip().splitlines()) == 1 and "graph run is still running (process" in err
+    counts = _counts(model_home)
+    assert counts["runs"] == [("graph", "done")]
+    assert [p for p, _, _ in counts["decisions"]] == ["capital", "sums"]

@@ -1,0 +1,44 @@
+"""One live run of a kind per data home, held by an OS file lock for the run's whole life.
+
+The ``runs`` row is written only once a run knows its prompts, after the models load: a check of
+that row cannot stop a second ``graph run`` started a second later. ``flock`` can: the first
+process takes the lock before anything heavy loads, a second one is refused at once, and the
+kernel lets go when the holder exits however it dies (kill -9 included), so a crashed run never
+blocks the next night.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import BusyError, StoreError
+from ._common import now
+
+
+@contextlib.contextmanager
+def run_lock(db_path: Path, kind: str) -> Iterator[None]:
+    """Hold the ``kind`` run lock of the database at ``db_path``, or raise BusyError naming the
+    process that holds it."""
+    path = Path(db_path).with_name(f"{kind}-run.lock")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StoreError(f"cannot open the run lock {path}: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            raise BusyError(
+                f"{kind} run is still running ({holder}); a second one would do the same work. "
+                "Let it finish, or stop it: the next run continues where it stopped"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"process {os.getpid()}, started {now()[:19]}Z".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the last descriptor releases the lock
