@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -489,6 +490,7 @@ def review(obj: _Context, reviewer, brand, task_type, run_id, search, theme) -> 
     settings = obj.settings
     with obj.open_store():  # fail early, with the usual message, when there is no database
         pass
+    _need_a_terminal()  # before a case is leased: without one the app could never give it back
     name = reviewer_name(settings, reviewer)
     filters = CaseFilter(brand, task_type, run_id, search)
     desk = ReviewDesk(settings, name)
@@ -497,6 +499,21 @@ def review(obj: _Context, reviewer, brand, task_type, run_id, search, theme) -> 
     from ..tui import ReviewApp
 
     ReviewApp(settings, name, filters=filters, theme=theme, desk=desk).run()
+
+
+def _need_a_terminal() -> None:
+    """The reviewer app draws a full screen and reads keys: it needs a terminal that can."""
+    term = os.environ.get("TERM", "")
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        why = "stdin or stdout is not a terminal"
+    elif term in ("", "dumb"):
+        why = f"TERM={term}" if term else "TERM is not set"
+    else:
+        return
+    raise click.UsageError(
+        f"criticloop review needs an interactive terminal ({why}); to decide cases without "
+        "one, use `criticloop graph decide RUN PROMPT --prefer a|b|tie`"
+    )
 
 
 @cli.group()

@@ -341,3 +341,33 @@ def test_a_verdict_survives_kill_9_right_after_the_key_press(review_home):
     assert review["reviewer"] == "kim" and review["preference"] == "b"
     assert decision["status"] == "done" and len(human) == 1
     assert human[0]["chosen_generation_id"] == decision["rejected_generation_id"]
+
+
+@pytest.mark.parametrize("where", ["no terminal", "TERM=dumb"])
+def test_review_without_a_usable_terminal_exits_at_once_and_leases_nothing(review_home, where):
+    from conftest import run_process
+
+    env = {**os.environ, "CRITICLOOP_HOME": str(review_home.home), "TERM": "xterm-256color"}
+    if where == "no terminal":
+        result = run_process("review", "--reviewer", "ana", env=env, stdin=subprocess.DEVNULL)
+        code, err = result.returncode, result.stderr
+    else:
+        main, secondary = pty.openpty()
+        exe = Path(sys.executable).parent / "criticloop"
+        proc = subprocess.Popen(
+            [str(exe), "review", "--reviewer", "ana"],
+            stdin=secondary,
+            stdout=secondary,
+            stderr=subprocess.PIPE,
+            env={**env, "TERM": "dumb"},
+            text=True,
+        )
+        os.close(secondary)
+        try:
+            code, err = proc.wait(timeout=30), proc.stderr.read()
+        finally:
+            os.close(main)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "criticloop review needs an interactive terminal" in err
+    assert (where == "TERM=dumb") == ("TERM=dumb" in err)
+    assert _leases(review_home) == []
