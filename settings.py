@@ -131,6 +131,30 @@ class ReviewSettings(BaseModel):
         return self
 
 
+class LimitsSettings(BaseModel):
+    """What one input file may hold (``criticloop import``, ``labels import``). Past a limit a
+    record is refused with its ``file:line``; a labelled pair with an over-long text is skipped
+    and counted, as other unusable rows are."""
+
+    text_chars: int = Field(
+        100_000, ge=1, description="Characters in one text: a turn, a candidate, a response."
+    )
+    line_bytes: int = Field(
+        8 * 2**20, ge=1024, description="Bytes in one JSONL line or one JSON array element."
+    )
+    depth: int = Field(
+        32, ge=2, description="How deep lists and objects may nest in one record."
+    )
+    int_digits: int = Field(
+        18, ge=1, description="Digits in an integer (the database keeps 64-bit integers)."
+    )
+    nodes: int = Field(
+        1_000_000,
+        ge=1000,
+        description="Values in one file, YAML aliases expanded (refuses 'billion laughs').",
+    )
+
+
 class TrainingSettings(BaseModel):
     """``criticloop train`` and the training phase of ``criticloop graph run --train``."""
 
@@ -359,6 +383,7 @@ class Settings(BaseSettings):
     gate: GateSettings = Field(default_factory=GateSettings)
     judge: JudgeSettings = Field(default_factory=JudgeSettings)
     teacher: TeacherSettings = Field(default_factory=TeacherSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
 
     langsmith_tracing: bool = Field(
         False,
@@ -389,6 +414,8 @@ class Settings(BaseSettings):
     @classmethod
     def load(cls, env_file: Path | None = Path(".env"), **overrides) -> Settings:
         """Read the environment (and ``env_file`` if it exists); bad values raise ConfigError."""
+        if env_file is not None:
+            _check_env_file(Path(env_file))
         try:
             return cls(_env_file=env_file, **overrides)
         except ValidationError as exc:
@@ -428,6 +455,36 @@ class Settings(BaseSettings):
         os.environ.setdefault("OTEL_SDK_DISABLED", "true")
         # CrewAI keeps a task-output database; in the data home, not ~/.local/share/<cwd name>.
         os.environ.setdefault("CREWAI_STORAGE_DIR", str(self.home / "crewai"))
+
+
+def _check_env_file(path: Path) -> None:
+    """An env file that exists must be a readable UTF-8 text file (a FIFO would block the
+    reader, binary data would raise deep inside python-dotenv)."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"{path}: not a regular file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{path}:{line}: not valid UTF-8 (byte {data[exc.start]:#04x}): an env file holds "
+            "NAME=value lines"
+        ) from None
+    if b"\0" in data:
+        line = data.count(b"\n", 0, data.index(b"\0")) + 1
+        raise ConfigError(f"{path}:{line}: a NUL byte: an env file holds NAME=value lines")
 
 
 def _http_url(value: str | None) -> str | None:

@@ -71,7 +71,7 @@ def labels_import(
                 "give --dataset",
                 source=str(path),
             ) from None
-        loaded.append((path, name, read_labelled_pairs(path, fmt)))
+        loaded.append((path, name, read_labelled_pairs(path, fmt, obj.settings.limits)))
     with obj.open_store(create=True) as store, store.transaction():
         summaries = [
             {

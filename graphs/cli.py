@@ -191,7 +191,7 @@ def import_(obj: _Context, files: tuple[Path, ...], as_json: bool) -> None:
     """
     from ..store import read_records
 
-    records = [r for path in files for r in read_records(path)]
+    records = [r for path in files for r in read_records(path, obj.settings.limits)]
     with obj.open_store(create=True) as store:
         summary = store.import_records(records).as_dict()
     if as_json:

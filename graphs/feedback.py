@@ -202,17 +202,22 @@ def build_feedback_graph(resources: FeedbackResources, checkpointer: Any = None)
             if not todo:
                 return {}
             if getattr(critic, "pairwise", False):
-                scores = _judge_pairwise(r, state, name, critic, todo)
+                scores, calls = _judge_pairwise(r, state, name, critic, todo)
             else:
-                scores = _judge_each(r, state, name, critic, todo)
+                scores, calls = _judge_each(r, state, name, critic, todo)
             store = r.stores.get()
             out: dict[str, dict[str, Any]] = {}
-            for candidate_id, score in scores.items():
-                backend = getattr(critic, "backend", "local")
-                store.record_critique(
-                    CritiqueRecord.of(candidate_id, name, score, backend, state["run_id"])
-                )
-                out[candidate_id] = {name: score.as_dict()}
+            backend = getattr(critic, "backend", "local")
+            # The calls and what they produced land together: a kill before this loses both,
+            # and the rerun records each once (a call row per critique, never a stray one).
+            with store.transaction():
+                for candidate_id, score in scores.items():
+                    store.record_critique(
+                        CritiqueRecord.of(candidate_id, name, score, backend, state["run_id"])
+                    )
+                    out[candidate_id] = {name: score.as_dict()}
+                for call in calls:
+                    store.record_critic_call(call)
             return {"scores": out} if out else {}
 
         return judge
@@ -336,13 +341,15 @@ def _judge_each(
     name: str,
     critic: Critic,
     todo: list[CandidateState],
-) -> dict[str, Score]:
-    """A pointwise critic on each candidate, each call timed into ``critic_calls``."""
-    store, scores = r.stores.get(), {}
+) -> tuple[dict[str, Score], list[CriticCall]]:
+    """A pointwise critic on each candidate: the scores, and each call timed for
+    ``critic_calls``."""
+    scores: dict[str, Score] = {}
+    calls: list[CriticCall] = []
     for candidate in todo:
         began = time.perf_counter()
         score = run_critic(critic, r.case(state["prompt_id"], candidate), r.signals())
-        store.record_critic_call(
+        calls.append(
             CriticCall(
                 critic=name,
                 backend=getattr(critic, "backend", "local"),
@@ -356,7 +363,7 @@ def _judge_each(
             )
         )
         scores[candidate["id"]] = score
-    return scores
+    return scores, calls
 
 
 def _judge_pairwise(
@@ -365,12 +372,14 @@ def _judge_pairwise(
     name: str,
     critic: Any,
     todo: list[CandidateState],
-) -> dict[str, Score]:
+) -> tuple[dict[str, Score], list[CriticCall]]:
     """A pairwise critic (an LLM judge) over the candidates it has not scored, two at a time;
     an odd one out is compared with the candidate it revises (or another), whose own score
-    from that comparison is not kept. Each call's tokens, seconds and cost go to the store."""
-    pid, store = state["prompt_id"], r.stores.get()
+    from that comparison is not kept. Returns the scores and each call (tokens, seconds,
+    cost) for ``critic_calls``."""
+    pid = state["prompt_id"]
     scores: dict[str, Score] = {}
+    records: list[CriticCall] = []
     for x, y, keep_y in pair_up(todo, state["candidates"]):
         x_case = r.case(pid, x)
         try:
@@ -389,7 +398,7 @@ def _judge_pairwise(
                 scores[c["id"]] = Score.unscored(critic.dimension, reason, critic.version)
             continue
         for call in calls:
-            store.record_critic_call(
+            records.append(
                 CriticCall.of_judge(
                     name,
                     call,
@@ -399,7 +408,7 @@ def _judge_pairwise(
                     prompt_id=pid,
                 )
             )
-    return scores
+    return scores, records
 
 
 def pair_up(

@@ -99,6 +99,23 @@ class _ProfileFile(BaseModel):
         return value
 
 
+def _some_critic_judges(parsed: _ProfileFile, path: Path) -> None:
+    """Every task type, alone and under every brand, must leave a critic with a positive weight:
+    with none, every case would be dropped as if no candidate scored."""
+    for task, weights in parsed.tasks.items():
+        if sum(weights.critics.values()) <= 0:
+            raise ConfigError(
+                f"{path}: tasks.{task}.critics: the weights sum to 0, so no critic would judge "
+                f"{task} prompts; give at least one a positive weight"
+            )
+        for brand, override in parsed.brands.items():
+            if sum({**weights.critics, **override.critics}.values()) <= 0:
+                raise ConfigError(
+                    f"{path}: brands.{brand}.critics: with tasks.{task} the weights sum to 0, "
+                    f"so no critic would judge {task} prompts of this brand"
+                )
+
+
 class TaskProfile(BaseModel):
     """The resolved profile for one prompt: critic weights and routing thresholds."""
 
@@ -122,9 +139,17 @@ class Profiles:
     def load(cls, path: Path | None = None) -> Profiles:
         path = Path(path) if path else DEFAULT_PROFILES
         try:
+            if path.exists() and not path.is_file():  # a FIFO would block the read
+                raise ConfigError(f"{path}: cannot read profiles: not a regular file")
             text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: cannot read profiles: no such file") from None
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read profiles: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{path}: cannot read profiles: not valid UTF-8 (byte {exc.object[exc.start]:#04x})"
+            ) from None
         try:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
@@ -138,6 +163,7 @@ class Profiles:
             where = ".".join(str(part) for part in error["loc"])
             message = error["msg"].removeprefix("Value error, ")
             raise ConfigError(f"{path}: {where}: {message}") from None
+        _some_critic_judges(parsed, path)
         return cls(parsed, path, text)
 
     def for_prompt(self, task_type: str, brand_id: str | None = None) -> TaskProfile:

@@ -3,7 +3,9 @@
 Input schema (one record per JSONL line, or YAML): every record has a ``kind`` (``prompt`` when
 left out) and the fields of :class:`Brand`, :class:`Campaign` or :class:`Prompt`. A YAML file is
 either a list of records or a mapping with ``brands``, ``campaigns`` and ``prompts`` lists.
-Errors name ``file:line``; a file with any error is rejected whole.
+Errors name ``file:line``; a file with any error is rejected whole. What one file may hold is
+bounded by ``settings.limits`` (see ``_limits.py``): texts, line sizes, nesting, integers, and
+values after YAML aliases are expanded.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from ..errors import InputError, StoreError
+from ._limits import LimitError, Limits, check, decode, default_limits, json_decoder
 from ._records import Brand, Campaign, ImportRecord, Prompt
 
 _KINDS = {"brand": Brand, "campaign": Campaign, "prompt": Prompt}
@@ -28,26 +31,43 @@ _SECTIONS = {"brands": "brand", "campaigns": "campaign", "prompts": "prompt"}
 _LINE = "__line__"
 
 
-def read_records(path: Path) -> list[tuple[ImportRecord, str]]:
+def read_records(path: Path, limits: Limits | None = None) -> list[tuple[ImportRecord, str]]:
     """Parse and validate a whole file; return ``(record, "file:line")`` in file order."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError("no such file", source=str(path)) from None
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", source=str(path)) from None
-    text = _decode_utf8(data, str(path))
+    limits = limits or default_limits()
     suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".ndjson"):
-        raw = list(_jsonl_objects(text, str(path)))
-    elif suffix in (".yaml", ".yml"):
-        raw = list(_yaml_objects(text, str(path)))
-    else:
+    if suffix not in (".jsonl", ".ndjson", ".yaml", ".yml"):
         raise InputError("unknown file type: use .jsonl or .yaml", source=str(path))
+    text = _decode_utf8(read_input(path), str(path)).removeprefix("\ufeff")  # a BOM is no data
+    if suffix in (".jsonl", ".ndjson"):
+        raw = list(_jsonl_objects(text, str(path), limits))
+    else:
+        raw = list(_yaml_objects(text, str(path), limits))
+    if not raw:
+        raise InputError("no records in this file", source=str(path))
     records = [(_validate(obj, str(path), line), f"{path}:{line}") for obj, line in raw]
     _reject_duplicates(records)
     return _dependencies_first(records)
+
+
+def read_input(path: Path) -> bytes:
+    """The bytes of an input file: a regular file (a FIFO with no writer would block, a
+    directory or device is no data file), or InputError."""
+    import stat
+
+    source = str(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise InputError("no such file", source=source) from None
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror or exc}", source=source) from None
+    if not stat.S_ISREG(mode):
+        raise InputError("not a regular file (a pipe, device or directory)", source=source)
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror or exc}", source=source) from None
 
 
 def _decode_utf8(data: bytes, source: str) -> str:
@@ -60,16 +80,21 @@ def _decode_utf8(data: bytes, source: str) -> str:
         ) from None
 
 
-def _jsonl_objects(text: str, source: str) -> Iterable[tuple[dict[str, Any], int]]:
+def _jsonl_objects(
+    text: str, source: str, limits: Limits
+) -> Iterable[tuple[dict[str, Any], int]]:
+    decoder = json_decoder(limits)
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = decode(decoder, line, limits)
         except json.JSONDecodeError as exc:
             raise InputError(
                 f"invalid JSON: {exc.msg} (column {exc.colno})", source=source, line=number
             ) from None
+        except LimitError as exc:
+            raise InputError(str(exc), source=source, line=number) from None
         if not isinstance(obj, dict):
             raise InputError("each line must be a JSON object", source=source, line=number)
         yield obj, number
@@ -84,8 +109,16 @@ class _LineLoader(yaml.SafeLoader):
         return mapping
 
 
-def _yaml_objects(text: str, source: str) -> Iterable[tuple[dict[str, Any], int]]:
+def _yaml_objects(
+    text: str, source: str, limits: Limits
+) -> Iterable[tuple[dict[str, Any], int]]:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if len(line) > limits.line_bytes:  # characters: at least as many bytes
+            raise InputError(
+                f"a line of more than {limits.line_bytes} bytes", source=source, line=number
+            )
     try:
+        # aliases are not expanded here: an anchor used twice is one shared object
         doc = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -93,6 +126,10 @@ def _yaml_objects(text: str, source: str) -> Iterable[tuple[dict[str, Any], int]
         raise InputError(
             f"invalid YAML: {problem}", source=source, line=mark.line + 1 if mark else None
         ) from None
+    except RecursionError:
+        raise InputError(f"nested more than {limits.depth} levels deep", source=source) from None
+    except ValueError as exc:  # an integer of thousands of digits
+        raise InputError(f"a value YAML cannot read: {exc}", source=source) from None
     if doc is None:
         return
     if isinstance(doc, dict):
@@ -103,25 +140,39 @@ def _yaml_objects(text: str, source: str) -> Iterable[tuple[dict[str, Any], int]
                 f"unknown top-level key {sorted(unknown)[0]!r} (expected brands, campaigns, prompts)",
                 source=source,
             )
-        for section, kind in _SECTIONS.items():
-            items = doc.get(section) or []
-            if not isinstance(items, list):
-                raise InputError(f"{section!r} must be a list", source=source)
-            for item in items:
-                yield _yaml_item(item, source, default_kind=kind)
+        sections = [(doc.get(section) or [], section, kind) for section, kind in _SECTIONS.items()]
     elif isinstance(doc, list):
-        for item in doc:
-            yield _yaml_item(item, source, default_kind=None)
+        sections = [(doc, None, None)]
     else:
         raise InputError(
             "a YAML file must hold a list of records or a mapping of lists", source=source
         )
+    lines: dict[int, int] = {}  # id of a record already read -> its line
+    for items, section, kind in sections:
+        if not isinstance(items, list):
+            raise InputError(f"{section!r} must be a list", source=source)
+        for item in items:
+            if isinstance(item, dict) and id(item) in lines:
+                raise InputError(
+                    "a record repeats another through a YAML alias: write each record once",
+                    source=source,
+                    line=lines[id(item)],
+                )
+            yield _yaml_item(item, source, kind, limits, lines)
 
 
-def _yaml_item(item: Any, source: str, default_kind: str | None) -> tuple[dict[str, Any], int]:
+def _yaml_item(
+    item: Any, source: str, default_kind: str | None, limits: Limits, lines: dict[int, int]
+) -> tuple[dict[str, Any], int]:
     if not isinstance(item, dict):
         raise InputError("each record must be a mapping", source=source)
-    line = item.pop(_LINE)
+    line = item[_LINE]
+    lines[id(item)] = line
+    try:
+        check(item, limits)  # before anything walks it: aliases may expand it enormously
+    except LimitError as exc:
+        raise InputError(str(exc), source=source, line=line) from None
+    del item[_LINE]
     _strip_lines(item)
     if default_kind:
         item.setdefault("kind", default_kind)

@@ -54,7 +54,8 @@ from sqlite_utils import Database
 from ..errors import InputError
 from ..vocab import TASK_TYPES, VERDICT_KINDS
 from ._common import _key
-from ._files import _decode_utf8
+from ._files import _decode_utf8, read_input
+from ._limits import LimitError, Limits, check, decode, default_limits, json_decoder
 from ._records import SLUG, Prompt
 
 LABEL_FORMATS = ("auto", "pandalm", "hh", "plain", "trl")
@@ -154,7 +155,9 @@ def check_dataset(name: str) -> str:
     return name
 
 
-def read_labelled_pairs(path: Path, fmt: str = "auto") -> LabelledPairs:
+def read_labelled_pairs(
+    path: Path, fmt: str = "auto", limits: Limits | None = None
+) -> LabelledPairs:
     """Parse and check a whole labelled-pairs file; return its pairs in file order.
 
     ``fmt`` is ``pandalm``, ``hh``, ``plain``, ``trl`` or ``auto`` (decided from the first
@@ -165,12 +168,8 @@ def read_labelled_pairs(path: Path, fmt: str = "auto") -> LabelledPairs:
         raise InputError(f"unknown format {fmt!r} (expected {', '.join(LABEL_FORMATS)})")
     path = Path(path)
     source = str(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError("no such file", source=source) from None
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", source=source) from None
+    limits = limits or default_limits()
+    data = read_input(path)
     if data[:2] == b"\x1f\x8b" or path.suffix.lower() == ".gz":
         try:
             data = gzip.decompress(data)
@@ -178,8 +177,12 @@ def read_labelled_pairs(path: Path, fmt: str = "auto") -> LabelledPairs:
             raise InputError(f"not valid gzip: {exc}", source=source) from None
     text = _decode_utf8(data, source).removeprefix("\ufeff")
     is_array = text.lstrip()[:1] == "["
-    rows = list(_array_rows(text, source) if is_array else _jsonl_rows(text, source))
-    if fmt == "auto" and rows:
+    rows = list(
+        _array_rows(text, source, limits) if is_array else _jsonl_rows(text, source, limits)
+    )
+    if not rows:
+        raise InputError("no labelled pairs in this file", source=source)
+    if fmt == "auto":
         fmt = _detect(rows[0], source, is_array and path.suffix.lower() == ".json")
     parse = {
         "pandalm": _pandalm_row,
@@ -198,6 +201,7 @@ def read_labelled_pairs(path: Path, fmt: str = "auto") -> LabelledPairs:
             raise InputError("each row must be a JSON object", source=source, line=line)
         try:
             pair = parse(obj, origin)
+            _within(pair, limits)
             if pair.key in index:
                 pair = _merge(result[index[pair.key]], pair, first_line[pair.key])
                 if pair is None:
@@ -220,22 +224,42 @@ def read_labelled_pairs(path: Path, fmt: str = "auto") -> LabelledPairs:
     return result
 
 
-def _jsonl_rows(text: str, source: str) -> Iterator[tuple[Any, int]]:
+def _within(pair: LabelledPair, limits: Limits) -> None:
+    """A pair whose texts are past ``limits.text_chars`` is skipped, like other unusable rows."""
+    texts = [m["content"] for m in pair.messages] + [pair.a, pair.b]
+    longest = max(len(t) for t in texts)
+    if longest > limits.text_chars:
+        raise _Skip(
+            "too_long",
+            f"a text of {longest} characters (at most {limits.text_chars}; "
+            "CRITICLOOP_LIMITS__TEXT_CHARS)",
+        )
+
+
+def _jsonl_rows(text: str, source: str, limits: Limits) -> Iterator[tuple[Any, int]]:
+    decoder = json_decoder(limits)
     # split on "\n" only: str.splitlines() would also split inside strings holding U+2028
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            yield json.loads(line), number
+            yield _bounded(decode(decoder, line, limits), limits), number
         except json.JSONDecodeError as exc:
             raise InputError(
                 f"invalid JSON: {exc.msg} (column {exc.colno})", source=source, line=number
             ) from None
+        except LimitError as exc:
+            raise InputError(str(exc), source=source, line=number) from None
 
 
-def _array_rows(text: str, source: str) -> Iterator[tuple[Any, int]]:
+def _bounded(value: Any, limits: Limits) -> Any:
+    check(value, limits, texts=False)  # long texts skip their row (_within), not the file
+    return value
+
+
+def _array_rows(text: str, source: str, limits: Limits) -> Iterator[tuple[Any, int]]:
     """The elements of a JSON array, each with the line it starts on."""
-    decoder = json.JSONDecoder()
+    decoder = json_decoder(limits)
     space = re.compile(r"\s*")
     line, counted = 1, 0  # the line number at offset ``counted``
 
@@ -255,13 +279,23 @@ def _array_rows(text: str, source: str) -> Iterator[tuple[Any, int]]:
     else:
         while True:
             start = line_at(pos)
+            begun = pos
             try:
                 obj, pos = decoder.raw_decode(text, pos)
+                size = len(text[begun:pos].encode("utf-8", "surrogatepass"))
+                if size > limits.line_bytes:
+                    raise LimitError(f"an element of {size} bytes (at most {limits.line_bytes})")
+                yield _bounded(obj, limits), start
             except json.JSONDecodeError as exc:
                 raise InputError(
                     f"invalid JSON: {exc.msg} (column {exc.colno})", source=source, line=exc.lineno
                 ) from None
-            yield obj, start
+            except RecursionError:
+                raise InputError(
+                    f"nested more than {limits.depth} levels deep", source=source, line=start
+                ) from None
+            except LimitError as exc:
+                raise InputError(str(exc), source=source, line=start) from None
             pos = space.match(text, pos).end()
             if text.startswith(",", pos):
                 pos = space.match(text, pos + 1).end()

@@ -137,6 +137,7 @@ def _counts(home: Path) -> dict:
                 "SELECT count(*), count(DISTINCT generation_id || critic) FROM critiques"
             )[0],
             "runs": q("SELECT kind, status FROM runs"),
+            "critic_calls": q("SELECT count(*) FROM critic_calls")[0][0],
         }
 
 
@@ -278,6 +279,7 @@ def test_kill_9_then_rerun_continues_the_same_run(model_home, models_cache, tmp_
     assert got["decisions"] == expected["decisions"]
     assert got["pairs"] == expected["pairs"]
     assert got["critiques"] == expected["critiques"]
+    assert got["critic_calls"] == expected["critic_calls"]  # no call row of the killed attempt
 
 
 def test_demo_prompts_with_the_real_policy(model_home):

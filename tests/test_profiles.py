@@ -55,6 +55,14 @@ def test_version_changes_with_content(tmp_path):
             "good_enough: Input should be a valid number",
         ),
         ("[routing\npair_margin = 0.1\n", "invalid TOML"),
+        (
+            "[tasks.general.critics]\nhelpfulness = 0\ncoherence = 0.0\n",
+            "tasks.general.critics: the weights sum to 0, so no critic would judge general",
+        ),
+        (
+            "[tasks.general.critics]\nhelpfulness = 1\n[brands.acme.critics]\nhelpfulness = 0\n",
+            "brands.acme.critics: with tasks.general the weights sum to 0",
+        ),
     ],
 )
 def test_bad_profiles_name_file_and_key(tmp_path, text, message):

@@ -240,12 +240,14 @@ def test_the_job_callback_fails_a_nan_loss_and_skips_the_last_checkpoint():
     assert not control.should_save  # after the last step the adapter itself is saved
 
 
-def test_train_with_no_pairs_says_how_to_get_some(model_home):
+def test_train_with_no_pairs_says_how_to_get_some(hermetic):
     run_cli("init", check=True)
     result = run_cli("train", "--no-gate")
     assert result.returncode == 2
     assert "no preference pairs to train on" in result.stderr
     assert result.stderr.count("\n") == 1
+    # said before any model is loaded: the bundled policy was never converted
+    assert not (hermetic / "models" / "smollm2-135m-instruct").exists()
 
 
 def test_qlora_without_a_gpu_is_refused_before_any_job(model_home):

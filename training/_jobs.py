@@ -81,9 +81,8 @@ def train(
     device = pick_device(settings.policy.device)
     if training.quantize == "4bit" and device != "cuda":
         raise InputError("--quantize 4bit (QLoRA) needs a CUDA GPU; the policy runs on CPU here")
-    ref = policy_ref(settings)
     with Store.open(settings.db_path, create=False) as store:
-        parent = store.promoted_adapter(ref.name)
+        parent = store.promoted_adapter(policy_ref(settings, convert=False).name)
         if training.method == "dpo":
             data = load_preferences(store, training.source_weights, training.heldout_percent)
             if not data.rows:
@@ -97,6 +96,7 @@ def train(
             if not prompt_ids:
                 raise InputError("no prompts to train on (criticloop import adds some)")
             data_hash, examples = prompts_hash(prompt_ids), len(prompt_ids)
+        ref = policy_ref(settings)  # converts the bundled model (once): only with data to train
         config = _config(settings, training, ref, device, launcher, job_id="", output_dir="")
         resumable = store.resumable_job(training.method, data_hash, config.key())
         if resumable and not has_checkpoint(Path(resumable["output_dir"])):
