@@ -363,6 +363,14 @@ def _echo_run(summary: dict[str, Any]) -> None:
     )
     vetoes = ", ".join(f"{k} {v}" for k, v in sorted(summary["vetoes"].items())) or "none"
     click.echo(f"  vetoes      {vetoes}")
+    unjudged = summary.get("unjudged") or {}
+    if unjudged:
+        why = "; ".join(f"{n} {reason}" for reason, n in sorted(unjudged.items()))
+        click.echo(f"  unjudged    {sum(unjudged.values())}, judged again next run: {why}")
+    failed = summary.get("failed") or {}
+    if failed:
+        why = "; ".join(f"{pid}: {reason}" for pid, reason in sorted(failed.items()))
+        click.echo(f"  set aside   {len(failed)} (later runs skip them until edited): {why}")
     usage = summary.get("critic_usage") or {}
     judges = {k: v for k, v in usage.get("per_critic", {}).items() if v["backend"] != "local"}
     if judges:

@@ -306,6 +306,10 @@ def build_feedback_graph(resources: FeedbackResources, checkpointer: Any = None)
         _record_decision(r, state, "dropped", "done", reason)
         return {"outcome": {"outcome": "dropped", "reason": reason}}
 
+    def defer(state: FeedbackState) -> dict:
+        # No decision is recorded: the prompt stays "to judge", and the next run judges it again.
+        return {"outcome": {"outcome": "unjudged", "reason": state["decision"]["reason"]}}
+
     nodes: dict[str, Callable] = {
         "generate": generate,
         "prepare": prepare,
@@ -314,6 +318,7 @@ def build_feedback_graph(resources: FeedbackResources, checkpointer: Any = None)
         "pair": pair,
         "escalate": escalate,
         "drop": drop,
+        "defer": defer,
     }
     critic_nodes = {f"critic_{name}": make_critic_node(name, c) for name, c in r.critics.items()}
     for name, fn in {**nodes, **critic_nodes}.items():
@@ -327,10 +332,10 @@ def build_feedback_graph(resources: FeedbackResources, checkpointer: Any = None)
     builder.add_conditional_edges(
         "aggregate",
         route_after_judging,
-        {"pair": "pair", "escalate": "escalate", "revise": "revise", "drop": "drop"},
+        {r: r for r in ("pair", "escalate", "revise", "drop", "defer")},
     )
     builder.add_edge("revise", "prepare")
-    for terminal in ("pair", "escalate", "drop"):
+    for terminal in ("pair", "escalate", "drop", "defer"):
         builder.add_edge(terminal, END)
     return builder.compile(checkpointer=checkpointer, name="feedback")
 

@@ -9,7 +9,9 @@ Pure functions of rewards and thresholds, unit-tested without a model:
   decides;
 - ``revise``: no candidate is good enough: rewrite the best with the critics' rationales, then
   judge again; the revision becomes ``chosen`` only if it scores higher;
-- ``drop``: nothing to learn from; the reason is recorded.
+- ``drop``: nothing to learn from; the reason is recorded;
+- ``defer``: the critics could not judge (an unreachable judge, say): no decision is recorded,
+  and the next run judges the prompt again. Missing scores are never read as a bad answer.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, Literal
 from .profiles import Routing
 from .reward import Comparison, Reward, compare
 
-Route = Literal["pair", "escalate", "revise", "drop"]
+Route = Literal["pair", "escalate", "revise", "drop", "defer"]
 Comparator = Callable[[Reward, Reward, Mapping[str, float]], Comparison]
 
 
@@ -58,6 +60,9 @@ def decide(
 
     usable = sorted((r for r in rewards if r.usable), key=lambda r: r.total, reverse=True)
     best = usable[0] if usable else None
+    unjudged = [r for r in rewards if r.total is None and not r.vetoed]
+    if best is None and unjudged:  # not a bad answer: one nobody could score
+        return _defer("no candidate could be judged", unjudged)
     if best is None or best.total < routing.good_enough:
         why = (
             "no candidate passed compliance and scored"
@@ -175,9 +180,16 @@ class CalibratedPolicy:
         return Decision("escalate", why, **common)
 
 
+def _defer(what: str, rewards: Sequence[Reward]) -> Decision:
+    critics = sorted({name for r in rewards for name in r.unscored})
+    return Decision("defer", f"{what} (unscored: {', '.join(critics) or 'every critic'})")
+
+
 def _judge_revision(
     revised: Reward, original: Reward, revisions: int, routing: Routing
 ) -> Decision:
+    if revised.total is None and not revised.vetoed:
+        return _defer("the revision could not be judged", [revised])
     before = original.total if original.usable else 0.0
     if revised.usable and revised.total > before:
         return Decision(

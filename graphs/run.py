@@ -9,6 +9,13 @@ checkpoint, and the store's natural keys keep pairs and critiques from doubling.
 prompts wait at an ``interrupt()`` while the run moves on; at the end, escalations beyond the
 human budget (the least uncertain) are dropped.
 
+One prompt cannot stop the night: a prompt whose generation or judging fails (a tokenizer that
+gives up, a prompt too long to tokenize, a judge that raises on it) is quarantined with its
+reason and the run goes on; later runs leave it out until it is edited or named with ``-p``.
+A prompt the process died in twice while judging it is quarantined the same way; after one such
+death the continued run judges the suspects one at a time first. Prompts no critic could score
+(a dead judge endpoint) get no decision and are judged again by the next run.
+
 The training hand-off is the pairs table: ``criticloop pairs export`` or the training job read
 the pairs this run recorded (``pairs.run_id``).
 """
@@ -33,6 +40,7 @@ from ..agents import (
     load_embedder,
     policy_ref,
 )
+from ..errors import CriticloopError
 from ..settings import Settings
 from ..store import SUPPLIED, Store
 from ._generate import generate_and_record, generation_config_hash, missing_requests
@@ -275,21 +283,44 @@ def run_feedback(
     graph = build_feedback_graph(resources, checkpointer)
     tracer = Tracer(settings, trace_metadata(store.get_run(run_id), resources))
     states: dict[str, str] = {}
+    failed: dict[str, str] = {}  # prompt -> why it was quarantined in this run
     status = "failed"
     try:
+        # The process died inside these prompts' graphs before (a kill, or one of them).
+        suspects = []
+        for pid, deaths in store.unfinished_traces(run_id).items():
+            if deaths >= 2:
+                failed[pid] = f"the run died {deaths} times while judging it"
+                store.record_prompt_failure(pid, "judge", failed[pid], run_id)
+            else:
+                suspects.append(pid)
         began_generating = time.perf_counter()
-        _pregenerate(resources, store, run_id, prompt_ids, options.progress)
+        todo = [pid for pid in prompt_ids if pid not in failed]
+        failed |= _pregenerate(resources, store, run_id, todo, options.progress)
         resources.times.add("pregenerate", time.perf_counter() - began_generating)
-        bar = _progress(len(prompt_ids), options.progress)
+        todo = [pid for pid in todo if pid not in failed]
+        bar = _progress(len(todo), options.progress)
+
+        def judge(pid: str) -> None:
+            try:
+                states[pid] = advance(graph, tracer, stores, run_id, pid)
+            except Exception as exc:  # noqa: BLE001 - one prompt's failure quarantines it
+                if not _prompt_fault(exc):
+                    raise
+                log.warning("prompt %s failed and is set aside: %s", pid, _why(exc))
+                failed[pid] = f"judging failed: {_why(exc)}"
+                stores.get().record_prompt_failure(pid, "judge", failed[pid], run_id)
+            bar.update(1)
+
+        for pid in (p for p in todo if p in suspects):  # alone: one of them may kill us
+            judge(pid)
         with ThreadPoolExecutor(
             max_workers=options.concurrency, thread_name_prefix="feedback"
         ) as pool:
-            futures = {
-                pool.submit(advance, graph, tracer, stores, run_id, pid): pid for pid in prompt_ids
-            }
-            for future in as_completed(futures):
-                states[futures[future]] = future.result()
-                bar.update(1)
+            for future in as_completed(
+                [pool.submit(judge, pid) for pid in todo if pid not in suspects]
+            ):
+                future.result()
         bar.close()
         budget = profiles.human_budget if options.human_budget is None else options.human_budget
         waiting = store.waiting_decisions(run_id)
@@ -311,7 +342,7 @@ def run_feedback(
                 post_feedback(settings, store)  # decisions an earlier review could not send
             except Exception:  # noqa: BLE001 - LangSmith is an observer, never the run
                 log.warning("could not send review feedback to LangSmith", exc_info=True)
-        summary = _summary(store, run_id, resources, began, states, tracer)
+        summary = _summary(store, run_id, resources, began, states, tracer, graph, failed)
         store.finish_run(run_id, status, summary)
         stores.close()
         checkpointer.conn.close()
@@ -331,35 +362,75 @@ def trace_metadata(run: dict[str, Any], resources: FeedbackResources) -> dict[st
     }
 
 
+def _prompt_fault(exc: BaseException) -> bool:
+    """Whether an exception is about one prompt (quarantine it, go on) rather than the run (a
+    model that cannot load, a database that cannot be written: stop, the next run continues)."""
+    return isinstance(exc, Exception) and not isinstance(exc, CriticloopError | sqlite3.Error)
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}".strip()
+
+
 def _pregenerate(
     r: FeedbackResources, store: Store, run_id: str, prompt_ids: Sequence[str], progress: bool
-) -> None:
+) -> dict[str, str]:
     """Sample every prompt's missing candidates up front, batched across prompts (several
     times the tokens/s of one prompt's K at a time); the graph's generate node then finds them
-    stored. Prompts that came with their own candidates need none."""
-    prompts = [store.get_prompt(pid) for pid in prompt_ids]
-    prompts = [
-        p
-        for p in prompts
-        if not any(g["config_hash"] == SUPPLIED for g in store.generations_for(p["id"]))
-    ]
+    stored. Prompts that came with their own candidates need none.
+
+    Returns the prompts quarantined here, with why: a turn longer than the input limit (a
+    prompt stored before the limit, which would make the tokenizer give up after gigabytes),
+    or one whose generation fails; after a failed batch each prompt is tried alone, so only
+    the one that fails is set aside."""
+    limit = r.settings.limits.text_chars
+    failed: dict[str, str] = {}
+    prompts = []
+    for pid in prompt_ids:
+        prompt = store.get_prompt(pid)
+        if any(g["config_hash"] == SUPPLIED for g in store.generations_for(pid)):
+            continue
+        longest = max(len(m["content"]) for m in prompt["messages"])
+        if longest > limit:
+            failed[pid] = f"a turn of {longest} characters (over CRITICLOOP_LIMITS__TEXT_CHARS)"
+            store.record_prompt_failure(pid, "size", failed[pid], run_id)
+            continue
+        prompts.append(prompt)
     requests, _ = missing_requests(store, prompts, r.config_hash, r.candidates)
     if not requests:
-        return
+        return failed
     total = sum(len(indices) for _, _, indices in requests)
     bar = _progress(total, progress, "generating", "cand")
-    for _ in generate_and_record(
-        store,
-        r.writer("candidates"),
-        requests,
-        sampling=r.sampling,
-        config_hash=r.config_hash,
-        batch_size=r.settings.generation.batch_size,
-        run_id=run_id,
-        on_batch=lambda stats: bar.update(stats.sequences),
-    ):
-        pass
+
+    def generate(batch: Sequence[tuple[str, list[dict[str, str]], list[int]]]) -> None:
+        for _ in generate_and_record(
+            store,
+            r.writer("candidates"),
+            batch,
+            sampling=r.sampling,
+            config_hash=r.config_hash,
+            batch_size=r.settings.generation.batch_size,
+            run_id=run_id,
+            on_batch=lambda stats: bar.update(stats.sequences),
+        ):
+            pass
+
+    try:
+        generate(requests)
+    except Exception as exc:  # noqa: BLE001 - find the prompt that failed, go on without it
+        if not _prompt_fault(exc):
+            raise
+        log.warning("generation failed (%s); trying each prompt alone", _why(exc))
+        for request in missing_requests(store, prompts, r.config_hash, r.candidates)[0]:
+            try:
+                generate([request])
+            except Exception as alone:  # noqa: BLE001
+                if not _prompt_fault(alone):
+                    raise
+                failed[request[0]] = f"generation failed: {_why(alone)}"
+                store.record_prompt_failure(request[0], "generate", failed[request[0]], run_id)
     bar.close()
+    return failed
 
 
 def _summary(
@@ -369,14 +440,24 @@ def _summary(
     began: float,
     states: dict[str, str],
     tracer: Tracer,
+    graph: Any,
+    failed: dict[str, str],
 ) -> dict[str, Any]:
     report = store.run_report(run_id)
+    unjudged: dict[str, int] = {}  # why no critic could judge -> prompts (judged again next run)
+    for pid, state in states.items():
+        if state == "unjudged":
+            outcome = graph.get_state(thread_config(run_id, pid)).values.get("outcome") or {}
+            why = outcome.get("reason", "unscored")
+            unjudged[why] = unjudged.get(why, 0) + 1
     signals = resources._signals
     summary = {
         "run_id": run_id,
         "model": policy_ref(resources.settings, convert=False).name,
         "profile": resources.profiles.version,
         **report,
+        "unjudged": unjudged,
+        "failed": failed,
         "wall_seconds": round(time.perf_counter() - began, 2),
         "stage_seconds": {k: round(v, 3) for k, v in resources.times.seconds.most_common()},
         "critic_usage": store.critic_costs(run_id),

@@ -376,3 +376,23 @@ def m007_run_owner(db: Database) -> None:
     after that process died is not taken for it (the work would otherwise look alive forever)."""
     db.execute("ALTER TABLE runs ADD COLUMN pid_started REAL")
     db.execute("ALTER TABLE training_jobs ADD COLUMN pid_started REAL")
+
+
+@migrations()
+def m008_prompt_failures(db: Database) -> None:
+    """Prompts a run could not get through: one that made generation or judging fail (or crashed
+    the process twice) is quarantined, so later runs go on without it until it is edited or
+    named explicitly; ``attempt`` marks a prompt being generated alone after a crash."""
+    db.execute(
+        """CREATE TABLE prompt_failures (
+            prompt_id TEXT PRIMARY KEY REFERENCES prompts(id),
+            content_hash TEXT NOT NULL,     -- the prompt as it failed: an edited one is tried again
+            stage TEXT NOT NULL CHECK (stage IN ('generate', 'judge', 'size')),
+            status TEXT NOT NULL CHECK (status IN ('attempt', 'failed')),
+            reason TEXT NOT NULL,
+            run_id TEXT REFERENCES runs(id),
+            attempts INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )"""
+    )

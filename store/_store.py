@@ -705,7 +705,8 @@ class Store(ReviewVerbs, TrainingVerbs, TraceVerbs, LabelVerbs, RewardModelVerbs
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
         """Prompts with no decision yet under this generation config (new prompts, or prompts
-        not judged with the current model and adapter)."""
+        not judged with the current model and adapter), leaving out quarantined prompts
+        (:meth:`prompt_failures`) unless ``prompt_ids`` names them."""
         judged = {
             r[0]
             for r in self.db.execute(
@@ -713,12 +714,61 @@ class Store(ReviewVerbs, TrainingVerbs, TraceVerbs, LabelVerbs, RewardModelVerbs
             )
         }
         prompt_ids = list(prompt_ids)
-        if prompt_ids:
+        if prompt_ids:  # named: tried even if an earlier run quarantined it
             candidates = [self.get_prompt(pid) for pid in prompt_ids]
         else:
+            judged |= set(self.prompt_failures())
             candidates = self.list_prompts(task_types=task_types)
         fresh = [p for p in candidates if p["id"] not in judged]
         return fresh[:limit] if limit else fresh
+
+    # ---- prompts a run could not get through ---------------------------------------------------
+
+    def record_prompt_failure(
+        self, prompt_id: str, stage: str, reason: str, run_id: str | None, *, status="failed"
+    ) -> None:
+        """Quarantine a prompt (``status`` failed) or mark it as being tried alone (attempt);
+        the row follows the prompt's content, so an edited prompt is tried again."""
+        with self.transaction():
+            prompt = self._get("prompts", prompt_id, "prompt")
+            old = next(self.db["prompt_failures"].rows_where("prompt_id = ?", [prompt_id]), None)
+            self.db["prompt_failures"].upsert(
+                {
+                    "prompt_id": prompt_id,
+                    "content_hash": prompt["content_hash"],
+                    "stage": stage,
+                    "status": status,
+                    "reason": reason[:500],
+                    "run_id": run_id,
+                    "attempts": (old["attempts"] + 1) if old else 1,
+                    "created_at": old["created_at"] if old else now(),
+                    "updated_at": now(),
+                },
+                pk="prompt_id",
+            )
+
+    def clear_prompt_failure(self, prompt_id: str) -> None:
+        with self.transaction():
+            self.db.execute("DELETE FROM prompt_failures WHERE prompt_id = ?", [prompt_id])
+
+    def prompt_failures(self, status: str = "failed") -> dict[str, dict[str, Any]]:
+        """Prompt id -> its failure row, for prompts whose content has not changed since."""
+        rows = self.db.query(
+            """SELECT f.* FROM prompt_failures f JOIN prompts p ON p.id = f.prompt_id
+               WHERE f.status = ? AND f.content_hash = p.content_hash""",
+            [status],
+        )
+        return {row["prompt_id"]: row for row in rows}
+
+    def unfinished_traces(self, run_id: str) -> dict[str, int]:
+        """Prompt id -> graph invocations of this run that started and never finished: the
+        process died inside them."""
+        rows = self.db.execute(
+            """SELECT prompt_id, count(*) FROM traces WHERE run_id = ? AND status = 'running'
+               GROUP BY prompt_id""",
+            [run_id],
+        )
+        return dict(rows.fetchall())
 
     def run_report(self, run_id: str) -> dict[str, Any]:
         """What a feedback run has produced so far, counted from the database."""

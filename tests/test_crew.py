@@ -458,6 +458,79 @@ def test_tracing_to_a_dead_endpoint_never_breaks_the_run(tmp_path, hermetic):
     assert result.stderr.count("\n") < 20  # a warning, not pages of tracebacks
 
 
+def test_an_unreachable_judge_leaves_cases_to_judge_again_never_dropped(tmp_path, hermetic):
+    """Every critic unscored is no verdict on the answers: no decision is recorded, the run
+    says why, and the next run (with the judge back) judges the same prompts."""
+    run_cli("init", "--no-demo", check=True)
+    run_cli("import", str(_prompts_file(tmp_path)), check=True)
+    with FakeOpenAIServer(fake_judge(gullible_score)) as server:
+        dead = {**_env(server, None), "CRITICLOOP_JUDGE__BASE_URL": "http://127.0.0.1:9/v1"}
+        dead["CRITICLOOP_JUDGE__RETRIES"] = "0"
+        summary = json.loads(run_cli("graph", "run", "--json", check=True, env=dead).stdout)
+        assert summary["prompts"] == 0 and summary["outcomes"] == {}  # no decision at all
+        assert summary["unjudged"] == {
+            "no candidate could be judged (unscored: coherence, compliance, helpfulness)": 4
+        }
+        text = run_cli("graph", "run", check=True, env=dead).stdout
+        assert "unjudged    4, judged again next run: 4 no candidate could be judged" in text
+        live = run_cli("graph", "run", "--json", check=True, env=_env(server, None))
+    again = json.loads(live.stdout)
+    assert again["prompts"] == 4 and sum(again["outcomes"].values()) == 4
+    assert again["unjudged"] == {}
+
+
+def test_a_prompt_that_kills_the_run_twice_is_set_aside_and_the_rest_finish(tmp_path, hermetic):
+    """A real process killed (SIGKILL, as the OOM killer would) whenever it judges one prompt:
+    the continued run judges the suspects alone, a second death quarantines the prompt, and
+    the run after that finishes without it; later runs skip it until it is named."""
+    import signal
+    import subprocess
+    import sys
+
+    run_cli("init", "--no-demo", check=True)
+    rows = [json.loads(line) for line in _prompts_file(tmp_path).read_text().splitlines()]
+    rows.append({"id": "pill", "prompt": "Poison?", "candidates": ["POISON-PILL", "Fine."]})
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run_cli("import", str(tmp_path / "p.jsonl"), check=True)
+    procs: list[subprocess.Popen] = []
+    judge = fake_judge(gullible_score)
+
+    def deadly(body: dict[str, Any]) -> str:
+        if any("POISON-PILL" in t for t in fenced_responses(body)):
+            os.kill(procs[-1].pid, signal.SIGKILL)  # dies while judging this prompt
+        return judge(body)
+
+    exe = str(Path(sys.executable).parent / "criticloop")
+    with FakeOpenAIServer(deadly) as server:
+        env = {**_env(server, None), "CRITICLOOP_CONCURRENCY": "2"}
+
+        def graph_run(*extra: str) -> tuple[int, str]:
+            procs.append(
+                subprocess.Popen(
+                    [exe, "graph", "run", "--json", *extra], env=env, text=True,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                )
+            )  # fmt: skip
+            out, _ = procs[-1].communicate(timeout=240)
+            return procs[-1].returncode, out
+
+        assert graph_run()[0] == -signal.SIGKILL  # dies at the pill
+        assert graph_run()[0] == -signal.SIGKILL  # the continued run tries it alone: again
+        code, out = graph_run()  # the third quarantines it and finishes the rest
+        assert code == 0, out
+        summary = json.loads(out)
+        assert summary["failed"] == {"pill": "the run died 2 times while judging it"}
+        with Store.open(hermetic / "criticloop.db", create=False) as store:
+            decided = {d["prompt_id"] for d in store.db["decisions"].rows}
+            runs = [r["status"] for r in store.db["runs"].rows]
+            (failure,) = store.db["prompt_failures"].rows
+        assert decided == {"egg", "tea", "attack", "thin"} and runs == ["done"]
+        assert failure["prompt_id"] == "pill" and failure["status"] == "failed"
+        code, out = graph_run()
+        assert code == 0 and json.loads(out)["run_id"] is None  # skipped: nothing to judge
+        assert graph_run("-p", "pill")[0] == -signal.SIGKILL  # named, it is tried again
+
+
 # ---- the bundled model as a CrewAI judge (offline, real, weak) ---------------------------------
 
 

@@ -447,3 +447,62 @@ def test_five_runs_started_at_once_leave_one_run(model_home, tmp_path):
     counts = _counts(model_home)
     assert counts["runs"] == [("graph", "done")]
     assert [p for p, _, _ in counts["decisions"]] == ["capital", "sums"]
+
+
+def test_a_prompt_generation_fails_on_is_set_aside_and_the_run_goes_on(
+    model_home, bundled_policy, bundled_embedder
+):
+    """A prompt that makes the tokenizer give up (a fake: the real tokenizer wrapped to fail on
+    one prompt) and a prompt too long to tokenize (stored before input limits existed, as the
+    probe's 50 MB one was) are set aside with their reasons; the others are judged, the next
+    run skips the two, and an edited prompt is tried again."""
+    import copy
+
+    from criticloop.agents import Sampling
+    from criticloop.graphs.run import RunOptions, run_feedback
+    from criticloop.settings import Settings
+    from criticloop.store import Prompt
+
+    run_cli("init", "--no-demo", check=True)
+    prompts = [
+        Prompt(id="sum", prompt="What is two plus two?"),
+        Prompt(id="fruit", prompt="Name a fruit."),
+        Prompt(id="pill", prompt="TOKENIZER-POISON: say hello."),
+        Prompt(id="giant", prompt="word " * 20_001),  # 100,004 characters, stripped
+    ]
+    with _db(model_home) as store:
+        store.import_records([(p, f"test:{i}") for i, p in enumerate(prompts, 1)])
+
+    poisoned = copy.copy(bundled_policy)  # a fake tokenizer failure on one prompt
+
+    def encode(conversation):
+        if any("TOKENIZER-POISON" in m["content"] for m in conversation):
+            raise ValueError("the tokenizer gave up")
+        return type(bundled_policy).encode(poisoned, conversation)
+
+    poisoned.encode = encode
+    options = RunOptions(sampling=Sampling(8, 0.0, 1.0, 0), candidates=2, concurrency=1)
+    options = RunOptions(**{**options.__dict__, "progress": False})
+
+    def run() -> dict:
+        return run_feedback(
+            Settings.load(env_file=None),
+            options,
+            load_policy=lambda: poisoned,
+            load_embedder_fn=lambda: bundled_embedder,
+        )
+
+    summary = run()
+    assert summary["failed"] == {
+        "giant": "a turn of 100004 characters (over CRITICLOOP_LIMITS__TEXT_CHARS)",
+        "pill": "generation failed: ValueError: the tokenizer gave up",
+    }
+    assert summary["prompts"] == 2  # sum and fruit were judged
+    with _db(model_home) as store:
+        assert {d["prompt_id"] for d in store.db["decisions"].rows} == {"sum", "fruit"}
+        assert set(store.prompt_failures()) == {"pill", "giant"}
+    assert run()["run_id"] is None  # the next run skips them: nothing to judge
+    with _db(model_home) as store:  # edited, the prompt is tried again
+        store.import_records([(Prompt(id="pill", prompt="Say hello."), "test:9")])
+        assert set(store.prompt_failures()) == {"giant"}
+    assert run()["prompts"] == 1

@@ -214,3 +214,27 @@ def test_rating_thresholds_follow_settings_and_must_leave_a_gap():
     assert rating_preference([_rated("ana", "a", 4), _rated("ana", "b", 1)], strict) == (None, [])
     with pytest.raises(ValueError, match="rating_rejected_max"):
         ReviewSettings(rating_chosen_min=3, rating_rejected_max=3)
+
+
+def _unscored(cid: str) -> Reward:
+    none = {"score": None, "confidence": None, "evidence": {}}
+    return aggregate(cid, {name: none for name in WEIGHTS}, WEIGHTS)
+
+
+def test_answers_nobody_could_score_are_judged_again_not_dropped():
+    decision = decide([_unscored("a"), _unscored("b")], WEIGHTS, ROUTING)
+    assert decision.route == "defer" and decision.chosen is None
+    assert decision.reason == (
+        "no candidate could be judged (unscored: coherence, compliance, helpfulness)"
+    )
+    # one vetoed, one unscored: the unscored one is not known to be bad
+    vetoed = _reward("v", 0.9, 0.9, veto_rules=("banned_claim",))
+    assert decide([vetoed, _unscored("b")], WEIGHTS, ROUTING).route == "defer"
+    # every candidate scored and vetoed: that is a verdict, revise as before
+    both_vetoed = [vetoed, _reward("w", 0.9, 0.9, veto_rules=("profanity",))]
+    assert decide(both_vetoed, WEIGHTS, ROUTING).route == "revise"
+    # a revision the judge could not score is not "no better": it is judged again
+    original = _reward("o", 0.3, 0.3)
+    later = decide([original, _unscored("r")], WEIGHTS, ROUTING, revisions=1, revision=("r", "o"))
+    assert later.route == "defer" and later.reason.startswith("the revision could not be judged")
+    assert route_after_judging({"decision": later.as_dict()}) == "defer"

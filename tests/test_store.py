@@ -33,6 +33,7 @@ TABLES = {
     "spans",
     "critic_calls",
     "feedback_outbox",
+    "prompt_failures",
 }
 MIGRATIONS = [
     "m001_initial",
@@ -42,6 +43,7 @@ MIGRATIONS = [
     "m005_traces",
     "m006_calibration",
     "m007_run_owner",
+    "m008_prompt_failures",
 ]
 
 
