@@ -556,7 +556,17 @@ def pairs_export(obj: _Context, out: Path, fmt: str, max_chars: int, as_json: bo
     from ..store import write_preference_jsonl
 
     with obj.open_store() as store:
-        report = write_preference_jsonl(store.iter_pairs(), out, fmt, max_chars)
+        report = write_preference_jsonl(
+            store.iter_pairs(), out, fmt, max_chars, store.contradictory_pairs()
+        )
+    if report.contradictions:
+        shown = ", ".join(f"{x} vs {y}" for x, y in report.contradictions[:5])
+        more = len(report.contradictions) - 5
+        click.echo(
+            f"left out {len(report.contradictions)} contradictory pairs of pairs (A over B and "
+            f"B over A for one prompt): {shown}" + (f" and {more} more" if more > 0 else ""),
+            err=True,
+        )
     if as_json:
         _print_json(report.as_dict())
         return

@@ -599,13 +599,21 @@ def _apply_human_answer(r: FeedbackResources, state: FeedbackState, answer: dict
                 if texts[rejected].strip() != rewrite:
                     records.append(pair(rewrite, rejected, "human-revision", None))
     store = r.stores.get()
-    for record in records:
-        store.record_pair(record)
     reason = _verdicts_reason(verdicts, None if rated_by else winner)
     if rated_by:
         reason += f"; ratings prefer {winner.upper()} ({', '.join(rated_by)})"
     pair_id = records[0].id if records else None
-    _record_decision(r, state, "human", "done", reason, pair_id=pair_id)
+    with store.transaction():  # one settler writes one round's pairs, from the verdicts in force
+        case = store.get_decision(state["run_id"], state["prompt_id"])
+        if case["status"] != "waiting" or _verdict_set(verdicts) != _verdict_set(
+            store.verdicts(case["id"])
+        ):
+            # Settled by another process, or a verdict changed since this answer was read:
+            # the store stands as it is (a later settle resumes the thread with what is there).
+            return {"outcome": {"outcome": case["outcome"], "reason": case["reason"]}}
+        for record in records:
+            store.record_pair(record)
+        _record_decision(r, state, "human", "done", reason, pair_id=pair_id)
     return {
         "outcome": {
             "outcome": "human",
@@ -614,6 +622,10 @@ def _apply_human_answer(r: FeedbackResources, state: FeedbackState, answer: dict
             "pairs": [p.id for p in records],
         }
     }
+
+
+def _verdict_set(verdicts: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {(v["reviewer"], v["preference"], (v.get("rewrite") or "").strip()) for v in verdicts}
 
 
 def rating_preference(

@@ -279,6 +279,7 @@ class ReviewDesk:
             rewrite=rewrite,
             comment=comment,
             holder=self.holder,
+            reviews_per_item=self.reviews_per_item,
         )
         return len(verdicts) >= self.reviews_per_item  # one verdict per reviewer
 

@@ -240,6 +240,7 @@ class ExportReport:
     written: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     examples: dict[str, str] = field(default_factory=dict)
+    contradictions: list[tuple[str, str]] = field(default_factory=list)  # pair ids, both left out
 
     def skip(self, reason: str, pair_id: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
@@ -252,13 +253,20 @@ class ExportReport:
             "written": self.written,
             "skipped": self.skipped,
             "first_skipped": self.examples,
+            "contradictions": [list(c) for c in self.contradictions],
         }
 
 
 def write_preference_jsonl(
-    pairs: Iterable[dict[str, Any]], out: Path, fmt: ExportFormat, max_chars: int
+    pairs: Iterable[dict[str, Any]],
+    out: Path,
+    fmt: ExportFormat,
+    max_chars: int,
+    contradictions: Iterable[tuple[str, str]] = (),
 ) -> ExportReport:
-    """Write TRL preference rows; invalid and duplicate pairs are counted, not written.
+    """Write TRL preference rows; invalid and duplicate pairs are counted, not written, and so
+    are both pairs of each contradiction (``Store.contradictory_pairs``: A over B and B over A
+    for one prompt), which the report names.
 
     ``conversational`` keeps the whole conversation as messages (TRL applies the model's chat
     template); ``standard`` writes plain strings, with earlier turns of a multi-turn
@@ -269,7 +277,8 @@ def write_preference_jsonl(
     leaves no file behind and raises StoreError.
     """
     out = Path(out)
-    report = ExportReport(path=out, format=fmt)
+    report = ExportReport(path=out, format=fmt, contradictions=list(contradictions))
+    contradicted = {pair_id for pair in report.contradictions for pair_id in pair}
     seen: set[tuple[str, str, str]] = set()
     try:
         mode = out.lstat().st_mode
@@ -296,6 +305,9 @@ def write_preference_jsonl(
                 messages = pair["messages"]
                 chosen, rejected = pair["chosen"].strip(), pair["rejected"].strip()
                 prompt_text = _render_prompt(messages)
+                if pair["id"] in contradicted:
+                    report.skip("contradictory", pair["id"])
+                    continue
                 if not chosen or not rejected:
                     report.skip("empty", pair["id"])
                     continue

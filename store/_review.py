@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from ..errors import InputError, NotFoundError
+from ..errors import BusyError, InputError, NotFoundError
 from ..vocab import VERDICT_KINDS
 from ._common import _decode, now
 
@@ -235,12 +235,18 @@ class ReviewVerbs:
         rewrite: str | None = None,
         comment: str | None = None,
         holder: str | None = None,
+        reviews_per_item: int = 1,
     ) -> list[dict[str, Any]]:
         """Record ``reviewer``'s verdict on a waiting case (replacing their earlier one) and let go
         of ``holder``'s lease, in one transaction; return the case's verdicts so far.
 
         ``preference``: ``a`` (the critics' choice), ``b`` or ``tie``. With ``rewrite``, the
         reviewer edited candidate ``preference`` into that text.
+
+        Once a case has its ``reviews_per_item`` verdicts it is being decided: another verdict,
+        from anyone (a second ``graph decide`` racing the first, say), is refused until it is
+        settled or a verdict is undone. The check and the write are one ``BEGIN IMMEDIATE``
+        transaction, so of two racing verdicts the second always sees the first.
         """
         from ._store import ReviewRecord
 
@@ -252,6 +258,13 @@ class ReviewVerbs:
                 raise InputError("a rewrite needs the candidate it edits (a or b) and some text")
         with self.transaction():
             case = self._waiting_case(decision_id)
+            given = self.verdicts(decision_id)
+            if len(given) >= reviews_per_item:
+                who = ", ".join(f"{v['reviewer']} ({v['preference']})" for v in given)
+                raise BusyError(
+                    f"case {decision_id!r} already has its verdicts ({who}) and is being decided; "
+                    "undo one to decide it again"
+                )
             a, b = case["chosen_generation_id"], case["rejected_generation_id"]
             edited, other = (b, a) if preference == "b" else (a, b)
             self._delete_verdict(decision_id, reviewer)

@@ -804,6 +804,23 @@ class Store(ReviewVerbs, TrainingVerbs, TraceVerbs, LabelVerbs, RewardModelVerbs
             ),
         }
 
+    def contradictory_pairs(self) -> list[tuple[str, str]]:
+        """Pairs of pair ids that contradict each other: for one prompt, A over B and B over A.
+        Training on both teaches nothing and confuses the loss; export and training leave them
+        out and name them."""
+        rows = self.db.execute(
+            """SELECT x.id, y.id FROM pairs x JOIN pairs y
+               ON x.prompt_id = y.prompt_id AND x.id < y.id
+               AND trim(x.chosen, ' 	
+') = trim(y.rejected, ' 	
+')
+               AND trim(x.rejected, ' 	
+') = trim(y.chosen, ' 	
+')
+               ORDER BY x.created_at, x.id"""
+        )
+        return [tuple(row) for row in rows.fetchall()]
+
     def iter_pairs(self) -> Iterator[dict[str, Any]]:
         """Pairs joined with their prompt's conversation, oldest first."""
         sql = """

@@ -115,3 +115,25 @@ def test_a_full_disk_leaves_no_file_and_one_line(settings, tmp_path, monkeypatch
     assert result.stderr == f"criticloop: error: cannot write {out}: No space left on device\n"
     assert out.read_text() == "yesterday's export\n"  # the old file stands, no temp file left
     assert [p.name for p in out.parent.iterdir()] == ["pairs.jsonl"]
+
+
+def test_contradictory_pairs_are_left_out_of_export_and_training_and_named(settings, tmp_path):
+    from criticloop.training import load_preferences
+
+    _seed_pairs(settings)
+    with Store.open(settings.db_path) as store:
+        one = PairRecord("general-005", "Answer X.", "Answer Y.", "synthetic", margin=0.3)
+        other = PairRecord("general-005", " Answer Y.", "Answer X. ", "human")  # the reverse
+        store.record_pair(one)
+        store.record_pair(other)
+        assert store.contradictory_pairs() == [tuple(sorted((one.id, other.id)))]
+        data = load_preferences(store, {"synthetic": 1.0, "human": 1.0}, heldout_percent=0)
+    assert data.skipped["contradicted by another pair (A over B and B over A)"] == 2
+    out = tmp_path / "pairs.jsonl"
+    result = run_cli("pairs", "export", str(out), "--json", check=True)
+    report = json.loads(result.stdout)
+    assert report["skipped"]["contradictory"] == 2 and report["written"] == 2
+    assert sorted(report["contradictions"][0]) == sorted((one.id, other.id))
+    assert "left out 1 contradictory pairs of pairs" in result.stderr
+    assert one.id in result.stderr and other.id in result.stderr
+    assert "Answer X." not in out.read_text()

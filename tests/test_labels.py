@@ -541,9 +541,9 @@ def test_labelled_pairs_and_datasets_include_the_reviewer_app(store, tmp_path):
         )
     )
     decision = f"{run_id}/p1"
-    store.record_verdict(decision, "alice", "b")
+    store.record_verdict(decision, "alice", "b", reviews_per_item=2)
     time.sleep(0.002)
-    store.record_verdict(decision, "bob", "b", rewrite="Hello there.")  # edits B
+    store.record_verdict(decision, "bob", "b", rewrite="Hello there.", reviews_per_item=2)  # B
     app = store.labelled_pairs(source="reviewer")
     assert len(app) == 1
     (pair,) = app

@@ -271,3 +271,74 @@ def test_agreement_arithmetic():
         for j, p in enumerate(votes)
     ]
     assert reviewer_agreement(by_hand)["kappa"] == round(23 / 47, 4)
+
+
+def _decide_in_a_child(home, case_id, reviewer, preference, start, results):
+    """`graph decide` in a forked process: a verdict, then settling the case."""
+    import os
+
+    from criticloop.errors import CriticloopError
+    from criticloop.settings import Settings
+
+    os.environ["CRITICLOOP_HOME"] = str(home)
+    settings = Settings.load(env_file=None)
+    start.wait()
+    try:
+        desk = ReviewDesk(settings, reviewer)
+        try:
+            if desk.verdict(case_id, preference):
+                desk.settle(case_id)
+        finally:
+            desk.close()
+        results.put((reviewer, preference, "decided"))
+    except CriticloopError as exc:
+        results.put((reviewer, preference, f"refused: {exc}"))
+
+
+def test_two_processes_deciding_one_case_at_once_never_leave_contradictory_pairs(review_home):
+    """20 races of two real processes on one case: the same reviewer choosing A in one and B
+    in the other (10), and two reviewers choosing differently (10). One verdict wins each
+    round, the other is refused; the case holds exactly the pair of the verdict on record."""
+    import multiprocessing
+
+    fork = multiprocessing.get_context("fork")
+    with Store.open(review_home.db_path) as store:
+        case = store.waiting_decisions()[0]
+    case_id, a, b = case["id"], case["chosen_generation_id"], case["rejected_generation_id"]
+    for race in range(20):
+        rivals = [("ana", "a"), ("ana", "b")] if race < 10 else [("ana", "a"), ("bo", "b")]
+        start, results = fork.Barrier(2), fork.Queue()
+        children = [
+            fork.Process(
+                target=_decide_in_a_child,
+                args=(review_home.home, case_id, reviewer, preference, start, results),
+            )
+            for reviewer, preference in rivals
+        ]
+        for child in children:
+            child.start()
+        for child in children:
+            child.join(120)
+            assert child.exitcode == 0
+        outcomes = sorted(results.get(timeout=5) for _ in children)
+        decided = [o for o in outcomes if o[2] == "decided"]
+        refused = [o for o in outcomes if o[2].startswith("refused")]
+        assert len(decided) == 1 and len(refused) == 1, outcomes
+        winner, preference, _ = decided[0]
+        with Store.open(review_home.db_path) as store:
+            decision = store.db["decisions"].get(case_id)
+            (verdict,) = store.verdicts(case_id)
+            human = list(
+                store.db["pairs"].rows_where(
+                    "run_id = ? AND prompt_id = ? AND source = 'human'",
+                    [case["run_id"], case["prompt_id"]],
+                )
+            )
+        assert decision["status"] == "done" and decision["outcome"] == "human"
+        assert (verdict["reviewer"], verdict["preference"]) == (winner, preference)
+        (pair,) = human  # one pair, in the direction of the verdict on record
+        assert pair["chosen_generation_id"] == (a if preference == "a" else b)
+        assert decision["pair_id"] == pair["id"]
+        undo = ReviewDesk(review_home, winner)  # reopen for the next round
+        assert undo.undo(case_id) is True
+        undo.close()

@@ -48,10 +48,13 @@ def load_preferences(
     skipped: Counter[str] = Counter()
     seen: set[tuple[str, str, str]] = set()
     contexts: dict[str, list[dict[str, str]]] = {}
+    contradicted = {pair_id for pair in store.contradictory_pairs() for pair_id in pair}
     for pair in store.iter_pairs():
         weight = source_weights.get(pair["source"], 0.0)
         chosen, rejected = pair["chosen"].strip(), pair["rejected"].strip()
-        if weight <= 0:
+        if pair["id"] in contradicted:
+            skipped["contradicted by another pair (A over B and B over A)"] += 1
+        elif weight <= 0:
             skipped[f"source {pair['source']} weighted 0"] += 1
         elif is_heldout(pair["prompt_id"], heldout_percent):
             skipped["held out for the gate"] += 1
