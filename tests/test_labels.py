@@ -335,6 +335,7 @@ UNUSABLE_ROWS = [
     ("plain", {**_L, "label": "c"}, "bad_label", "'label' must be a, b or tie, not 'c'"),
     ("plain", {**_L, "label": 1}, "bad_label", "'label' must be a, b or tie, not 1"),
     ("plain", {**_L, "b": _L["a"]}, "identical_responses", "'a' and 'b' are the same text"),
+    ("plain", {**_L, "b": "x" * 100_001}, "too_long", "a text of 100001 characters"),
     ("plain", {**_L, "prompt": "  "}, "empty_prompt", "empty prompt"),
     ("plain", {**_L, "task_type": "poetry"}, "unknown_task_type", "unknown task_type 'poetry'"),
     ("plain", {**_L, "lable": "a"}, "unknown_key", "unknown key 'lable'"),
