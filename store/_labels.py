@@ -243,18 +243,14 @@ def _jsonl_rows(text: str, source: str, limits: Limits) -> Iterator[tuple[Any, i
         if not line.strip():
             continue
         try:
-            yield _bounded(decode(decoder, line, limits), limits), number
+            # long texts skip their row (_within), not the file
+            yield decode(decoder, line, limits, texts=False), number
         except json.JSONDecodeError as exc:
             raise InputError(
                 f"invalid JSON: {exc.msg} (column {exc.colno})", source=source, line=number
             ) from None
         except LimitError as exc:
             raise InputError(str(exc), source=source, line=number) from None
-
-
-def _bounded(value: Any, limits: Limits) -> Any:
-    check(value, limits, texts=False)  # long texts skip their row (_within), not the file
-    return value
 
 
 def _array_rows(text: str, source: str, limits: Limits) -> Iterator[tuple[Any, int]]:
@@ -285,7 +281,8 @@ def _array_rows(text: str, source: str, limits: Limits) -> Iterator[tuple[Any, i
                 size = len(text[begun:pos].encode("utf-8", "surrogatepass"))
                 if size > limits.line_bytes:
                     raise LimitError(f"an element of {size} bytes (at most {limits.line_bytes})")
-                yield _bounded(obj, limits), start
+                check(obj, limits, texts=False)  # long texts skip their row (_within)
+                yield obj, start
             except json.JSONDecodeError as exc:
                 raise InputError(
                     f"invalid JSON: {exc.msg} (column {exc.colno})", source=source, line=exc.lineno

@@ -56,8 +56,9 @@ def json_decoder(limits: Limits) -> json.JSONDecoder:
     )
 
 
-def decode(decoder: json.JSONDecoder, text: str, limits: Limits) -> Any:
-    """One JSON value from ``text``, within the limits (JSONDecodeError for bad JSON)."""
+def decode(decoder: json.JSONDecoder, text: str, limits: Limits, *, texts: bool = True) -> Any:
+    """One JSON value from ``text``, within the limits (JSONDecodeError for bad JSON); without
+    ``texts``, long strings are left to the caller."""
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > limits.line_bytes:
         raise LimitError(f"a line of {size} bytes (at most {limits.line_bytes})")
@@ -65,7 +66,7 @@ def decode(decoder: json.JSONDecoder, text: str, limits: Limits) -> Any:
         value = decoder.decode(text)
     except RecursionError:
         raise LimitError(f"nested more than {limits.depth} levels deep") from None
-    check(value, limits)
+    check(value, limits, texts=texts)
     return value
 
 
