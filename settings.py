@@ -158,8 +158,10 @@ class LimitsSettings(BaseModel):
 class TrainingSettings(BaseModel):
     """``criticloop train`` and the training phase of ``criticloop graph run --train``."""
 
-    method: Literal["dpo", "ppo", "grpo", "rloo"] = Field(
-        "dpo", description="Training method: dpo (pairs), ppo, grpo or rloo (critics as reward)."
+    method: Literal["dpo", "ppo", "grpo", "rloo", "reward"] = Field(
+        "dpo",
+        description="Training method: dpo (pairs), ppo, grpo or rloo (RL on the reward), or "
+        "reward (a reward model on people's decisions).",
     )
     nightly: Literal["auto", "never", "always"] = Field(
         "auto",
@@ -218,6 +220,40 @@ class TrainingSettings(BaseModel):
     veto_penalty: float = Field(
         -1.0, le=0, description="Reward of a response that breaks a hard rule (PPO/GRPO/RLOO)."
     )
+    reward: str = Field(
+        "critics",
+        description="PPO/GRPO/RLOO's reward: critics (the profile's), rm:NAME (a reward model: "
+        "'trained', a trained version or a [reward_models] table) or mix / mix:NAME (both, "
+        "weighted by reward_mix).",
+    )
+    reward_mix: float = Field(
+        0.5, ge=0, le=1, description="Weight of the reward model in a mix reward (PPO/GRPO/RLOO)."
+    )
+    rm_base: str = Field(
+        "minilm",
+        description="--method reward: what the reward model is trained from: minilm (the bundled "
+        "MiniLM encoder as a cross-encoder), smollm2 (the bundled policy) or a model directory.",
+    )
+    rm_tuning: Literal["auto", "lora", "full"] = Field(
+        "auto", description="--method reward: auto is full for bases under 50M parameters, else LoRA."
+    )
+    rm_synthetic: bool = Field(
+        False, description="--method reward: also learn from the critics' synthetic pairs."
+    )
+    rm_dimension: str = Field(
+        "", description="--method reward: the dimension it judges ('' for overall preference)."
+    )
+    rm_heldout_percent: int = Field(
+        20, ge=5, le=50, description="--method reward: share of prompts kept for evaluation."
+    )
+
+    @field_validator("reward")
+    @classmethod
+    def _reward_spec(cls, value: str) -> str:
+        kind, _, name = value.partition(":")
+        if value in ("critics", "mix") or (kind in ("rm", "mix") and name):
+            return value
+        raise ValueError(f"reward must be critics, rm:NAME, mix or mix:NAME, not {value!r}")
 
     @field_validator("source_weights")
     @classmethod

@@ -20,7 +20,7 @@ VERDICT_KINDS = ("preference", "rewrite")
 OUTCOMES = ("pair", "revision", "escalated", "human", "dropped")
 """What the feedback graph decided for a prompt: a synthetic pair, a pair from a revision, waiting
 for a person, decided by a person, or dropped (with the reason recorded)."""
-TRAIN_METHODS = ("dpo", "ppo", "grpo", "rloo")
+TRAIN_METHODS = ("dpo", "ppo", "grpo", "rloo", "reward")
 """How ``criticloop train`` learns: DPO from pairs, or PPO/GRPO/RLOO with the critics as reward."""
 JOB_STATUSES = ("running", "done", "failed")
 ADAPTER_STATUSES = ("candidate", "promoted", "retired", "rejected")

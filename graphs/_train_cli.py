@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
 from ..vocab import TRAIN_METHODS
 from .cli import _Context, _print_json, cli, pass_context
@@ -26,15 +27,42 @@ from .cli import _Context, _print_json, cli, pass_context
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), help="LoRA rate.")
 @click.option("--quantize", type=click.Choice(["none", "4bit"]), help="4bit: QLoRA (CUDA only).")
 @click.option("--save-steps", type=click.IntRange(min=1), help="Checkpoint every N steps.")
+@click.option(
+    "--reward",
+    metavar="critics|rm:NAME|mix[:NAME]",
+    help="PPO/GRPO/RLOO's reward: the critics (default), a reward model (rm:trained, a trained "
+    "version, or a [reward_models] table of the profile), or both weighted by --reward-mix.",
+)
+@click.option(
+    "--reward-mix", type=click.FloatRange(0, 1), help="The reward model's weight in a mix (0.5)."
+)
+@click.option(
+    "--rm-base",
+    metavar="minilm|smollm2|DIR",
+    help="--method reward: the base model (default minilm, the bundled encoder).",
+)
+@click.option(
+    "--rm-tuning",
+    type=click.Choice(["auto", "lora", "full"]),
+    help="--method reward: LoRA or full fine-tuning (auto: full under 50M parameters).",
+)
+@click.option(
+    "--rm-synthetic/--no-rm-synthetic",
+    default=None,
+    help="--method reward: also learn from the critics' synthetic pairs (default: people only).",
+)
+@click.option("--rm-dimension", help="--method reward: the dimension it judges (default overall).")
 @click.option("--no-gate", is_flag=True, help="Register the adapter without evaluating it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_context
 def train(obj: _Context, method, launcher, no_gate, as_json, **overrides) -> None:
-    """Train a LoRA adapter, then promote it only if the gate finds it better.
+    """Train a LoRA adapter, then promote it only if the gate finds it better; or a reward model.
 
     DPO learns from the preference pairs in the store; PPO, GRPO and RLOO sample responses and
-    learn from the critics' reward. The job, its metrics and the adapter are recorded; an
-    interrupted job with the same data and settings resumes from its last checkpoint.
+    learn from the critics' reward, a reward model's, or a mix (--reward). --method reward trains
+    a reward model on people's decisions and measures it on held-out prompts. The job, its
+    metrics and the adapter are recorded; an interrupted job with the same data and settings
+    resumes from its last checkpoint.
     """
     from ..training._cycle import train_and_gate
 
@@ -44,7 +72,14 @@ def train(obj: _Context, method, launcher, no_gate, as_json, **overrides) -> Non
         changes["method"] = method
     if launcher:
         changes["launcher"] = launcher
-    training = settings.training.model_copy(update=changes)
+    try:
+        training = type(settings.training).model_validate(
+            {**settings.training.model_dump(), **changes}
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        option = "--" + str(error["loc"][0]).replace("_", "-")
+        raise click.BadParameter(error["msg"].removeprefix("Value error, "), param_hint=option)
     with obj.open_store():
         pass
     summary = train_and_gate(settings, training, gate=not no_gate)
@@ -62,6 +97,20 @@ def echo_training(summary: dict[str, Any]) -> None:
         return
     m = summary["metrics"]
     resumed = f", resumed from {m['resumed_from']}" if m.get("resumed_from") else ""
+    if summary["method"] == "reward":
+        held = m.get("heldout") or {}
+        measured = (
+            f"held-out accuracy {held['accuracy']:.1%}, ECE {held['ece']:.3f} on {held['n']} pairs"
+            if held.get("n")
+            else "no held-out pairs to measure on"
+        )
+        click.echo(
+            f"trained reward model {summary['reward_model']} ({m.get('tuning')}, job "
+            f"{summary['job_id']}): {m.get('pairs')} pairs, {m.get('steps')} steps in "
+            f"{m.get('seconds')} s{resumed}; final loss {m.get('final_loss')}; {measured}"
+        )
+        click.echo(m.get("activation", ""))
+        return
     figures = ", ".join(
         f"{k.replace('_', ' ')} {m[k]}"
         for k in ("final_loss", "reward_accuracy", "reward_first", "reward_last", "kl_last")
@@ -171,3 +220,56 @@ def jobs(obj: _Context, limit: int, as_json: bool) -> None:
             f"{row['id']:<34} {row['method']:<5} {row['status']:<8} {row['launcher']:<10} "
             f"{row['examples']:>5} examples  {outcome}"
         )
+
+
+@cli.group("reward-models")
+def reward_models() -> None:
+    """Reward models trained with `criticloop train --method reward`: list, activate."""
+
+
+@reward_models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_context
+def reward_models_list(obj: _Context, as_json: bool) -> None:
+    """Every trained reward model, newest first, with what it was measured at."""
+    with obj.open_store() as store:
+        rows = store.trained_reward_models()
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        click.echo("no reward models yet: criticloop train --method reward trains one")
+        return
+    click.echo(
+        f"{'version':<36} {'status':<8} {'dimension':<11} {'tuning':<6} {'pairs':>6} "
+        f"{'held-out acc':>12} {'ECE':>6}  base"
+    )
+    for row in rows:
+        held = row["metrics"].get("heldout") or {}
+        acc = f"{held['accuracy']:.1%}" if held.get("n") else "-"
+        ece = f"{held['ece']:.3f}" if held.get("n") else "-"
+        click.echo(
+            f"{row['version']:<36} {row['status']:<8} {row['dimension'] or 'overall':<11} "
+            f"{row['tuning']:<6} {row['pairs']:>6} {acc:>12} {ece:>6}  {row['base_model']}"
+        )
+
+
+@reward_models.command("activate")
+@click.argument("version")
+@pass_context
+def reward_models_activate(obj: _Context, version: str) -> None:
+    """Make VERSION the model `reward_model:trained` loads for its dimension."""
+    with obj.open_store() as store:
+        store.activate_trained_reward_model(version)
+        row = store.trained_reward_model(version)
+    click.echo(f"{version} is the active reward model for {row['dimension'] or 'overall'}")
+
+
+@reward_models.command("deactivate")
+@click.argument("version")
+@pass_context
+def reward_models_deactivate(obj: _Context, version: str) -> None:
+    """Stop loading VERSION as `reward_model:trained`."""
+    with obj.open_store() as store:
+        store.deactivate_trained_reward_model(version)
+    click.echo(f"{version} is inactive")

@@ -36,6 +36,7 @@ DIMENSIONS = (
     "detectability",
     "brand_voice",
     "persona",
+    "reward_model",
 )
 FEATURES = (
     *(f"diff:{d}" for d in DIMENSIONS),
@@ -144,13 +145,24 @@ class RewardModel:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RewardModel:
-        if tuple(data["features"]) != FEATURES:
-            raise ValueError("the reward model was fitted on other features: fit it again")
+        """A model fitted before a feature existed (the reward-model critic's) reads it with
+        weight 0: its predictions are what they were. A feature it has that is gone is an
+        error."""
+        stored = dict(zip(data["features"], zip(data["coef"], data["scale"], strict=True),
+                          strict=True))
+        unknown = sorted(set(stored) - set(FEATURES))
+        if unknown:
+            raise ValueError(
+                f"the reward model was fitted on features this version lacks ({unknown[0]}): "
+                "fit it again"
+            )
+        coef = tuple(stored.get(f, (0.0, 1.0))[0] for f in FEATURES)
+        scale = tuple(stored.get(f, (0.0, 1.0))[1] for f in FEATURES)
         return cls(
-            coef=tuple(data["coef"]),
-            scale=tuple(data["scale"]),
+            coef=coef,
+            scale=scale,
             calibrator=cs.Calibrator.from_dict(data["calibrator"]),
-            features=tuple(data["features"]),
+            features=FEATURES,
             C=data.get("C", 1.0),
         )
 

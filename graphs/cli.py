@@ -372,7 +372,18 @@ def _echo_run(summary: dict[str, Any]) -> None:
         why = "; ".join(f"{pid}: {reason}" for pid, reason in sorted(failed.items()))
         click.echo(f"  set aside   {len(failed)} (later runs skip them until edited): {why}")
     usage = summary.get("critic_usage") or {}
-    judges = {k: v for k, v in usage.get("per_critic", {}).items() if v["backend"] != "local"}
+    per_critic = usage.get("per_critic", {})
+    judges = {k: v for k, v in per_critic.items() if v["backend"] not in ("local", "reward_model")}
+    models = {k: v for k, v in per_critic.items() if v["backend"] == "reward_model"}
+    if models:
+        click.echo(
+            "  rewards     "
+            + ", ".join(
+                f"{k.partition('/')[0]} {v['calls']} scored ({v['failed']} failed)"
+                for k, v in models.items()
+            )
+            + " by reward model"
+        )
     if judges:
         cost = usage.get("cost_usd")
         click.echo(

@@ -34,6 +34,7 @@ from ..agents import (
     critic_versions,
     run_critic,
 )
+from ..agents._reward_model import prepare_reward_critics
 from ..settings import ReviewSettings, Settings
 from ..store import (
     SUPPLIED,
@@ -186,6 +187,17 @@ def build_feedback_graph(resources: FeedbackResources, checkpointer: Any = None)
         ]
         if todo:
             r.signals().prepare([r.case(state["prompt_id"], c) for c in todo])
+        models = [  # reward models: one batched pass per model over the unscored candidates
+            name
+            for name, w in weights.items()
+            if w > 0 and getattr(r.critics.get(name), "backend", "local") == "reward_model"
+        ]
+        if any(  # every candidate goes in: the scored ones are cached, and they are rivals
+            name not in scored.get(c["id"], {}) for c in state["candidates"] for name in models
+        ):
+            prepare_reward_critics(
+                r.critics, models, [r.case(state["prompt_id"], c) for c in state["candidates"]]
+            )
         return {}
 
     def make_critic_node(name: str, critic: Critic) -> Callable[[FeedbackState], dict]:

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import ConfigError
 from ..store import content_hash
@@ -68,6 +68,50 @@ class _Weights(BaseModel):
         return value
 
 
+class RewardModelEntry(BaseModel):
+    """A ``[reward_models.NAME]`` table: where a reward model is (see agents/_reward_model.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    adapter: str | None = None
+    url: str | None = None
+    served_model: str | None = None
+    api_key_env: str | None = None
+    center: float = 0.0
+    scale: float = Field(1.0, gt=0)
+    max_length: int = Field(1024, ge=16)
+    batch_size: int = Field(8, ge=1)
+    timeout: float = Field(60.0, gt=0)
+    device: str = "auto"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RewardModelEntry:
+        if self.url and self.adapter:
+            raise ValueError("give url (a served model) or model/adapter (a local one), not both")
+        if not (self.url or self.model or self.adapter):
+            raise ValueError("give model (a directory or downloaded hub id), adapter, or url")
+        if self.url and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, not {self.url!r}")
+        return self
+
+
+TRAINED = "trained"
+"""The reward-model name meaning the active one of ``criticloop train --method reward``."""
+
+
+def _backend(value: str) -> str:
+    if value in ("local", "crew"):
+        return value
+    kind, _, name = value.partition(":")
+    if kind == "reward_model" and name:
+        return value
+    raise ValueError(
+        f"backend {value!r} must be local, crew or reward_model:NAME (NAME: a [reward_models] "
+        f"table, {TRAINED!r} or a trained version)"
+    )
+
+
 class _ProfileFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -77,7 +121,8 @@ class _ProfileFile(BaseModel):
     tasks: dict[str, _Weights] = Field(default_factory=dict)
     brands: dict[str, _Weights] = Field(default_factory=dict)
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    backends: dict[str, Literal["local", "crew"]] = Field(default_factory=dict)
+    backends: dict[str, str] = Field(default_factory=dict)
+    reward_models: dict[str, RewardModelEntry] = Field(default_factory=dict)
 
     @field_validator("backends")
     @classmethod
@@ -85,10 +130,41 @@ class _ProfileFile(BaseModel):
         from ..agents import CRITICS
         from ..agents import critics as _registers_builtins  # noqa: F401
 
-        for name in value:
+        for name, backend in value.items():
             if name != "default" and name not in CRITICS:
                 raise ValueError(f"unknown critic {name!r} (known: {', '.join(sorted(CRITICS))})")
+            _backend(backend)
+            if name in ("default", "reward_model") and backend.startswith("reward_model:"):
+                raise ValueError(
+                    f"{name} cannot be a reward model's: give each critic its own backend "
+                    "(the reward_model critic names its model in options.reward_model.model)"
+                )
         return value
+
+    @model_validator(mode="after")
+    def _reward_models_named(self) -> _ProfileFile:
+        for name, backend in self.backends.items():
+            rm = backend.partition(":")[2]
+            if backend.startswith("reward_model:") and not _known_rm(rm, self.reward_models):
+                raise ValueError(
+                    f"backends.{name}: no [reward_models.{rm}] table (names: "
+                    f"{', '.join([*self.reward_models, TRAINED]) or TRAINED})"
+                )
+        weighted = any(
+            w.critics.get("reward_model", 0) > 0 for w in (*self.tasks.values(), *self.brands.values())
+        )
+        model = self.options.get("reward_model", {}).get("model")
+        if weighted and not model:
+            raise ValueError(
+                "critic reward_model is weighted but options.reward_model.model names no model "
+                f"(a [reward_models] table or {TRAINED!r})"
+            )
+        if model is not None and not _known_rm(str(model), self.reward_models):
+            raise ValueError(
+                f"options.reward_model.model: no [reward_models.{model}] table (names: "
+                f"{', '.join([*self.reward_models, TRAINED])})"
+            )
+        return self
 
     @field_validator("tasks")
     @classmethod
@@ -97,6 +173,11 @@ class _ProfileFile(BaseModel):
             if task not in TASK_TYPES:
                 raise ValueError(f"unknown task type {task!r} (known: {', '.join(TASK_TYPES)})")
         return value
+
+
+def _known_rm(name: str, tables: dict[str, RewardModelEntry]) -> bool:
+    """A profile table, the active trained model, or a trained version (checked at run time)."""
+    return name in tables or name == TRAINED or name.startswith("reward-")
 
 
 def _some_critic_judges(parsed: _ProfileFile, path: Path) -> None:
@@ -162,7 +243,7 @@ class Profiles:
             error = exc.errors()[0]
             where = ".".join(str(part) for part in error["loc"])
             message = error["msg"].removeprefix("Value error, ")
-            raise ConfigError(f"{path}: {where}: {message}") from None
+            raise ConfigError(f"{path}: {where + ': ' if where else ''}{message}") from None
         _some_critic_judges(parsed, path)
         return cls(parsed, path, text)
 
@@ -183,9 +264,13 @@ class Profiles:
         return self._parsed.calibration
 
     def backend(self, name: str) -> str:
-        """Where critic ``name`` runs: 'local' or 'crew' (the [backends] table; default local)."""
+        """Where critic ``name`` runs: 'local', 'crew' or 'reward_model:NAME' (the [backends]
+        table; default local)."""
         backends = self._parsed.backends
         return backends.get(name, backends.get("default", "local"))
+
+    def reward_model_entry(self, name: str) -> RewardModelEntry | None:
+        return self._parsed.reward_models.get(name)
 
     def critic_options(self, name: str) -> dict[str, Any]:
         return dict(self._parsed.options.get(name, {}))

@@ -396,3 +396,30 @@ def m008_prompt_failures(db: Database) -> None:
             updated_at TEXT NOT NULL
         )"""
     )
+
+
+@migrations()
+def m009_trained_reward_models(db: Database) -> None:
+    """Reward models trained on people's decisions (``criticloop train --method reward``): the
+    registry a ``reward_model`` critic loads from. One is active per dimension ('' is the
+    overall preference); activating another retires it."""
+    db.execute(
+        """CREATE TABLE trained_reward_models (
+            version TEXT PRIMARY KEY,       -- reward-<job stamp>
+            status TEXT NOT NULL CHECK (status IN ('active', 'inactive', 'retired')),
+            dimension TEXT NOT NULL,        -- '' for people's overall preference
+            base_model TEXT NOT NULL,       -- what it was trained from (recorded name)
+            base_path TEXT NOT NULL,        -- what from_pretrained loads
+            tuning TEXT NOT NULL CHECK (tuning IN ('lora', 'full')),
+            path TEXT NOT NULL,             -- the adapter (lora) or the whole model (full)
+            center REAL NOT NULL,           -- mean reward over its training responses
+            metrics TEXT NOT NULL,          -- JSON: held-out accuracy, ECE, reliability, loss
+            config TEXT NOT NULL,           -- JSON: the training config
+            data_hash TEXT NOT NULL,
+            pairs INTEGER NOT NULL,
+            job_id TEXT REFERENCES training_jobs(id),
+            diagram_path TEXT,
+            created_at TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX trained_reward_models_status ON trained_reward_models(status)")

@@ -31,6 +31,7 @@ from ._review import ReviewVerbs
 from ._rewardmodels import RewardModelVerbs
 from ._traces import TraceVerbs
 from ._training import TrainingVerbs
+from ._trained_rms import TrainedRewardModelVerbs
 
 BUSY_TIMEOUT_S = 60.0
 SUPPLIED = "supplied"
@@ -183,7 +184,14 @@ class ImportSummary:
         return {"inserted": self.inserted, "updated": self.updated, "unchanged": self.unchanged}
 
 
-class Store(ReviewVerbs, TrainingVerbs, TraceVerbs, LabelVerbs, RewardModelVerbs):
+class Store(
+    ReviewVerbs,
+    TrainingVerbs,
+    TraceVerbs,
+    LabelVerbs,
+    RewardModelVerbs,
+    TrainedRewardModelVerbs,
+):
     """Verbs over the criticloop database. Open with :meth:`Store.open`."""
 
     def __init__(self, db: Database, path: Path):

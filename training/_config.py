@@ -19,7 +19,7 @@ _NOT_IN_KEY = {"output_dir", "home", "launcher", "job_id"}
 
 @dataclass(frozen=True)
 class TrainConfig:
-    method: str  # dpo, ppo, grpo, rloo
+    method: str  # dpo, ppo, grpo, rloo, reward
     job_id: str
     base_model: str  # the name recorded with generations and adapters
     model_path: str  # what from_pretrained loads
@@ -48,6 +48,10 @@ class TrainConfig:
     kl_coef: float = 0.05
     veto_penalty: float = -1.0
     temperature: float = 1.0
+    reward: str = "critics"  # RL: critics | rm:NAME | mix | mix:NAME
+    reward_mix: float = 0.5
+    rm_tuning: str = "full"  # --method reward: lora | full (resolved)
+    rm_dimension: str = ""
 
     @property
     def bf16(self) -> bool:

@@ -62,6 +62,10 @@ def train_and_gate(
         "metrics": {k: v for k, v in result.metrics.items() if k != "log"},
         "promoted": False,
     }
+    if result.method == "reward":
+        summary["reward_model"] = summary.pop("adapter")
+        summary["activated"] = result.metrics.get("activation", "").startswith("activated")
+        return summary
     if gate:
         report = run_gate(settings, result.adapter_version, run_id=run_id)
         summary["gate"] = report.summary()

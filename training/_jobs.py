@@ -79,6 +79,8 @@ def train(
     if launcher != "inprocess" and cuda == 0 and training.launcher != "auto":
         log.warning("launcher %s with no CUDA device: the job will train on CPU", launcher)
     device = pick_device(settings.policy.device)
+    if training.method == "reward":
+        return train_reward_model(settings, training, device, launcher, run_id=run_id)
     if training.quantize == "4bit" and device != "cuda":
         raise InputError("--quantize 4bit (QLoRA) needs a CUDA GPU; the policy runs on CPU here")
     with Store.open(settings.db_path, create=False) as store:
@@ -162,6 +164,155 @@ def train(
     return TrainResult(job_id, training.method, version, str(target), metrics, bool(resumable))
 
 
+def reward_base(settings: Settings, base: str):
+    """The model a reward model is trained from: the bundled MiniLM or SmolLM2, or a directory."""
+    from ..agents import ModelRef, embedder_ref, policy_ref
+
+    if base == "minilm":
+        return embedder_ref(settings.model_copy(update={"embedder": settings.embedder.model_copy(
+            update={"model": "bundled"})}))
+    if base == "smollm2":
+        return policy_ref(settings.model_copy(update={"policy": settings.policy.model_copy(
+            update={"model": "bundled"})}))
+    path = Path(base).expanduser()
+    if not (path / "config.json").is_file():
+        raise InputError(
+            f"--rm-base {base}: not minilm, smollm2 or a model directory (no config.json there)"
+        )
+    return ModelRef(name=base, source=str(path))
+
+
+def train_reward_model(
+    settings: Settings,
+    training: TrainingSettings,
+    device: str,
+    launcher: str,
+    *,
+    run_id: str | None = None,
+) -> TrainResult:
+    """Train a reward model on people's decisions, measure it on held-out prompts, register it,
+    and make it the active one of its dimension when it beats the active one there."""
+    from ._reward import load_reward_pairs, resolve_tuning, write_reliability_diagram
+
+    if training.quantize == "4bit":
+        raise InputError("--quantize 4bit is for policy training; reward models train unquantized")
+    with Store.open(settings.db_path, create=False) as store:
+        data = load_reward_pairs(
+            store,
+            training.source_weights,
+            training.rm_heldout_percent,
+            synthetic=training.rm_synthetic,
+        )
+        if not data.train:
+            raise InputError(
+                "no decided pairs to train a reward model on (criticloop labels import FILE, or "
+                "decisions in criticloop review; --rm-synthetic adds the critics' pairs); "
+                f"{len(data.heldout)} were held out for evaluation"
+            )
+        ref = reward_base(settings, training.rm_base)
+        tuning = resolve_tuning(training.rm_tuning, ref.source)
+        config = _config(settings, training, ref, device, launcher, job_id="", output_dir="")
+        config = replace(config, rm_tuning=tuning, rm_dimension=training.rm_dimension)
+        resumable = store.resumable_job("reward", data.data_hash, config.key())
+        if resumable and not has_checkpoint(Path(resumable["output_dir"])):
+            resumable = None
+        if resumable:
+            job = store.claim_job(resumable["id"])
+            job_id, job_dir = job["id"], Path(job["output_dir"])
+            config = replace(config, job_id=job_id, output_dir=str(job_dir))
+        else:
+            job_id = _new_job_id()
+            job_dir = settings.home / "training" / job_id
+            config = replace(config, job_id=job_id, output_dir=str(job_dir))
+            job_dir.mkdir(parents=True, exist_ok=True)
+            _write_jsonl(
+                job_dir / "pairs.jsonl",
+                ({**r, "weight": w} for r, w in zip(data.train, data.weights, strict=True)),
+            )
+            (job_dir / "heldout.json").write_text(json.dumps(data.heldout))
+            config.write(job_dir / "config.json")
+            store.start_job(
+                job_id=job_id,
+                method="reward",
+                launcher=launcher,
+                base_model=ref.name,
+                parent_version=None,
+                config=config.as_dict(),
+                data_hash=data.data_hash,
+                examples=len(data.train),
+                output_dir=str(job_dir),
+                log_path=str(job_dir / "train.log"),
+                run_id=run_id,
+            )
+        try:
+            metrics = _launch(config, job_dir, store, training)
+        except KeyboardInterrupt:
+            store.finish_job(job_id, "failed", metrics=_read_steps(job_dir), reason="interrupted")
+            raise
+        except (TrainingFailed, InputError) as exc:
+            store.finish_job(job_id, "failed", metrics=_read_steps(job_dir), reason=str(exc))
+            raise
+        metrics = {**metrics, "sources": dict(data.sources), "skipped": dict(data.skipped)}
+        version = job_id.replace("train-", "reward-", 1)
+        target = settings.home / "reward_models" / version
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.move(str(job_dir / "adapter"), target)
+        diagram = target / "reliability.png"
+        if metrics["heldout"].get("n"):
+            write_reliability_diagram(metrics["heldout"], f"{version} (held-out prompts)", diagram)
+        row = {
+            "dimension": training.rm_dimension,
+            "base_model": ref.name,
+            "base_path": ref.source,
+            "tuning": tuning,
+            "path": str(target),
+            "center": metrics["center"],
+        }
+        activate, why = _beats_active(store, settings, row, data.heldout, metrics["heldout"])
+        metrics["activation"] = why
+        store.record_trained_reward_model(
+            version,
+            **row,
+            metrics=metrics,
+            config=config.as_dict(),
+            data_hash=data.data_hash,
+            pairs=len(data.train),
+            job_id=job_id,
+            activate=activate,
+            diagram_path=str(diagram) if diagram.exists() else None,
+        )
+        store.finish_job(job_id, "done", metrics=metrics, adapter_version=None)
+        shutil.rmtree(job_dir / "checkpoints", ignore_errors=True)
+    return TrainResult(job_id, "reward", version, str(target), metrics, bool(resumable))
+
+
+def _beats_active(store, settings, row, heldout, measured) -> tuple[bool, str]:
+    """Activate the new model when none is active for its dimension, or when it is at least as
+    accurate as the active one on the new held-out pairs (both measured on the same pairs)."""
+    from ..graphs.run import trained_spec
+    from ._reward import evaluate_pairs
+
+    current = store.active_trained_reward_model(row["dimension"])
+    if current is None or current["dimension"] != row["dimension"]:
+        return True, "activated: no reward model was active for its dimension"
+    if not measured.get("n"):
+        return False, f"kept {current['version']}: no held-out pairs to compare on"
+    from ..agents._reward_model import RewardScorer
+
+    old = RewardScorer(trained_spec(current))
+    theirs = evaluate_pairs(old.score_many, heldout)
+    if measured["accuracy"] >= theirs["accuracy"]:
+        return True, (
+            f"activated: held-out accuracy {measured['accuracy']:.1%} vs "
+            f"{theirs['accuracy']:.1%} for {current['version']}"
+        )
+    return False, (
+        f"kept {current['version']}: its held-out accuracy {theirs['accuracy']:.1%} beats "
+        f"{measured['accuracy']:.1%}"
+    )
+
+
 def _config(settings, training, ref, device, launcher, *, job_id, output_dir) -> TrainConfig:
     return TrainConfig(
         method=training.method,
@@ -193,6 +344,8 @@ def _config(settings, training, ref, device, launcher, *, job_id, output_dir) ->
         kl_coef=training.kl_coef,
         veto_penalty=training.veto_penalty,
         temperature=settings.generation.temperature or 1.0,
+        reward=training.reward,
+        reward_mix=training.reward_mix,
     )
 
 
@@ -293,6 +446,13 @@ def run_job(job_dir: Path, on_step=None) -> dict[str, Any]:
             rows = [json.loads(line) for line in open(job_dir / "pairs.jsonl", encoding="utf-8")]
             weights = [row.pop("weight") for row in rows]
             metrics = run_dpo(config, rows, weights, log_step)
+        elif config.method == "reward":
+            from ._reward import run_reward
+
+            rows = [json.loads(line) for line in open(job_dir / "pairs.jsonl", encoding="utf-8")]
+            weights = [row.pop("weight") for row in rows]
+            heldout = json.loads((job_dir / "heldout.json").read_text())
+            metrics = run_reward(config, rows, weights, heldout, log_step)
         elif config.method in RL_METHODS:
             from ._online import run_online
 

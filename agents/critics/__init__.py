@@ -10,5 +10,6 @@ from . import (  # noqa: F401 - imported to register
     detectability,
     helpfulness,
     persona,
+    reward_model,
     salience,
 )
