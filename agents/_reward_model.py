@@ -429,12 +429,11 @@ class RewardModelCritic:
 
 
 def prepare_reward_critics(critics: Mapping[str, Any], names: Sequence[str], cases) -> None:
-    """Score ``cases`` with every reward-model critic among ``names``: one pass per model."""
-    seen: set[int] = set()
+    """Score ``cases`` with every reward-model critic among ``names``: one pass per model (a
+    second critic on the same model finds the scores cached and only learns the rivals)."""
     for name in names:
         critic = critics.get(name)
-        if isinstance(critic, RewardModelCritic) and id(critic.scorer) not in seen:
-            seen.add(id(critic.scorer))
+        if isinstance(critic, RewardModelCritic):
             try:
                 critic.prepare(cases)
             except Exception as exc:  # noqa: BLE001 - each critic call then reports it, unscored

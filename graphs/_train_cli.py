@@ -70,6 +70,15 @@ def train(obj: _Context, method, launcher, no_gate, as_json, **overrides) -> Non
     changes: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     if method:
         changes["method"] = method
+    chosen = method or settings.training.method
+    if changes.get("reward") and chosen not in ("ppo", "grpo", "rloo"):
+        raise click.BadParameter(
+            f"is for ppo, grpo and rloo, not {chosen}", param_hint="--reward"
+        )
+    rm_options = [k for k in changes if k.startswith("rm_")]
+    if rm_options and chosen != "reward":
+        option = "--" + rm_options[0].replace("_", "-")
+        raise click.BadParameter(f"is for --method reward, not {chosen}", param_hint=option)
     if launcher:
         changes["launcher"] = launcher
     try:

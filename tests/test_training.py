@@ -442,15 +442,36 @@ RL_ENV = {
 }
 
 
+@pytest.fixture(scope="module")
+def tiny_rm_profile(tmp_path_factory, models_cache) -> Path:
+    """A profile naming a tiny reward model (random weights, SmolLM2's chat template) 'tiny'."""
+    from criticloop.graphs.profiles import DEFAULT_PROFILES
+    from test_reward_models import _tiny_llama
+
+    folder = tmp_path_factory.mktemp("tiny-rm")
+    model = _tiny_llama(models_cache, folder / "rm", "LlamaForSequenceClassification", num_labels=1)
+    profile = folder / "profile.toml"
+    profile.write_text(DEFAULT_PROFILES.read_text() + f'\n[reward_models.tiny]\nmodel = "{model}"\n')
+    return profile
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["ppo", "grpo", "rloo"])
-def test_rl_methods_learn_from_the_critics(pairs_home, monkeypatch, method):
+@pytest.mark.parametrize(
+    ("method", "reward"),
+    [("ppo", "critics"), ("grpo", "mix:tiny"), ("rloo", "critics"), ("ppo", "rm:tiny")],
+)
+def test_rl_methods_learn_from_the_critics(pairs_home, monkeypatch, tiny_rm_profile, method, reward):
     for name, value in RL_ENV.items():
         monkeypatch.setenv(name, value)
-    summary = json.loads(
-        run_cli("train", "--method", method, "--no-gate", "--json", check=True, timeout=600).stdout
-    )
+    monkeypatch.setenv("CRITICLOOP_PROFILES", str(tiny_rm_profile))
+    args = ("train", "--method", method, "--reward", reward, "--no-gate", "--json")
+    summary = json.loads(run_cli(*args, check=True, timeout=600).stdout)
     assert summary["status"] == "done" and summary["metrics"]["steps"] == 2
+    assert summary["metrics"]["reward"] == reward
+    if reward != "critics":
+        assert summary["metrics"]["reward_model"].startswith("tiny-")
+        weight = 1.0 if reward.startswith("rm:") else 0.5
+        assert summary["metrics"]["reward_model_weight"] == weight
     with Store.open(pairs_home / "criticloop.db", create=False) as store:
         log = store.get_job(summary["job_id"])["metrics"]["log"]
         path = Path(store.get_adapter(summary["adapter"])["path"])
@@ -463,7 +484,14 @@ def test_rl_methods_learn_from_the_critics(pairs_home, monkeypatch, method):
         # Each critic is its own reward function, logged by TRL; vetoes are one more.
         assert all("rewards/helpfulness/mean" in entry for entry in log)
         assert all("rewards/veto/mean" in entry for entry in log)
-        assert set(summary["metrics"]["reward_weights"]) >= {"helpfulness", "veto"}
+        weights = summary["metrics"]["reward_weights"]
+        assert set(weights) >= {"helpfulness", "veto"}
+        if reward.startswith("mix"):  # the model is one more function, half the weight
+            assert all("rewards/reward_model/mean" in entry for entry in log)
+            assert weights["reward_model"] == 0.5
+            assert sum(w for k, w in weights.items() if k not in ("veto", "reward_model")) == (
+                pytest.approx(0.5)
+            )
     tensors = _adapter_tensors(path)
     assert any(t.abs().sum() > 0 for name, t in tensors.items() if "lora_B" in name)
 

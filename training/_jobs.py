@@ -81,6 +81,8 @@ def train(
     device = pick_device(settings.policy.device)
     if training.method == "reward":
         return train_reward_model(settings, training, device, launcher, run_id=run_id)
+    if training.method in RL_METHODS and training.reward != "critics":
+        check_reward_model(settings, training.reward)
     if training.quantize == "4bit" and device != "cuda":
         raise InputError("--quantize 4bit (QLoRA) needs a CUDA GPU; the policy runs on CPU here")
     with Store.open(settings.db_path, create=False) as store:
@@ -162,6 +164,19 @@ def train(
         store.finish_job(job_id, "done", metrics=metrics, adapter_version=version)
         shutil.rmtree(job_dir / "checkpoints", ignore_errors=True)  # the adapter is what stays
     return TrainResult(job_id, training.method, version, str(target), metrics, bool(resumable))
+
+
+def check_reward_model(settings: Settings, reward: str) -> None:
+    """A reward model named for RL exists and is one: a one-line error now, not in the job."""
+    from ..agents._reward_model import check_local
+    from ..graphs.profiles import Profiles
+    from ..graphs.run import reward_model_spec
+    from ._judge import parse_reward
+
+    _, name = parse_reward(reward)
+    if name:
+        profiles = Profiles.load(settings.profiles)
+        check_local(reward_model_spec(name, profiles, settings, dimension="reward_model"))
 
 
 def reward_base(settings: Settings, base: str):

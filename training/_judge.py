@@ -86,3 +86,39 @@ class CriticJudge:
         if reward.vetoed:
             return self.veto_penalty
         return 0.0 if reward.total is None else float(reward.total)
+
+
+class ModelReward:
+    """A reward model as the RL reward: P(preferred over a typical response), 0-1, the scale of
+    the critics' weighted reward, so the two mix by plain weights. It reads the conversation the
+    critics read (the stored turns)."""
+
+    def __init__(self, settings: Settings, name: str, judge: CriticJudge):
+        from ..agents._reward_model import RewardScorer, check_local
+        from ..graphs.run import reward_model_spec
+
+        spec = reward_model_spec(name, judge.profiles, settings, dimension="reward_model")
+        check_local(spec)
+        self.scorer = RewardScorer(spec)
+        self.judge = judge
+
+    @property
+    def version(self) -> str:
+        return self.scorer.version
+
+    def rewards(self, prompt_id: str, responses: Sequence[str]) -> list[float]:
+        prompt, _, _ = self.judge.context(prompt_id)
+        conversation = [{"role": m["role"], "content": m["content"]} for m in prompt["messages"]]
+        raws = self.scorer.score_many([(conversation, r) for r in responses])
+        return [self.scorer.spec.to_unit(x) if r.strip() else 0.0 for x, r in zip(raws, responses, strict=True)]
+
+
+def parse_reward(spec: str) -> tuple[float, str | None]:
+    """``critics`` -> (0, None); ``rm:NAME`` -> (1, NAME); ``mix[:NAME]`` -> (mix, NAME or
+    'trained'): the reward model's weight (the mix weight is applied by the caller) and name."""
+    kind, _, name = spec.partition(":")
+    if spec == "critics":
+        return 0.0, None
+    if kind == "rm":
+        return 1.0, name
+    return -1.0, name or "trained"

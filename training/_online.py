@@ -1,6 +1,10 @@
 """Reinforcement learning from the critics: PPO (``_ppo.py``), GRPO and RLOO (TRL).
 
-The reward is the feedback graph's: the critics, the profile's weights, vetoes as a penalty.
+The reward (``--reward``) is the feedback graph's by default (``critics``): the critics, the
+profile's weights, vetoes as a penalty. ``rm:NAME`` uses a reward model instead (its score read
+as P(preferred over a typical response), 0-1) and ``mix[:NAME]`` both, the model weighted by
+``reward_mix``; NAME is ``trained`` (the active trained model), a trained version, or a
+``[reward_models]`` table of the profile.
 For PPO it is one number per response. For GRPO and RLOO every critic is its own TRL
 ``reward_func`` (so TRL logs each dimension) with the profile's weights as ``reward_weights``
 (averaged over the training prompts' task profiles, since TRL takes one weight per function),
@@ -21,7 +25,7 @@ from ..store import Store
 from ._config import TrainConfig
 from ._data import policy_conversation
 from ._dpo import fit, load_base, lora_config, peak_memory_mb, trainer_args
-from ._judge import CriticJudge
+from ._judge import CriticJudge, ModelReward, parse_reward
 
 LogFn = Callable[[dict[str, Any]], None]
 
@@ -29,14 +33,44 @@ LogFn = Callable[[dict[str, Any]], None]
 def run_online(config: TrainConfig, prompt_ids: list[str], log: LogFn) -> dict[str, Any]:
     settings = Settings.load(home=Path(config.home))
     judge = CriticJudge(settings, veto_penalty=config.veto_penalty)
+    weight, name = parse_reward(config.reward)
+    model = ModelReward(settings, name, judge) if name else None
+    rm_weight = config.reward_mix if weight < 0 else weight
     with Store.open(settings.db_path, create=False) as store:
         conversations = [policy_conversation(store, pid) for pid in prompt_ids]
+    mixed = Mixed(judge, model, rm_weight)
     if config.method == "ppo":
-        return run_ppo(config, prompt_ids, conversations, judge, log)
-    return run_trl_online(config, prompt_ids, conversations, judge, log)
+        metrics = run_ppo(config, prompt_ids, conversations, mixed, log)
+    else:
+        metrics = run_trl_online(config, prompt_ids, conversations, mixed, log)
+    return {**metrics, "reward": config.reward, **mixed.describe()}
 
 
-def run_ppo(config, prompt_ids, conversations, judge: CriticJudge, log: LogFn) -> dict[str, Any]:
+class Mixed:
+    """The RL reward: the critics' (with the veto penalty), a reward model's, or
+    ``(1 - w) * critics + w * model``."""
+
+    def __init__(self, judge: CriticJudge, model: ModelReward | None, weight: float):
+        self.judge, self.model = judge, model
+        self.weight = weight if model is not None else 0.0
+
+    def describe(self) -> dict[str, Any]:
+        if self.model is None:
+            return {"reward_model": None}
+        return {"reward_model": self.model.version, "reward_model_weight": self.weight}
+
+    def scalars(self, prompt_id: str, texts: list[str]) -> list[float]:
+        out = [0.0] * len(texts)
+        if self.weight < 1:
+            for i, reward in enumerate(self.judge.rewards(prompt_id, texts)):
+                out[i] = (1 - self.weight) * self.judge.scalar(reward)
+        if self.model is not None and self.weight > 0:
+            for i, value in enumerate(self.model.rewards(prompt_id, texts)):
+                out[i] += self.weight * value
+        return out
+
+
+def run_ppo(config, prompt_ids, conversations, mixed: Mixed, log: LogFn) -> dict[str, Any]:
     from peft import get_peft_model
 
     from ._ppo import PPOSettings, train_ppo
@@ -53,8 +87,8 @@ def run_ppo(config, prompt_ids, conversations, judge: CriticJudge, log: LogFn) -
         out = [0.0] * len(responses)
         for index, positions in by_prompt.items():
             texts = [responses[p] for p in positions]
-            for p, reward in zip(positions, judge.rewards(prompt_ids[index], texts), strict=True):
-                out[p] = judge.scalar(reward)
+            for p, value in zip(positions, mixed.scalars(prompt_ids[index], texts), strict=True):
+                out[p] = value
         return out
 
     ppo = PPOSettings(
@@ -82,8 +116,28 @@ def run_ppo(config, prompt_ids, conversations, judge: CriticJudge, log: LogFn) -
     }
 
 
-def reward_functions(judge: CriticJudge, prompt_ids: list[str]) -> tuple[list, list[float]]:
-    """One TRL reward function per critic with its averaged profile weight, plus vetoes."""
+def reward_functions(mixed: Mixed, prompt_ids: list[str]) -> tuple[list, list[float]]:
+    """One TRL reward function per critic with its averaged profile weight, plus vetoes, times
+    ``1 - w``; and the reward model's function with weight ``w`` (alone: only it)."""
+    judge = mixed.judge
+    funcs, weights = ([], []) if mixed.weight >= 1 else _critic_functions(judge, prompt_ids)
+    weights = [w * (1 - mixed.weight) for w in weights]
+    if mixed.model is not None and mixed.weight > 0:
+        model = mixed.model
+
+        def reward_model(prompts, completions, **kwargs) -> list[float]:
+            texts = [_completion_text(c) for c in completions]
+            out = []
+            for pid, text in zip(kwargs["prompt_id"], texts, strict=True):
+                out.append(model.rewards(pid, [text])[0])
+            return out
+
+        funcs.append(reward_model)
+        weights.append(mixed.weight)
+    return funcs, weights
+
+
+def _critic_functions(judge: CriticJudge, prompt_ids: list[str]) -> tuple[list, list[float]]:
     totals: dict[str, float] = defaultdict(float)
     for pid in prompt_ids:
         weights = judge.weights(pid)
@@ -116,7 +170,7 @@ def reward_functions(judge: CriticJudge, prompt_ids: list[str]) -> tuple[list, l
     return [*(critic_reward(n) for n in names), veto], [*(totals[n] for n in names), 1.0]
 
 
-def run_trl_online(config, prompt_ids, conversations, judge, log: LogFn) -> dict[str, Any]:
+def run_trl_online(config, prompt_ids, conversations, mixed: Mixed, log: LogFn) -> dict[str, Any]:
     from datasets import Dataset
 
     if config.method == "grpo":
@@ -125,7 +179,7 @@ def run_trl_online(config, prompt_ids, conversations, judge, log: LogFn) -> dict
     else:
         from trl import RLOOConfig as Args
         from trl import RLOOTrainer as Trainer
-    funcs, weights = reward_functions(judge, prompt_ids)
+    funcs, weights = reward_functions(mixed, prompt_ids)
     model, tokenizer = load_base(config)
     dataset = Dataset.from_list(
         [{"prompt": c, "prompt_id": pid} for pid, c in zip(prompt_ids, conversations, strict=True)]
