@@ -3,6 +3,13 @@
     .venv/bin/python bench/agreement.py FILE...                  # cross-validated on each file
     .venv/bin/python bench/agreement.py --train A --eval B [C]   # fit on A, measure on B, C
     .venv/bin/python bench/agreement.py                          # the PandaLM and HH files
+    .venv/bin/python bench/agreement.py --profile P.toml ...     # any critic set, reward models too
+    .venv/bin/python bench/agreement.py ... --json OUT.json      # the figures for machines
+
+``--profile`` measures the critics its ``general`` task weights, on their backends: a
+``reward_model`` critic or ``helpfulness = "reward_model:NAME"`` scores with that reward model
+(a ``[reward_models]`` table, or ``trained`` from ``$CRITICLOOP_HOME``'s registry). Each
+figure is also given for every critic alone (the sign of its score difference).
 
 Files: PandaLM (``instruction/input/response1/response2/annotator1..3``), HH-RLHF
 (``chosen/rejected`` transcripts, .jsonl or .jsonl.gz) or plain ``{"prompt", "a", "b",
@@ -50,6 +57,7 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 CACHE = Path(__file__).with_name(".cache")
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEFAULT_FILES = ("pandalm_testset-v1.json", "hh_harmless-base_test.jsonl.gz")
+PER_CRITIC: dict[str, dict[str, tuple[list[str], list]]] = {}  # file -> critic set -> scores
 
 
 def scored_examples(
@@ -57,7 +65,7 @@ def scored_examples(
 ) -> tuple[list[Example], dict[str, int], float]:
     """The file's decisive pairs as examples (critics' features, people's majority)."""
     pairs = read_labelled_pairs(path)
-    critics = build_critics(profiles)
+    critics = build_critics(profiles, settings)
     weights = profiles.for_prompt("general").weights
     names = [n for n, w in weights.items() if w > 0]
     versions = {n: critics[n].version for n in names}
@@ -81,6 +89,7 @@ def scored_examples(
         CACHE.mkdir(exist_ok=True)
         cache.write_text(json.dumps(scores))
     examples = []
+    PER_CRITIC.setdefault(path.name, {})[json.dumps(versions, sort_keys=True)] = (names, scores)
     for i, pair in enumerate(decisive):
         a = aggregate("a", scores[i][0], weights)
         b = aggregate("b", scores[i][1], weights)
@@ -94,6 +103,21 @@ def scored_examples(
             )
         )
     return examples, counts, seconds
+
+
+def per_critic(examples: Sequence[Example], scores_by_example: list, names: list[str]) -> dict:
+    """Accuracy of each critic alone: the sign of its score difference (ties count half)."""
+    out = {}
+    for name in names:
+        correct = []
+        for example, (a, b) in zip(examples, scores_by_example, strict=True):
+            sa, sb = (a.get(name) or {}).get("score"), (b.get(name) or {}).get("score")
+            if sa is None or sb is None:
+                correct.append(0.5)
+            else:
+                correct.append(0.5 if sa == sb else float((sa > sb) == (example.y == 1)))
+        out[name] = {"accuracy": float(np.mean(correct)) if correct else None, "n": len(correct)}
+    return out
 
 
 def _score(pairs, critics, names, settings: Settings, policy: bool) -> list:
@@ -114,8 +138,12 @@ def _score(pairs, critics, names, settings: Settings, policy: bool) -> list:
         for text in (pair.a, pair.b)
     ]
     step = 16 if policy else 256  # the policy's logits take memory per slice
+    from criticloop.agents._reward_model import prepare_reward_critics
+
     for start in range(0, len(cases), step):
-        signals.prepare(cases[start : start + step])
+        batch = cases[start : start + step]  # a pair's two answers share a prompt id: rivals
+        signals.prepare(batch)
+        prepare_reward_critics(critics, names, batch)
         print(f"\r  scored {min(start + step, len(cases))}/{len(cases)}", end="", file=sys.stderr)
     print(file=sys.stderr)
     out = []
@@ -153,8 +181,21 @@ def baselines(examples: Sequence[Example]) -> dict[str, dict]:
     return out
 
 
+FIGURES: list[dict] = []
+
+
 def _row(label: str, n: int, name: str, acc: float, ece: float | None, cover: list) -> str:
-    cells = " | ".join(f"{c['coverage']:.0%}" for c in cover)
+    FIGURES.append(
+        {
+            "data": label,
+            "n": n,
+            "method": name,
+            "accuracy": acc,
+            "ece": ece,
+            "coverage_at": {str(t): c["coverage"] for t, c in zip(TARGETS, cover, strict=False)},
+        }
+    )
+    cells = " | ".join(f"{c['coverage']:.0%}" for c in cover) if cover else " | ".join("" for _ in TARGETS)
     e = "-" if ece is None else f"{ece:.3f}"
     return f"| {label} | {n} | {name} | {acc:.1%} | {e} | {cells} |"
 
@@ -199,6 +240,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="splits for the stability table")
     parser.add_argument("--no-policy", action="store_true", help="coherence without the NLL")
     parser.add_argument("--no-record", action="store_true", help="print only; leave RESULTS.md")
+    parser.add_argument(
+        "--profile", type=Path, help="critic profile to measure (its general task's critics)"
+    )
+    parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
     args = parser.parse_args()
     if args.train is None and args.eval:
         parser.error("--eval needs --train")
@@ -213,7 +258,7 @@ def main() -> None:
             return
     settings = Settings.load()
     settings.apply_offline_policy()
-    profiles = Profiles.load(settings.profiles)
+    profiles = Profiles.load(args.profile or settings.profiles)
     policy = not args.no_policy
 
     header = [
@@ -234,15 +279,13 @@ def main() -> None:
         label = f"{path.name} (held-out split)"
         table += report(label, fit.report["held_out"], base)
         cv = fit.report["cross_validated"]
+        cv_label, n_fit = f"{path.name} (5-fold CV, fit split)", fit.report["split"]["fit"]
         table.append(
-            f"| {path.name} (5-fold CV, fit split) | {fit.report['split']['fit']} | "
-            f"critics + learned aggregator | {cv['model']['accuracy']:.1%} | "
-            f"{cv['model']['ece']:.3f} | | | |"
-        )
-        table.append(
-            f"| {path.name} (5-fold CV, fit split) | {fit.report['split']['fit']} | "
-            f"longer response wins | {cv['length']['accuracy']:.1%} | - | | | |"
-        )
+            _row(cv_label, n_fit, "critics + learned aggregator", cv["model"]["accuracy"],
+                 cv["model"]["ece"], [])
+        )  # fmt: skip
+        table.append(_row(cv_label, n_fit, "longer response wins", cv["length"]["accuracy"], None, []))
+        table += _alone_rows(path)
         escalation += escalation_table(path.name, fit.report["escalation"], base)
         notes.append(_note(path.name, counts, examples, fit, seconds))
         stability += _stability(path.name, examples, args)
@@ -258,6 +301,7 @@ def main() -> None:
             base = baselines(examples)
             label = f"{path.name} (fitted on {args.train.name})"
             table += report(label, held, base)
+            table += _alone_rows(path)
             escalation += escalation_table(label, held["escalation"], base)
             applied = held.get("policy") or {}
             notes.append(
@@ -285,6 +329,23 @@ def main() -> None:
         print(stab)
         print()
     print("\n".join(notes))
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "argv": sys.argv[1:],
+                    "profile": profiles.version,
+                    "critics": sorted(profiles.for_prompt("general").critics),
+                    "policy": policy,
+                    "machine": machine(),
+                    "date": str(datetime.date.today()),
+                    "seconds": round(elapsed, 1),
+                    "figures": FIGURES,
+                },
+                indent=2,
+                default=float,
+            )
+        )
     if args.no_record:
         return
     mode = "with the policy's likelihood" if policy else "without the policy (--no-policy)"
@@ -292,7 +353,8 @@ def main() -> None:
         handle.write(
             f"\n### Critics + learned aggregator vs people, {datetime.date.today()}\n\n"
             f"Machine: {machine()}. `bench/agreement.py` {' '.join(sys.argv[1:])}; critics of the "
-            f"profile's general task, {mode}; target {args.target:.0%} at risk {args.risk:g}; "
+            f"profile's general task ({', '.join(sorted(profiles.for_prompt('general').critics))}; "
+            f"profile {profiles.version}), {mode}; target {args.target:.0%} at risk {args.risk:g}; "
             f"seed {args.seed}; {elapsed:.0f} s. People's majority, ties left out. cov@X: share "
             "of held-out pairs decided automatically (most confident first) while their "
             "agreement stays >= X (empirical, no guarantee); for the baselines the confidence "
@@ -309,6 +371,22 @@ def main() -> None:
             + "\n".join(notes)
             + "\n"
         )
+
+
+def _alone_rows(path: Path) -> list[str]:
+    """Each critic alone on every decisive pair of the file (no fitting): the sign of its
+    score difference."""
+    rows = []
+    for names, scores in PER_CRITIC.get(path.name, {}).values():
+        pairs = read_labelled_pairs(path)
+        ys = [int(p.majority == "a") for p in pairs if p.majority in ("a", "b")]
+        fake = [Example(key="", group="", x=np.zeros(1), y=y) for y in ys]
+        for name, fig in per_critic(fake, scores, names).items():
+            rows.append(
+                _row(f"{path.name} (all pairs, no fit)", fig["n"], f"{name} alone",
+                     fig["accuracy"], None, [])
+            )  # fmt: skip
+    return rows
 
 
 def _stability(name: str, examples: Sequence[Example], args) -> list[str]:

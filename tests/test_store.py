@@ -44,6 +44,7 @@ MIGRATIONS = [
     "m006_calibration",
     "m007_run_owner",
     "m008_prompt_failures",
+    "m009_trained_reward_models",
 ]
 
 

@@ -1,0 +1,234 @@
+"""Reward models trained on people's labels: agreement with people on another dataset and
+cross-validated, against "the longer response wins", with CPU training time and scoring speed.
+
+    .venv/bin/python bench/reward_models.py                       # minilm and smollm2 bases
+    .venv/bin/python bench/reward_models.py --bases minilm --cv minilm
+    .venv/bin/python bench/reward_models.py --max-steps 60        # cap each training run
+
+For each base (``minilm``: the bundled MiniLM encoder as a cross-encoder, trained whole;
+``smollm2``: the bundled 135M policy with a score head, LoRA), a reward model is trained with the
+same code as ``criticloop train --method reward`` (TRL RewardTrainer, its default settings
+unless capped here) on every decisive pair of one file and measured on every decisive pair of
+the other (PandaLM -> HH and HH -> PandaLM), and, for the bases in ``--cv``, by 5-fold
+cross-validation within each file (folds by prompt). Each trained model is left in
+``bench/.cache/rm/`` with a profile ``bench/.cache/rm/<base>-<file>.toml`` that adds it as the
+``reward_model`` critic beside the default critics, for ``bench/agreement.py --profile``.
+Appends the table, machine and date to bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from criticloop.graphs.profiles import DEFAULT_PROFILES
+from criticloop.settings import Settings
+from criticloop.store import read_labelled_pairs
+from criticloop.training._config import TrainConfig
+from criticloop.training._jobs import reward_base
+from criticloop.training._reward import _Scorer, evaluate_pairs, resolve_tuning, run_reward
+from helpfulness_agreement import machine  # bench/ is on the path when run as a script
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+CACHE = Path(__file__).with_name(".cache") / "rm"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+FILES = ("pandalm_testset-v1.json", "hh_harmless-base_test.jsonl.gz")
+
+
+def decisive(path: Path) -> list[dict]:
+    """The file's pairs people decided, as reward-model rows (conversation, chosen, rejected)."""
+    rows = []
+    for pair in read_labelled_pairs(path):
+        if pair.majority not in ("a", "b"):
+            continue
+        chosen, rejected = (pair.a, pair.b) if pair.majority == "a" else (pair.b, pair.a)
+        conversation = [{"role": m["role"], "content": m["content"]} for m in pair.messages]
+        group = hashlib.sha256(json.dumps(conversation).encode()).hexdigest()[:16]
+        rows.append(
+            {"conversation": conversation, "chosen": chosen, "rejected": rejected, "group": group}
+        )
+    return rows
+
+
+def train(base: str, rows: list[dict], out: Path, args, settings: Settings) -> tuple[float, Path]:
+    """Train on ``rows``; return (seconds, the model's directory) and leave it at ``out``."""
+    ref = reward_base(settings, base)
+    training = settings.training
+    config = TrainConfig(
+        method="reward",
+        job_id=out.name,
+        base_model=ref.name,
+        model_path=ref.source,
+        home=str(settings.home),
+        output_dir=str(out),
+        launcher="inprocess",
+        device="cpu",
+        learning_rate=training.learning_rate,
+        epochs=training.epochs,
+        max_steps=args.max_steps or 0,
+        batch_size=training.batch_size,
+        max_length=args.max_length or training.max_length,
+        lora_r=training.lora_r,
+        lora_alpha=training.lora_alpha,
+        lora_dropout=training.lora_dropout,
+        save_steps=100_000,
+        seed=args.seed,
+        rm_tuning=resolve_tuning("auto", ref.source),
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    began = time.perf_counter()
+    metrics = run_reward(config, rows, [1.0] * len(rows), [], lambda entry: None)
+    seconds = time.perf_counter() - began
+    (out / "metrics.json").write_text(json.dumps({**metrics, "config": config.as_dict()}, default=str))
+    return seconds, out
+
+
+def scorer_of(out: Path, settings: Settings, base: str, max_length: int):
+    import torch
+    from criticloop.agents._reward_model import RewardModelSpec, load_sequence_classifier
+
+    meta = json.loads((out / "metrics.json").read_text())
+    lora = meta["tuning"] == "lora"
+    ref = reward_base(settings, base)
+    spec = RewardModelSpec(
+        name=out.name,
+        model=ref.source if lora else str(out / "adapter"),
+        adapter=str(out / "adapter") if lora else None,
+        center=meta["center"],
+    )
+    torch.set_num_threads(torch.get_num_threads())
+    model, tokenizer = load_sequence_classifier(spec, "cpu")
+    return _Scorer(model, tokenizer, max_length), spec
+
+
+def write_profile(spec, path: Path) -> None:
+    table = f'[reward_models.rm]\nmodel = "{spec.model}"\ncenter = {spec.center}\n'
+    if spec.adapter:
+        table += f'adapter = "{spec.adapter}"\n'
+    text = DEFAULT_PROFILES.read_text().replace(
+        "[tasks.general.critics]\n", "[tasks.general.critics]\nreward_model = 0.5\n", 1
+    )
+    path.write_text(text + f'\n[options.reward_model]\nmodel = "rm"\n\n{table}')
+
+
+def longer_wins(rows: list[dict]) -> float:
+    correct = [
+        0.5 if len(r["chosen"]) == len(r["rejected"]) else float(len(r["chosen"]) > len(r["rejected"]))
+        for r in rows
+    ]
+    return float(np.mean(correct))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bases", nargs="+", default=["minilm", "smollm2"])
+    parser.add_argument("--cv", nargs="*", default=["minilm"], help="bases to cross-validate")
+    parser.add_argument("--max-steps", type=int, default=0, help="cap each run (0: one epoch)")
+    parser.add_argument("--max-length", type=int, default=0, help="tokens (0: the settings')")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-record", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    files = [SHARED / name for name in FILES]
+    if any(not f.exists() for f in files):
+        print(f"skipped: {SHARED} lacks {FILES} (the shared data folder sits beside the project)")
+        return
+    settings = Settings.load()
+    settings.apply_offline_policy()
+    data = {f.name: decisive(f) for f in files}
+    max_length = args.max_length or settings.training.max_length
+    lines, figures = [], []
+    began = time.perf_counter()
+    for base in args.bases:
+        for fit_on, measure_on in ((files[0], files[1]), (files[1], files[0])):
+            out = CACHE / f"{base}-{fit_on.name.split('.')[0]}"
+            seconds, out = train(base, data[fit_on.name], out, args, settings)
+            scorer, spec = scorer_of(out, settings, base, max_length)
+            held = evaluate_pairs(scorer, data[measure_on.name])
+            write_profile(spec, out.with_suffix(".toml"))
+            steps = json.loads((out / "metrics.json").read_text())["steps"]
+            figure = {
+                "base": base, "tuning": json.loads((out / "metrics.json").read_text())["tuning"],
+                "fit_on": fit_on.name, "measured_on": measure_on.name,
+                "pairs_fit": len(data[fit_on.name]), "pairs_measured": held["n"],
+                "steps": steps, "accuracy": held["accuracy"], "ece": held["ece"],
+                "log_loss": held["log_loss"], "train_seconds": round(seconds, 1),
+                "ms_per_response": held["ms_per_response"],
+                "longer_wins": longer_wins(data[measure_on.name]),
+            }  # fmt: skip
+            figures.append(figure)
+            print(json.dumps(figure), file=sys.stderr)
+        if base not in args.cv:
+            continue
+        for path in files:
+            rows = data[path.name]
+            groups = sorted({r["group"] for r in rows})
+            fold = {g: int(hashlib.sha256(f"{args.seed}:{g}".encode()).hexdigest(), 16) % 5 for g in groups}
+            accs, eces, secs, correct_len = [], [], [], []
+            for k in range(5):
+                fit = [r for r in rows if fold[r["group"]] != k]
+                test = [r for r in rows if fold[r["group"]] == k]
+                with tempfile.TemporaryDirectory() as tmp:
+                    seconds, out = train(base, fit, Path(tmp) / f"cv{k}", args, settings)
+                    scorer, _ = scorer_of(out, settings, base, max_length)
+                    held = evaluate_pairs(scorer, test)
+                accs.append(held["accuracy"] * held["n"])
+                eces.append(held["ece"] * held["n"])
+                secs.append(seconds)
+                correct_len.append(longer_wins(test) * len(test))
+            n = len(rows)
+            figure = {
+                "base": base, "fit_on": f"{path.name} (5-fold CV)", "measured_on": path.name,
+                "pairs_fit": round(n * 0.8), "pairs_measured": n, "accuracy": sum(accs) / n,
+                "ece": sum(eces) / n, "log_loss": None, "train_seconds": round(float(np.mean(secs)), 1),
+                "ms_per_response": None, "longer_wins": sum(correct_len) / n, "steps": None,
+                "tuning": figures[-1]["tuning"],
+            }  # fmt: skip
+            figures.append(figure)
+            print(json.dumps(figure), file=sys.stderr)
+    elapsed = time.perf_counter() - began
+    lines = [
+        "| base (tuning) | fitted on | measured on | pairs fitted | pairs measured | steps | "
+        "accuracy | ECE | longer response wins | CPU training s | ms per scored response |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for f in figures:
+        ms = "-" if f["ms_per_response"] is None else f"{f['ms_per_response']:.1f}"
+        steps = "-" if f["steps"] is None else str(f["steps"])
+        lines.append(
+            f"| {f['base']} ({f['tuning']}) | {f['fit_on']} | {f['measured_on']} | "
+            f"{f['pairs_fit']} | {f['pairs_measured']} | {steps} | {f['accuracy']:.1%} | "
+            f"{f['ece']:.3f} | {f['longer_wins']:.1%} | {f['train_seconds']:.0f} | {ms} |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine(), "figures": figures}, indent=2))
+    if args.no_record:
+        return
+    with RESULTS.open("a", encoding="utf-8") as handle:
+        handle.write(
+            f"\n### Trained reward models vs people, {datetime.date.today()}\n\n"
+            f"Machine: {machine()}. `bench/reward_models.py {' '.join(sys.argv[1:])}`; "
+            f"{elapsed:.0f} s in all. TRL RewardTrainer with the default training settings "
+            f"(learning rate {settings.training.learning_rate:g}, batch {settings.training.batch_size}, "
+            f"one epoch{f', capped at {args.max_steps} steps' if args.max_steps else ''}, "
+            f"max length {max_length} tokens); people's majority, ties left out; accuracy: the "
+            "chosen response scores higher; ECE of sigmoid(r_A - r_B) over both orders. CV "
+            "rows: 5 folds by prompt, pooled; training seconds per fold.\n\n"
+            f"{table}\n"
+        )
+
+
+if __name__ == "__main__":
+    main()
