@@ -53,6 +53,7 @@ class RewardModelSpec:
     url: str | None = None  # a vLLM server's base URL: served, not loaded here
     served_model: str | None = None  # the name the server knows it by (default: ``model``)
     api_key_env: str | None = None  # the environment variable holding the server's key
+    activation: str = "none"  # what the server applied to the score: none, or sigmoid (undone)
     center: float = 0.0
     scale: float = 1.0
     max_length: int = 1024
@@ -322,7 +323,11 @@ class RewardScorer:
                     f"reward model {spec.name!r}: {url} answered {reply.status_code}: "
                     f"{reply.text[:200]}"
                 )
-            return _served_score(reply, spec.name)
+            score = _served_score(reply, spec.name)
+            if spec.activation == "sigmoid":  # back to the logit: a probability saturates
+                p = min(max(score, 1e-7), 1 - 1e-7)
+                score = math.log(p / (1 - p))
+            return score
 
         with (
             httpx.Client(timeout=spec.timeout) as client,

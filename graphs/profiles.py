@@ -78,6 +78,7 @@ class RewardModelEntry(BaseModel):
     url: str | None = None
     served_model: str | None = None
     api_key_env: str | None = None
+    activation: Literal["none", "sigmoid"] = "none"
     center: float = 0.0
     scale: float = Field(1.0, gt=0)
     max_length: int = Field(1024, ge=16)

@@ -364,3 +364,11 @@ def test_an_aggregator_fitted_before_the_reward_model_critic_still_loads():
     assert model.logits(x)[0] == pytest.approx(sum(data["coef"]))  # the new features weigh 0
     with pytest.raises(ValueError, match="lacks"):
         RewardModel.from_dict({**data, "features": [*old[:-1], "gone"]})
+
+
+def test_a_server_that_returns_probabilities_is_read_back_as_logits():
+    raw = [2.0, -1.0]
+    with PoolingServer(lambda messages: 1 / (1 + math.exp(-raw[len(messages[-1]["content"]) % 2]))) as server:
+        spec = RewardModelSpec(name="p", url=server.base_url, activation="sigmoid")
+        got = RewardScorer(spec).score_many([([{"role": "user", "content": "q"}], "ab"), ([{"role": "user", "content": "q"}], "abc")])
+    assert got == pytest.approx(raw, abs=1e-6)
