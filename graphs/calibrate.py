@@ -30,6 +30,7 @@ from ..agents import (
     policy_ref,
     run_critic,
 )
+from ..agents._reward_model import prepare_reward_critics
 from ..errors import ConfigError, NotFoundError
 from ..settings import Settings
 from ..store import CriticCall, CritiqueRecord, Store, content_hash
@@ -176,8 +177,14 @@ def _score(
 
     batch = list(cases.values())
     bar = _progress(len(batch), True, desc="scoring labelled pairs", unit="response")
+    models = sorted(  # reward-model critics score in batches too, a pair's answers as rivals
+        {n for names in todo.values() for n in names}
+        & {n for n, c in critics.items() if getattr(c, "backend", "local") == "reward_model"}
+    )
+    batch.sort(key=lambda case: case.prompt_id)
     for start in range(0, len(batch), 16):  # slices bound the memory the policy's logits take
         signals.prepare(batch[start : start + 16])
+        prepare_reward_critics(critics, models, batch[start : start + 16])
         bar.update(len(batch[start : start + 16]))
     bar.close()
     log.info("shared signals for %d responses in %.1f s", len(cases), time.perf_counter() - began)
@@ -185,7 +192,8 @@ def _score(
         for name in names:
             critic = critics[name]
             score = run_critic(critic, cases[gen], signals)
-            store.record_critique(CritiqueRecord.of(gen, name, score, "local", run_id))
+            backend = getattr(critic, "backend", "local")
+            store.record_critique(CritiqueRecord.of(gen, name, score, backend, run_id))
             scores.setdefault(gen, {})[name] = {**score.as_dict(), "veto": score.veto}
     return len(todo)
 
