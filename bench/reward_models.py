@@ -129,6 +129,38 @@ def longer_wins(rows: list[dict]) -> float:
     return float(np.mean(correct))
 
 
+def measure_only(args) -> None:
+    """Each cached model on each file (e.g. bench/if_probe.jsonl), beside "longer wins"."""
+    settings = Settings.load()
+    settings.apply_offline_policy()
+    max_length = args.max_length or settings.training.max_length
+    lines = [
+        "| model (base, fitted on) | measured on | pairs | accuracy | ECE | longer response wins |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for out in sorted(p for p in CACHE.glob("*") if (p / "metrics.json").exists()):
+        base = out.name.split("-")[0]
+        scorer, _ = scorer_of(out, settings, base, max_length)
+        for path in args.measure:
+            rows = decisive(path)
+            held = evaluate_pairs(scorer, rows)
+            lines.append(
+                f"| {out.name} | {path.name} | {held['n']} | {held['accuracy']:.1%} | "
+                f"{held['ece']:.3f} | {longer_wins(rows):.1%} |"
+            )
+            print(lines[-1], file=sys.stderr)
+    table = "\n".join(lines)
+    print(table)
+    if not args.no_record:
+        with RESULTS.open("a", encoding="utf-8") as handle:
+            handle.write(
+                f"\n### Trained reward models on other data, {datetime.date.today()}\n\n"
+                f"Machine: {machine()}. `bench/reward_models.py {' '.join(sys.argv[1:])}`: the "
+                "models trained by the run above, measured without training.\n\n"
+                f"{table}\n"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bases", nargs="+", default=["minilm", "smollm2"])
@@ -138,7 +170,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--measure",
+        type=Path,
+        nargs="+",
+        help="train nothing: measure the models trained before (bench/.cache/rm) on these files",
+    )
     args = parser.parse_args()
+    if args.measure:
+        return measure_only(args)
     files = [SHARED / name for name in FILES]
     if any(not f.exists() for f in files):
         print(f"skipped: {SHARED} lacks {FILES} (the shared data folder sits beside the project)")

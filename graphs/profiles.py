@@ -270,6 +270,11 @@ class Profiles:
         backends = self._parsed.backends
         return backends.get(name, backends.get("default", "local"))
 
+    def weighted(self, critic: str) -> bool:
+        """Whether some task type or brand gives ``critic`` a positive weight."""
+        tables = (*self._parsed.tasks.values(), *self._parsed.brands.values())
+        return any(t.critics.get(critic, 0) > 0 for t in tables)
+
     def reward_model_entry(self, name: str) -> RewardModelEntry | None:
         return self._parsed.reward_models.get(name)
 

@@ -119,13 +119,13 @@ def _reward_model_critics(
     however many critics share it."""
     from ..agents._reward_model import RewardModelCritic, RewardScorer, check_local
 
-    wanted: dict[str, str] = {}
+    wanted: dict[str, str] = {}  # only critics some task weights: the others never judge
     own = profiles.critic_options("reward_model").get("model")
-    if own:
+    if own and profiles.weighted("reward_model"):
         wanted["reward_model"] = str(own)
     for name in critics:
         backend = profiles.backend(name)
-        if name != "reward_model" and backend.startswith("reward_model:"):
+        if name != "reward_model" and backend.startswith("reward_model:") and profiles.weighted(name):
             wanted[name] = backend.partition(":")[2]
     scorers: dict[str, RewardScorer] = {}
     for name, rm in wanted.items():
