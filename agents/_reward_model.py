@@ -95,17 +95,25 @@ def check_local(spec: RewardModelSpec) -> None:
             raise ConfigError(f"{where}: {adapter}: not a PEFT adapter (no adapter_config.json)")
         if not base:
             base = json.loads(config.read_text()).get("base_model_name_or_path")
+        task = json.loads(config.read_text()).get("task_type")
+        if task not in (None, "SEQ_CLS"):
+            raise ConfigError(
+                f"{where}: {adapter} is a {task} adapter, not a reward model's (SEQ_CLS: a "
+                "score head, as criticloop train --method reward saves)"
+            )
     if not base:
         raise ConfigError(f"{where}: give `model` (a directory or hub id) or `url` (a server)")
     config = _auto_config(base, where)
     architectures = list(getattr(config, "architectures", None) or [])
+    if spec.adapter:
+        return  # the adapter brings the score head: its base may be a causal LM
     if architectures and not any(a.endswith(RM_HEADS) for a in architectures):
         raise ConfigError(
             f"{where}: {base} is a {architectures[0]}, not a reward model (no sequence-"
             "classification head); give a model saved as AutoModelForSequenceClassification "
             "with one label"
         )
-    if not spec.adapter and architectures and getattr(config, "num_labels", 1) != 1:
+    if architectures and getattr(config, "num_labels", 1) != 1:
         raise ConfigError(
             f"{where}: {base} has {config.num_labels} labels; a reward model gives one score "
             "(num_labels = 1)"

@@ -84,6 +84,8 @@ def train(base: str, rows: list[dict], out: Path, args, settings: Settings) -> t
         seed=args.seed,
         rm_tuning=resolve_tuning("auto", ref.source),
     )
+    if args.reuse and (out / "metrics.json").exists():  # trained by an earlier run: measure only
+        return float(json.loads((out / "metrics.json").read_text())["seconds"]), out
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     began = time.perf_counter()
@@ -170,6 +172,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep models a run left in bench/.cache/rm (its training time)"
+    )
     parser.add_argument(
         "--measure",
         type=Path,

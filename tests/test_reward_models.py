@@ -372,3 +372,33 @@ def test_a_server_that_returns_probabilities_is_read_back_as_logits():
         spec = RewardModelSpec(name="p", url=server.base_url, activation="sigmoid")
         got = RewardScorer(spec).score_many([([{"role": "user", "content": "q"}], "ab"), ([{"role": "user", "content": "q"}], "abc")])
     assert got == pytest.approx(raw, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_a_lora_reward_model_on_a_causal_lm_base_trains_and_judges(model_home, tmp_path, models_cache):
+    """--rm-tuning lora on a causal LM (as --rm-base smollm2 is): the adapter carries the score
+    head, so the registered model loads as a critic on its causal base."""
+    from criticloop.graphs.profiles import Profiles
+    from criticloop.graphs.run import reward_model_spec
+
+    base = _tiny_llama(models_cache, tmp_path / "causal-base", "LlamaForCausalLM")
+    run_cli("init", "--no-demo", check=True)
+    run_cli("labels", "import", str(_separable_labels(tmp_path / "labels.jsonl", 16)), check=True)
+    args = ("--rm-base", str(base), "--rm-tuning", "lora", "--max-steps", "3", "--batch-size", "4")
+    summary = json.loads(run_cli("train", "--method", "reward", *args, "--json", check=True).stdout)
+    assert summary["metrics"]["tuning"] == "lora" and summary["metrics"]["weights_changed"]
+    settings = Settings.load(env_file=None)
+    spec = reward_model_spec("trained", Profiles.load(), settings)
+    assert spec.model == str(base) and spec.adapter and spec.version == summary["reward_model"]
+    check_local(spec)
+    critic = RewardModelCritic("reward_model", "reward_model", RewardScorer(spec))
+    score = critic(_cases()[0])
+    assert 0 < score.score < 1 and score.critic_version == f"rm:{summary['reward_model']}"
+
+    # A causal-LM adapter (what DPO makes) is no reward model.
+    config = json.loads((Path(spec.adapter) / "adapter_config.json").read_text())
+    wrong = tmp_path / "dpo-adapter"
+    wrong.mkdir()
+    (wrong / "adapter_config.json").write_text(json.dumps({**config, "task_type": "CAUSAL_LM"}))
+    with pytest.raises(ConfigError, match="is a CAUSAL_LM adapter, not a reward model's"):
+        check_local(RewardModelSpec(name="x", model=str(base), adapter=str(wrong)))
