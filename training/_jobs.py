@@ -136,14 +136,7 @@ def train(
                 log_path=str(job_dir / "train.log"),
                 run_id=run_id,
             )
-        try:
-            metrics = _launch(config, job_dir, store, training)
-        except KeyboardInterrupt:
-            store.finish_job(job_id, "failed", metrics=_read_steps(job_dir), reason="interrupted")
-            raise
-        except (TrainingFailed, InputError) as exc:
-            store.finish_job(job_id, "failed", metrics=_read_steps(job_dir), reason=str(exc))
-            raise
+        metrics = _launch_recorded(config, job_dir, store, training)
         version = job_id.replace("train-", f"{training.method}-", 1)
         target = settings.adapters_dir / version
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -259,14 +252,7 @@ def train_reward_model(
                 log_path=str(job_dir / "train.log"),
                 run_id=run_id,
             )
-        try:
-            metrics = _launch(config, job_dir, store, training)
-        except KeyboardInterrupt:
-            store.finish_job(job_id, "failed", metrics=_read_steps(job_dir), reason="interrupted")
-            raise
-        except (TrainingFailed, InputError) as exc:
-            store.finish_job(job_id, "failed", metrics=_read_steps(job_dir), reason=str(exc))
-            raise
+        metrics = _launch_recorded(config, job_dir, store, training)
         metrics = {**metrics, "sources": dict(data.sources), "skipped": dict(data.skipped)}
         version = job_id.replace("train-", "reward-", 1)
         target = settings.home / "reward_models" / version
@@ -379,6 +365,18 @@ def _new_job_id() -> str:
     from datetime import UTC, datetime
 
     return f"train-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def _launch_recorded(config: TrainConfig, job_dir: Path, store: Store, training: TrainingSettings):
+    """:func:`_launch`, recording the job as failed, with its reason, when it does not finish."""
+    try:
+        return _launch(config, job_dir, store, training)
+    except KeyboardInterrupt:
+        store.finish_job(config.job_id, "failed", metrics=_read_steps(job_dir), reason="interrupted")
+        raise
+    except (TrainingFailed, InputError) as exc:
+        store.finish_job(config.job_id, "failed", metrics=_read_steps(job_dir), reason=str(exc))
+        raise
 
 
 def _launch(config: TrainConfig, job_dir: Path, store: Store, training: TrainingSettings):
