@@ -232,6 +232,36 @@ def pad_batch(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
     return ids, mask
 
 
+def score_batched(
+    model: Any,
+    tokenizer: Any,
+    items: Sequence[tuple[Conversation, str]],
+    max_length: int,
+    batch_size: int,
+) -> list[float]:
+    """Raw scores of (conversation, response) items from a model in memory: batches of similar
+    length (little padding), in eval mode (a model being trained is put back in train mode)."""
+    import torch
+
+    rows = [encode(tokenizer, conv, text, max_length) for conv, text in items]
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    out = [0.0] * len(rows)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(order), max(1, batch_size)):
+                chunk = order[start : start + max(1, batch_size)]
+                ids, mask = pad_batch([rows[i] for i in chunk], tokenizer.pad_token_id)
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+                for i, value in zip(chunk, logits[:, 0].float().tolist(), strict=True):
+                    out[i] = float(value)
+    finally:
+        model.train(was_training)
+    return out
+
+
 # ---- scorers ------------------------------------------------------------------------------------
 
 
@@ -278,27 +308,14 @@ class RewardScorer:
             return [self._raw[k] for k in keys]
 
     def _score_local(self, items: Sequence[tuple[Conversation, str]]) -> list[float]:
-        import torch
-
         from ._models import pick_device
 
         if self._model is None:
             device = pick_device(self.spec.device)
             self._model, self._tokenizer = load_sequence_classifier(self.spec, device)
-        model, tokenizer = self._model, self._tokenizer
-        device = next(model.parameters()).device
-        rows = [encode(tokenizer, conv, text, self.spec.max_length) for conv, text in items]
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # little padding per batch
-        out = [0.0] * len(rows)
-        step = max(1, self.spec.batch_size)
-        with torch.inference_mode():
-            for start in range(0, len(order), step):
-                chunk = order[start : start + step]
-                ids, mask = pad_batch([rows[i] for i in chunk], tokenizer.pad_token_id)
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-                for i, value in zip(chunk, logits[:, 0].float().tolist(), strict=True):
-                    out[i] = float(value)
-        return out
+        return score_batched(
+            self._model, self._tokenizer, items, self.spec.max_length, self.spec.batch_size
+        )
 
     def _score_served(self, items: Sequence[tuple[Conversation, str]]) -> list[float]:
         import httpx

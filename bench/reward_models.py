@@ -26,7 +26,6 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +95,6 @@ def train(base: str, rows: list[dict], out: Path, args, settings: Settings) -> t
 
 
 def scorer_of(out: Path, settings: Settings, base: str, max_length: int):
-    import torch
     from criticloop.agents._reward_model import RewardModelSpec, load_sequence_classifier
 
     meta = json.loads((out / "metrics.json").read_text())
@@ -108,7 +106,6 @@ def scorer_of(out: Path, settings: Settings, base: str, max_length: int):
         adapter=str(out / "adapter") if lora else None,
         center=meta["center"],
     )
-    torch.set_num_threads(torch.get_num_threads())
     model, tokenizer = load_sequence_classifier(spec, "cpu")
     return _Scorer(model, tokenizer, max_length), spec
 
@@ -192,7 +189,7 @@ def main() -> None:
     settings.apply_offline_policy()
     data = {f.name: decisive(f) for f in files}
     max_length = args.max_length or settings.training.max_length
-    lines, figures = [], []
+    figures = []
     began = time.perf_counter()
     for base in args.bases:
         for fit_on, measure_on in ((files[0], files[1]), (files[1], files[0])):

@@ -342,8 +342,7 @@ def test_train_reward_refuses_what_it_cannot_train_in_one_line(hermetic, tmp_pat
     assert result.returncode == 2 and "critics, rm:NAME, mix or mix:NAME" in result.stderr
     result = run_cli("train", "--method", "ppo", "--reward", "rm:trained")
     assert result.returncode == 2 and "none is active" in result.stderr
-    for r in (result,):
-        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert not (hermetic / "training").exists() or not any((hermetic / "training").iterdir())
 
 

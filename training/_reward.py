@@ -240,32 +240,16 @@ def run_reward(
 
 
 class _Scorer:
-    """Raw rewards from a model in memory, batched, in eval mode."""
+    """Raw rewards from a model in memory (``score_batched`` bound to it)."""
 
     def __init__(self, model: Any, tokenizer: Any, max_length: int, batch_size: int = 16):
         self.model, self.tokenizer = model, tokenizer
         self.max_length, self.batch_size = max_length, batch_size
 
     def __call__(self, items: list[tuple[list[dict[str, str]], str]]) -> list[float]:
-        import torch
+        from ..agents._reward_model import score_batched
 
-        from ..agents._reward_model import encode, pad_batch
-
-        rows = [encode(self.tokenizer, c, t, self.max_length) for c, t in items]
-        out = [0.0] * len(rows)
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-        device = next(self.model.parameters()).device
-        was_training = self.model.training
-        self.model.eval()
-        with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                chunk = order[start : start + self.batch_size]
-                ids, mask = pad_batch([rows[i] for i in chunk], self.tokenizer.pad_token_id)
-                logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-                for i, v in zip(chunk, logits[:, 0].float().tolist(), strict=True):
-                    out[i] = float(v)
-        self.model.train(was_training)
-        return out
+        return score_batched(self.model, self.tokenizer, items, self.max_length, self.batch_size)
 
 
 def evaluate_pairs(score, pairs: list[dict[str, Any]]) -> dict[str, Any]:
