@@ -10,6 +10,7 @@ directory. Third-party keys keep their standard names (``OPENAI_API_KEY``,
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -241,7 +242,11 @@ class TrainingSettings(BaseModel):
         False, description="--method reward: also learn from the critics' synthetic pairs."
     )
     rm_dimension: str = Field(
-        "", description="--method reward: the dimension it judges ('' for overall preference)."
+        "",
+        description=(
+            "--method reward: the dimension it judges, learned from labels given on it (a "
+            "critic's name, as the plain label format's 'dimension'); '' overall preference."
+        ),
     )
     rm_heldout_percent: int = Field(
         20, ge=5, le=50, description="--method reward: share of prompts kept for evaluation."
@@ -254,6 +259,13 @@ class TrainingSettings(BaseModel):
         if value in ("critics", "mix") or (kind in ("rm", "mix") and name):
             return value
         raise ValueError(f"reward must be critics, rm:NAME, mix or mix:NAME, not {value!r}")
+
+    @field_validator("rm_dimension")
+    @classmethod
+    def _dimension_name(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", value):
+            raise ValueError(f"must be a critic's name (lower case, digits, _), not {value!r}")
+        return value
 
     @field_validator("source_weights")
     @classmethod

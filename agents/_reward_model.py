@@ -29,7 +29,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -290,6 +290,11 @@ class RewardScorer:
     def raw(self, case: Case) -> float:
         return self.score_many([(_conversation(case), case.judged_text)])[0]
 
+    def seen(self, keys: Iterable[str]) -> list[float]:
+        """The raw scores already computed for these response keys (unscored ones left out)."""
+        with self._lock:
+            return [self._raw[k] for k in keys if k in self._raw]
+
     def score_many(self, items: Sequence[tuple[Conversation, str]]) -> list[float]:
         """Raw scores of each (conversation, response), scoring the ones not seen yet in one
         batched pass (or one set of concurrent requests to a server)."""
@@ -406,7 +411,8 @@ class RewardModelCritic:
         self.scorer = scorer
         self._inner = inner
         self.version = f"rm:{scorer.version}"
-        self._rivals = {}
+        self._rivals: dict[str, tuple[str, ...]] = {}  # response key -> its rivals' keys
+        self._lock = threading.Lock()
 
     def applies(self, case: Case) -> bool:
         return self._inner.applies(case) if self._inner is not None else True
@@ -419,7 +425,7 @@ class RewardModelCritic:
         keys: dict[str, list[str]] = {}
         for case in cases:
             keys.setdefault(case.prompt_id, []).append(_key(_conversation(case), case.judged_text))
-        with self.scorer._lock:
+        with self._lock:
             for group in keys.values():
                 for key in group:
                     self._rivals[key] = tuple(k for k in dict.fromkeys(group) if k != key)
@@ -430,11 +436,9 @@ class RewardModelCritic:
         spec = self.scorer.spec
         raw = self.scorer.raw(case)
         score = spec.to_unit(raw)
-        rivals = [
-            self.scorer._raw[k]
-            for k in self._rivals.get(_key(_conversation(case), case.judged_text), ())
-            if k in self.scorer._raw
-        ]
+        with self._lock:
+            keys = self._rivals.get(_key(_conversation(case), case.judged_text), ())
+        rivals = self.scorer.seen(keys)
         if rivals:  # P(this over its closest rival), read as a margin
             closest = min(rivals, key=lambda other: abs(raw - other))
             confidence = abs(2 * spec.to_unit(raw - closest + spec.center) - 1)

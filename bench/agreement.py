@@ -5,11 +5,18 @@
     .venv/bin/python bench/agreement.py                          # the PandaLM and HH files
     .venv/bin/python bench/agreement.py --profile P.toml ...     # any critic set, reward models too
     .venv/bin/python bench/agreement.py ... --json OUT.json      # the figures for machines
+    .venv/bin/python bench/agreement.py FILE --oof bench/.cache/rm/oof-minilm-FILE.json
 
 ``--profile`` measures the critics its ``general`` task weights, on their backends: a
 ``reward_model`` critic or ``helpfulness = "reward_model:NAME"`` scores with that reward model
 (a ``[reward_models]`` table, or ``trained`` from ``$CRITICLOOP_HOME``'s registry). Each
 figure is also given for every critic alone (the sign of its score difference).
+
+``--oof FILE`` adds a reward model's out-of-fold scores (written by ``bench/reward_models.py
+--cv``: each response scored by the fold's model that never trained on it) as the
+``reward_model`` critic at weight ``--oof-weight``, so "critics + reward model" can be
+cross-validated on the file the reward model was trained on without the model having seen the
+pairs it scores.
 
 Files: PandaLM (``instruction/input/response1/response2/annotator1..3``), HH-RLHF
 (``chosen/rejected`` transcripts, .jsonl or .jsonl.gz) or plain ``{"prompt", "a", "b",
@@ -61,12 +68,13 @@ PER_CRITIC: dict[str, dict[str, tuple[list[str], list]]] = {}  # file -> critic 
 
 
 def scored_examples(
-    path: Path, settings: Settings, profiles: Profiles, *, policy: bool
+    path: Path, settings: Settings, profiles: Profiles, *, policy: bool, oof: dict | None = None
 ) -> tuple[list[Example], dict[str, int], float]:
-    """The file's decisive pairs as examples (critics' features, people's majority)."""
+    """The file's decisive pairs as examples (critics' features, people's majority); ``oof``
+    ({"weight", "scores"}) adds precomputed out-of-fold reward-model scores as a critic."""
     pairs = read_labelled_pairs(path)
     critics = build_critics(profiles, settings)
-    weights = profiles.for_prompt("general").weights
+    weights = dict(profiles.for_prompt("general").weights)
     names = [n for n, w in weights.items() if w > 0]
     versions = {n: critics[n].version for n in names}
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
@@ -88,6 +96,9 @@ def scored_examples(
         seconds = time.perf_counter() - began
         CACHE.mkdir(exist_ok=True)
         cache.write_text(json.dumps(scores))
+    if oof is not None:
+        scores, names = _with_oof(decisive, scores, oof["scores"], path), [*names, "reward_model"]
+        weights["reward_model"] = oof["weight"]
     examples = []
     PER_CRITIC.setdefault(path.name, {})[json.dumps(versions, sort_keys=True)] = (names, scores)
     for i, pair in enumerate(decisive):
@@ -103,6 +114,26 @@ def scored_examples(
             )
         )
     return examples, counts, seconds
+
+
+def _with_oof(pairs, scores: list, table: dict[str, float], path: Path) -> list:
+    """``scores`` with each response's out-of-fold reward-model score as the ``reward_model``
+    critic (key: bench/reward_models.py's ``response_key``)."""
+    from reward_models import response_key
+
+    out, missing = [], 0
+    for pair, both in zip(pairs, scores, strict=True):
+        conversation = [{"role": m["role"], "content": m["content"]} for m in pair.messages]
+        sides = []
+        for text, per in zip((pair.a, pair.b), both, strict=True):
+            unit = table.get(response_key(conversation, text))
+            missing += unit is None
+            rm = None if unit is None else {"score": unit, "confidence": abs(2 * unit - 1)}
+            sides.append({**per, **({"reward_model": rm} if rm else {})})
+        out.append(sides)
+    if missing:
+        sys.exit(f"{path.name}: {missing} responses have no out-of-fold score (another file?)")
+    return out
 
 
 def per_critic(examples: Sequence[Example], scores_by_example: list, names: list[str]) -> dict:
@@ -244,9 +275,16 @@ def main() -> None:
         "--profile", type=Path, help="critic profile to measure (its general task's critics)"
     )
     parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
+    parser.add_argument(
+        "--oof", type=Path, nargs="+", default=[],
+        help="out-of-fold reward-model scores (bench/reward_models.py --cv) to add as a critic",
+    )  # fmt: skip
+    parser.add_argument("--oof-weight", type=float, default=0.5, help="its weight in the reward")
     args = parser.parse_args()
     if args.train is None and args.eval:
         parser.error("--eval needs --train")
+    if args.oof and args.train is not None:
+        parser.error("--oof is for cross-validation on the file the scores came from, not --train")
     files = list(args.files)
     if not files and args.train is None:
         files = [SHARED / name for name in DEFAULT_FILES]
@@ -271,8 +309,14 @@ def main() -> None:
     ]
     table, escalation, notes, stability = [], [], [], []
     began = time.perf_counter()
+    oofs = {}
+    for oof_path in args.oof:
+        table = json.loads(oof_path.read_text())
+        oofs[table["file"]] = {"weight": args.oof_weight, "scores": table["scores"]}
     for path in files:
-        examples, counts, seconds = scored_examples(path, settings, profiles, policy=policy)
+        examples, counts, seconds = scored_examples(
+            path, settings, profiles, policy=policy, oof=oofs.get(path.name)
+        )
         fit = fit_reward_model(examples, target=args.target, risk=args.risk, seed=args.seed)
         held_idx = fit.held_out["index"]
         base = baselines([examples[i] for i in held_idx])
@@ -349,6 +393,11 @@ def main() -> None:
     if args.no_record:
         return
     mode = "with the policy's likelihood" if policy else "without the policy (--no-policy)"
+    if args.oof:
+        mode += (
+            f", plus out-of-fold reward-model scores ({', '.join(p.name for p in args.oof)}) as "
+            f"the reward_model critic at weight {args.oof_weight:g}"
+        )
     with RESULTS.open("a", encoding="utf-8") as handle:
         handle.write(
             f"\n### Critics + learned aggregator vs people, {datetime.date.today()}\n\n"

@@ -10,7 +10,9 @@ For each base (``minilm``: the bundled MiniLM encoder as a cross-encoder, traine
 same code as ``criticloop train --method reward`` (TRL RewardTrainer, its default settings
 unless capped here) on every decisive pair of one file and measured on every decisive pair of
 the other (PandaLM -> HH and HH -> PandaLM), and, for the bases in ``--cv``, by 5-fold
-cross-validation within each file (folds by prompt). Each trained model is left in
+cross-validation within each file (folds by prompt). The cross-validated models' scores of the
+pairs they did not see (out of fold) go to ``bench/.cache/rm/oof-<base>-<file>.json``, which
+``bench/agreement.py --oof`` adds to the critics as a feature without a leak. Each trained model is left in
 ``bench/.cache/rm/`` with a profile ``bench/.cache/rm/<base>-<file>.toml`` that adds it as the
 ``reward_model`` critic beside the default critics, for ``bench/agreement.py --profile``.
 Appends the table, machine and date to bench/RESULTS.md.
@@ -120,6 +122,24 @@ def write_profile(spec, path: Path) -> None:
     path.write_text(text + f'\n[options.reward_model]\nmodel = "rm"\n\n{table}')
 
 
+def response_key(conversation: list[dict], text: str) -> str:
+    """The key of one scored response in an out-of-fold file (bench/agreement.py reads it)."""
+    return hashlib.sha256(json.dumps([conversation, text]).encode()).hexdigest()[:16]
+
+
+class Recording:
+    """A scorer that also keeps each response's score as the critic would give it (0-1)."""
+
+    def __init__(self, scorer, spec, into: dict[str, float]):
+        self.scorer, self.spec, self.into = scorer, spec, into
+
+    def __call__(self, items):
+        raw = self.scorer(items)
+        for (conversation, text), value in zip(items, raw, strict=True):
+            self.into[response_key(conversation, text)] = self.spec.to_unit(value)
+        return raw
+
+
 def longer_wins(rows: list[dict]) -> float:
     correct = [
         0.5 if len(r["chosen"]) == len(r["rejected"]) else float(len(r["chosen"]) > len(r["rejected"]))
@@ -167,6 +187,9 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=0, help="cap each run (0: one epoch)")
     parser.add_argument("--max-length", type=int, default=0, help="tokens (0: the settings')")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-cross", action="store_true", help="only the cross-validation (no PandaLM <-> HH)"
+    )
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("--json", type=Path)
     parser.add_argument(
@@ -192,7 +215,8 @@ def main() -> None:
     figures = []
     began = time.perf_counter()
     for base in args.bases:
-        for fit_on, measure_on in ((files[0], files[1]), (files[1], files[0])):
+        crossed = () if args.no_cross else ((files[0], files[1]), (files[1], files[0]))
+        for fit_on, measure_on in crossed:
             out = CACHE / f"{base}-{fit_on.name.split('.')[0]}"
             seconds, out = train(base, data[fit_on.name], out, args, settings)
             scorer, spec = scorer_of(out, settings, base, max_length)
@@ -217,24 +241,30 @@ def main() -> None:
             groups = sorted({r["group"] for r in rows})
             fold = {g: int(hashlib.sha256(f"{args.seed}:{g}".encode()).hexdigest(), 16) % 5 for g in groups}
             accs, eces, secs, correct_len = [], [], [], []
+            oof: dict[str, float] = {}
             for k in range(5):
                 fit = [r for r in rows if fold[r["group"]] != k]
                 test = [r for r in rows if fold[r["group"]] == k]
                 with tempfile.TemporaryDirectory() as tmp:
                     seconds, out = train(base, fit, Path(tmp) / f"cv{k}", args, settings)
-                    scorer, _ = scorer_of(out, settings, base, max_length)
-                    held = evaluate_pairs(scorer, test)
+                    scorer, spec = scorer_of(out, settings, base, max_length)
+                    held = evaluate_pairs(Recording(scorer, spec, oof), test)
+                    tuning = json.loads((out / "metrics.json").read_text())["tuning"]
                 accs.append(held["accuracy"] * held["n"])
                 eces.append(held["ece"] * held["n"])
                 secs.append(seconds)
                 correct_len.append(longer_wins(test) * len(test))
             n = len(rows)
+            CACHE.mkdir(parents=True, exist_ok=True)
+            (CACHE / f"oof-{base}-{path.name.split('.')[0]}.json").write_text(
+                json.dumps({"file": path.name, "base": base, "argv": sys.argv[1:], "scores": oof})
+            )
             figure = {
                 "base": base, "fit_on": f"{path.name} (5-fold CV)", "measured_on": path.name,
                 "pairs_fit": round(n * 0.8), "pairs_measured": n, "accuracy": sum(accs) / n,
                 "ece": sum(eces) / n, "log_loss": None, "train_seconds": round(float(np.mean(secs)), 1),
                 "ms_per_response": None, "longer_wins": sum(correct_len) / n, "steps": None,
-                "tuning": figures[-1]["tuning"],
+                "tuning": tuning,
             }  # fmt: skip
             figures.append(figure)
             print(json.dumps(figure), file=sys.stderr)

@@ -117,8 +117,16 @@ def _describe(s: dict[str, Any]) -> str:
     return (
         f"{s['file']}: dataset {s['dataset']} ({s['format']}, {s['rows']} rows): "
         f"pairs {counts(s['pairs'])}, reviews {counts(s['reviews'])}, {skips}; "
-        f"majority a {m['a']}, b {m['b']}, tie {m['tie']}{split}"
+        f"majority a {m['a']}, b {m['b']}, tie {m['tie']}{split}{_dimensions(s['dimensions'])}"
     )
+
+
+def _dimensions(pairs_per: dict[str, int]) -> str:
+    """'; dimensions overall 5, helpfulness 3' when any label judges one dimension, else ''."""
+    if not any(pairs_per):
+        return ""
+    named = sorted(pairs_per.items(), key=lambda kv: (kv[0] != "", kv[0]))
+    return "; dimensions " + ", ".join(f"{d or 'overall'} {n}" for d, n in named)
 
 
 @labels.command("list")
@@ -128,7 +136,8 @@ def labels_list(obj: _Context, as_json: bool) -> None:
     """List the labelled datasets: imported ones, and "reviewer" for the reviewer app's verdicts.
 
     For each: pairs, reviews, annotators, how the majority of labels fell (a, b, tie, or no
-    majority) and when its first and last labels were given.
+    majority), when its first and last labels were given, and its pairs per dimension when
+    labels judge one (plain files' ``dimension``).
     """
     with obj.open_store() as store:
         datasets = store.label_datasets()
@@ -144,5 +153,5 @@ def labels_list(obj: _Context, as_json: bool) -> None:
             f"{d['dataset']:<{width}}  {d['source']:<8} {d['pairs']:>6} pairs {d['reviews']:>6} "
             f"reviews {d['annotators']:>3} annotators  majority a {m['a']} / b {m['b']} / "
             f"tie {m['tie']} / none {m['none']}  {(d['first'] or '')[:19]} .. "
-            f"{(d['last'] or '')[:19]}"
+            f"{(d['last'] or '')[:19]}{_dimensions(d['dimensions'])}"
         )

@@ -18,8 +18,10 @@ prompt, two generations (A and B) and one ``preference`` review per annotator wi
     becomes A or B by a hash of the row, so labels are not all ``a``. Rows whose transcripts do
     not split into (conversation, chosen, rejected) are skipped and counted by reason.
 ``plain``
-    JSONL ``{prompt | messages, a, b, label: a|b|tie}`` with optional ``id``, ``task_type`` and
-    ``annotator`` (default ``label``). Rows of the same pair by different annotators merge.
+    JSONL ``{prompt | messages, a, b, label: a|b|tie}`` with optional ``id``, ``task_type``,
+    ``annotator`` (default ``label``) and ``dimension``: what the label judges, a critic's name
+    such as ``helpfulness`` (default: the overall preference). Rows of the same pair and
+    dimension by different annotators merge; one pair may be labelled on several dimensions.
 ``trl``
     TRL preference JSONL, what ``criticloop pairs export`` writes: ``{prompt, chosen,
     rejected}`` as strings (standard) or as chat messages (conversational), or chosen and
@@ -64,7 +66,11 @@ REVIEWER_DATASET = "reviewer"
 """The dataset name :meth:`LabelVerbs.label_datasets` gives reviews made in the reviewer app."""
 _PANDALM_LABELS = {0: "tie", 1: "a", 2: "b"}
 _ANNOTATOR = re.compile(r"annotator(\d+)")
-_PLAIN_KEYS = ("id", "prompt", "messages", "a", "b", "label", "task_type", "annotator")
+_PLAIN_KEYS = (
+    "id", "prompt", "messages", "a", "b", "label", "task_type", "annotator", "dimension"
+)  # fmt: skip
+DIMENSION = re.compile(r"[a-z][a-z0-9_]{0,63}")
+"""A label's dimension: a critic's name (``helpfulness``); '' is the overall preference."""
 _HH_MARK = re.compile(r"(?:^|\n\n)(Human|Assistant):")
 _HH_ROLES = {"Human": "user", "Assistant": "assistant"}
 _VERDICT_IN = "kind IN ({})".format(", ".join(repr(k) for k in VERDICT_KINDS))
@@ -92,6 +98,7 @@ class LabelledPair:
     b: str
     labels: dict[str, str]  # annotator -> a | b | tie
     task_type: str = "general"
+    dimension: str = ""  # what the labels judge ('' the overall preference)
 
     @property
     def majority(self) -> str | None:
@@ -193,8 +200,8 @@ def read_labelled_pairs(
     }[fmt]
     result = LabelledPairs(source=source, fmt=fmt)
     result.rows = len(rows)
-    first_line: dict[str, int] = {}  # pair key -> line of its first row
-    index: dict[str, int] = {}  # pair key -> position in result
+    first_line: dict[tuple[str, str], int] = {}  # (pair key, dimension) -> line of its first row
+    index: dict[tuple[str, str], int] = {}  # (pair key, dimension) -> position in result
     for obj, line in rows:
         origin = f"{source}:{line}"
         if not isinstance(obj, dict):  # not a file of this kind at all
@@ -202,18 +209,19 @@ def read_labelled_pairs(
         try:
             pair = parse(obj, origin)
             _within(pair, limits)
-            if pair.key in index:
-                pair = _merge(result[index[pair.key]], pair, first_line[pair.key])
+            slot = (pair.key, pair.dimension)
+            if slot in index:
+                pair = _merge(result[index[slot]], pair, first_line[slot])
                 if pair is None:
                     result.skip("duplicate", origin)
                     continue
-                result[index[pair.key]] = pair
+                result[index[slot]] = pair
                 continue
         except _Skip as skip:
             result.skip(skip.reason, origin, skip.why)
             continue
-        index[pair.key] = len(result)
-        first_line[pair.key] = line
+        index[slot] = len(result)
+        first_line[slot] = line
         result.append(pair)
     if rows and not result:
         reasons = ", ".join(f"{r} {n}" for r, n in sorted(result.skipped.items()))
@@ -520,6 +528,12 @@ def _plain_row(obj: dict[str, Any], origin: str) -> LabelledPair:
             "unknown_task_type",
             f"unknown task_type {task_type!r} (expected {', '.join(TASK_TYPES)})",
         )
+    dimension = _text(obj, "dimension", default="").strip()
+    if dimension and not DIMENSION.fullmatch(dimension):
+        raise _Skip(
+            "bad_dimension",
+            f"'dimension' must be a critic's name (lower case, digits, _), not {dimension!r}",
+        )
     if ("prompt" in obj) == ("messages" in obj):
         raise _Skip("invalid_conversation", "give either 'prompt' or 'messages'")
     if "prompt" in obj:
@@ -533,9 +547,10 @@ def _plain_row(obj: dict[str, Any], origin: str) -> LabelledPair:
             raise _Skip(
                 "invalid_conversation", "'messages' must be a non-empty list of role/content turns"
             )
-    return _pair(
+    pair = _pair(
         origin, messages, a, b, {annotator: label}, task_type=task_type, key=_own_id(obj, "id")
     )
+    return replace(pair, dimension=dimension) if dimension else pair
 
 
 def _trl_row(obj: dict[str, Any], origin: str) -> LabelledPair:
@@ -613,6 +628,7 @@ class LabelVerbs:
             "reviews": dict.fromkeys(("inserted", "updated", "unchanged"), 0),
             "skipped": dict(getattr(pairs, "skipped", {})),
             "majority": dict.fromkeys(("a", "b", "tie", "none"), 0),
+            "dimensions": {},  # pairs per dimension ('' the overall preference)
         }
         model = f"import:{dataset}"
         with self.transaction():
@@ -647,6 +663,7 @@ class LabelVerbs:
                         preference=label,
                         source="import",
                         dataset=dataset,
+                        dimension=pair.dimension,
                     )
                     outcome = self.record_review(review)  # type: ignore[attr-defined]
                     summary["reviews"][outcome] += 1
@@ -654,10 +671,12 @@ class LabelVerbs:
                 pair_outcome = outcomes.pop() if len(outcomes) == 1 else "updated"
                 summary["pairs"][pair_outcome] += 1
                 summary["majority"][pair.majority or "none"] += 1
+                dims = summary["dimensions"]
+                dims[pair.dimension] = dims.get(pair.dimension, 0) + 1
         return summary
 
     def labelled_pairs(
-        self, dataset: str | None = None, source: str | None = None
+        self, dataset: str | None = None, source: str | None = None, dimension: str | None = ""
     ) -> list[dict[str, Any]]:
         """Every A/B pair people labelled, imported or in the reviewer app, oldest first.
 
@@ -667,7 +686,9 @@ class LabelVerbs:
         app), ``source`` (``import`` or ``reviewer``), ``decision_id`` (the app's case, of the
         latest verdict) and ``created_at`` (when the latest label was given). A rewrite counts
         as a preference for the candidate the reviewer edited. ``dataset="reviewer"`` selects
-        the app's reviews.
+        the app's reviews. ``dimension`` selects what the labels judge: '' (the default) people's
+        overall preference, a critic's name the labels given on that dimension, None all (each
+        row's ``dimension`` says which).
         """
         if source not in (None, "import", "reviewer"):
             raise InputError(f"source must be import or reviewer, not {source!r}")
@@ -680,10 +701,13 @@ class LabelVerbs:
         if source is not None:
             where += " AND r.source = ?"
             params.append(source)
+        if dimension is not None:
+            where += " AND r.dimension = ?"
+            params.append(dimension)
         rows = self.db.query(
             f"""SELECT r.prompt_id, r.generation_id, r.other_generation_id, r.kind, r.reviewer,
                        r.preference, r.source, r.dataset, r.decision_id, r.updated_at,
-                       p.task_type, p.brand_id
+                       r.dimension, p.task_type, p.brand_id
                 FROM reviews r JOIN prompts p ON p.id = r.prompt_id
                 WHERE r.{_VERDICT_IN} AND r.preference IN ('a', 'b', 'tie')
                   AND r.generation_id IS NOT NULL AND r.other_generation_id IS NOT NULL{where}
@@ -695,7 +719,7 @@ class LabelVerbs:
             a, b = row["generation_id"], row["other_generation_id"]
             if row["kind"] == "rewrite" and row["preference"] == "b":
                 a, b = b, a  # a rewrite's generation_id is the candidate edited, here B
-            key = (a, b, row["source"], row["dataset"])
+            key = (a, b, row["source"], row["dataset"], row["dimension"])
             pair = grouped.setdefault(
                 key,
                 {
@@ -708,6 +732,7 @@ class LabelVerbs:
                     "majority": None,
                     "dataset": row["dataset"],
                     "source": row["source"],
+                    "dimension": row["dimension"],
                     "decision_id": None,
                     "created_at": row["updated_at"],
                 },
@@ -722,9 +747,10 @@ class LabelVerbs:
 
     def label_datasets(self) -> list[dict[str, Any]]:
         """Per imported dataset, and ``reviewer`` for the app's reviews: pairs, reviews,
-        annotators, majority counts and when the first and last labels were given."""
+        annotators, majority counts, pairs per dimension ('' overall) and when the first and
+        last labels were given."""
         stats: dict[str, dict[str, Any]] = {}
-        for pair in self.labelled_pairs():
+        for pair in self.labelled_pairs(dimension=None):
             name = pair["dataset"] or REVIEWER_DATASET
             entry = stats.setdefault(
                 name,
@@ -735,9 +761,12 @@ class LabelVerbs:
                     "reviews": 0,
                     "annotators": set(),
                     "majority": dict.fromkeys(("a", "b", "tie", "none"), 0),
+                    "dimensions": {},
                 },
             )
             entry["pairs"] += 1
+            dims = entry["dimensions"]
+            dims[pair["dimension"]] = dims.get(pair["dimension"], 0) + 1
             entry["reviews"] += len(pair["labels"])
             entry["annotators"].update(pair["labels"])
             entry["majority"][pair["majority"] or "none"] += 1

@@ -423,3 +423,10 @@ def m009_trained_reward_models(db: Database) -> None:
         )"""
     )
     db.execute("CREATE INDEX trained_reward_models_status ON trained_reward_models(status)")
+
+
+@migrations()
+def m010_label_dimensions(db: Database) -> None:
+    """What a label judges: a critic's name (``helpfulness``) for labels given on one dimension,
+    '' for people's overall preference (every label before this)."""
+    db.execute("ALTER TABLE reviews ADD COLUMN dimension TEXT NOT NULL DEFAULT ''")

@@ -134,16 +134,19 @@ class ReviewRecord:
     decision_id: str | None = None  # the escalated case it was given on, if any
     source: str = "reviewer"  # or "import": a labelled pair from a file
     dataset: str | None = None  # the imported file's dataset name
+    dimension: str = ""  # what a label judges: a critic's name, '' the overall preference
 
     @property
     def id(self) -> str:
-        key = (
+        key: tuple[str | None, ...] = (
             self.reviewer,
             self.kind,
             self.prompt_id,
             self.generation_id,
             self.other_generation_id,
         )
+        if self.dimension:  # overall reviews keep the ids they had before dimensions
+            key += (self.dimension,)
         return "rv-" + _key(*key)
 
 
@@ -646,6 +649,7 @@ class Store(
             "decision_id": review.decision_id,
             "source": review.source,
             "dataset": review.dataset,
+            "dimension": review.dimension,
         }
         stamp = now()
         with self.transaction():

@@ -205,6 +205,37 @@ def test_plain_rows_and_annotators_merge(tmp_path):
     assert haiku.messages[-1] == {"role": "user", "content": "Rain."}
 
 
+def test_a_pair_labelled_on_several_dimensions_keeps_them_apart(store, tmp_path):
+    row = {**PLAIN_ROWS[0], "annotator": "ann"}
+    rows = [
+        row,
+        {**row, "dimension": "helpfulness", "label": "b"},
+        {**row, "dimension": "helpfulness", "annotator": "other", "label": "b"},
+        {**row, "dimension": "brand_voice", "label": "a"},
+        {**row, "dimension": "helpfulness", "label": "b"},  # a repeat
+    ]
+    pairs = read_labelled_pairs(_jsonl(tmp_path / "dims.jsonl", rows))
+    assert [(p.dimension, p.labels) for p in pairs] == [
+        ("", {"ann": "a"}),
+        ("helpfulness", {"ann": "b", "other": "b"}),
+        ("brand_voice", {"ann": "a"}),
+    ]
+    assert pairs.skipped == {"duplicate": 1}
+    summary = _import(store, tmp_path / "dims.jsonl")
+    assert summary["dimensions"] == {"": 1, "helpfulness": 1, "brand_voice": 1}
+    assert summary["reviews"]["inserted"] == 4
+    counts = store.counts()
+    assert (counts["prompts"], counts["generations"], counts["reviews"]) == (1, 2, 4)
+    assert _import(store, tmp_path / "dims.jsonl")["reviews"]["unchanged"] == 4
+    (overall,) = store.labelled_pairs()
+    assert overall["dimension"] == "" and overall["labels"] == {"dims:ann": "a"}
+    (helpful,) = store.labelled_pairs(dimension="helpfulness")
+    assert helpful["majority"] == "b" and (helpful["a"], helpful["b"]) == (overall["a"], overall["b"])
+    assert len(store.labelled_pairs(dimension=None)) == 3
+    (entry,) = store.label_datasets()
+    assert entry["pairs"] == 3 and entry["dimensions"] == {"": 1, "helpfulness": 1, "brand_voice": 1}
+
+
 @pytest.mark.parametrize(
     ("name", "rows", "expected"),
     [
@@ -339,6 +370,8 @@ UNUSABLE_ROWS = [
     ("plain", {**_L, "prompt": "  "}, "empty_prompt", "empty prompt"),
     ("plain", {**_L, "task_type": "poetry"}, "unknown_task_type", "unknown task_type 'poetry'"),
     ("plain", {**_L, "lable": "a"}, "unknown_key", "unknown key 'lable'"),
+    ("plain", {**_L, "dimension": "Brand Voice"}, "bad_dimension", "must be a critic's name"),
+    ("plain", {**_L, "dimension": 3}, "wrong_type", "'dimension' must be a string"),
     (
         "plain",
         {**_L, "prompt": None, "messages": [{"role": "assistant", "content": "hi"}]},

@@ -329,6 +329,56 @@ def test_train_reward_learns_people_s_decisions_registers_and_judges_a_graph_run
     assert usage["reward_model/reward_model"]["calls"] == 2
 
 
+@pytest.mark.slow
+def test_labels_on_a_dimension_train_that_dimension_s_reward_model_alone(
+    model_home, tmp_path, encoder_rm
+):
+    """Overall, people prefer the helpful answer; on "concision", the same pairs go the other way.
+    A concision model trained on the concision labels alone learns the reverse."""
+    overall = _separable_labels(tmp_path / "overall.jsonl")
+    flip = {"a": "b", "b": "a"}
+    concise = [
+        {**json.loads(line), "dimension": "concision", "annotator": "editor"}
+        for line in overall.read_text().splitlines()
+    ]
+    concise = [{**row, "label": flip[row["label"]]} for row in concise]
+    both = tmp_path / "both.jsonl"
+    both.write_text(overall.read_text() + "".join(json.dumps(r) + "\n" for r in concise))
+    run_cli("init", "--no-demo", check=True)
+    imported = run_cli("labels", "import", str(both), check=True).stdout
+    assert "pairs 96 (96 new" in imported and "dimensions overall 48, concision 48" in imported
+    assert "dimensions overall 48, concision 48" in run_cli("labels", "list", check=True).stdout
+    with Store.open(Settings.load(env_file=None).db_path, create=False) as store:
+        assert len(store.labelled_pairs()) == 48  # calibration sees the overall labels only
+        assert len(store.labelled_pairs(dimension="concision")) == 48
+        assert store.counts()["generations"] == 96  # the two labellings share their answers
+
+    args = ("--rm-base", str(encoder_rm), "--max-steps", "60", "--batch-size", "8")
+    summary = json.loads(
+        run_cli(
+            "train", "--method", "reward", "--rm-dimension", "concision", *args,
+            "--learning-rate", "3e-3", "--json", check=True,
+        ).stdout
+    )  # fmt: skip
+    m = summary["metrics"]
+    assert m["pairs"] + m["heldout"]["n"] == 48 and m["sources"] == {"people:import": 48}
+    assert m["heldout"]["accuracy"] > 0.75  # the concision labels: the dismissive answer wins
+    with Store.open(Settings.load(env_file=None).db_path, create=False) as store:
+        active = store.active_trained_reward_model("concision")
+        assert active["version"] == summary["reward_model"] and active["dimension"] == "concision"
+        assert store.active_trained_reward_model("") is None  # nothing overall was trained
+    (row,) = json.loads(run_cli("reward-models", "list", "--json", check=True).stdout)
+    assert row["dimension"] == "concision"
+
+    result = run_cli("train", "--method", "reward", "--rm-dimension", "safety")
+    assert result.returncode == 2 and "no decided pairs on 'safety'" in result.stderr
+    result = run_cli("train", "--method", "reward", "--rm-dimension", "concision", "--rm-synthetic")
+    assert result.returncode == 2 and "learns from labels on that dimension only" in result.stderr
+    result = run_cli("train", "--method", "reward", "--rm-dimension", "Not A Name")
+    assert result.returncode == 2 and "must be a critic's name" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
 def test_train_reward_refuses_what_it_cannot_train_in_one_line(hermetic, tmp_path):
     run_cli("init", "--no-demo", check=True)
     result = run_cli("train", "--method", "reward")

@@ -45,6 +45,7 @@ MIGRATIONS = [
     "m007_run_owner",
     "m008_prompt_failures",
     "m009_trained_reward_models",
+    "m010_label_dimensions",
 ]
 
 

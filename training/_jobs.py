@@ -210,11 +210,13 @@ def train_reward_model(
             training.source_weights,
             training.rm_heldout_percent,
             synthetic=training.rm_synthetic,
+            dimension=training.rm_dimension,
         )
         if not data.train:
+            on = f" on {training.rm_dimension!r}" if training.rm_dimension else ""
             raise InputError(
-                "no decided pairs to train a reward model on (criticloop labels import FILE, or "
-                "decisions in criticloop review; --rm-synthetic adds the critics' pairs); "
+                f"no decided pairs{on} to train a reward model on (criticloop labels import FILE, "
+                "or decisions in criticloop review; --rm-synthetic adds the critics' pairs); "
                 f"{len(data.heldout)} were held out for evaluation"
             )
         ref = reward_base(settings, training.rm_base)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
 from ..store import Store
 from ._config import TrainConfig
 from ._data import is_heldout
@@ -52,8 +53,15 @@ def load_reward_pairs(
     heldout_percent: int,
     *,
     synthetic: bool = False,
+    dimension: str = "",
 ) -> RewardData:
-    """People's decisive pairs (and, when asked, synthetic ones), split by prompt."""
+    """People's decisive pairs on ``dimension`` ('' their overall preference) and, when asked,
+    the critics' synthetic pairs (overall only), split by prompt."""
+    if synthetic and dimension:
+        raise InputError(
+            f"--rm-synthetic adds the critics' overall preference; a {dimension!r} reward model "
+            "learns from labels on that dimension only"
+        )
     train: list[dict[str, Any]] = []
     heldout: list[dict[str, Any]] = []
     weights: list[float] = []
@@ -93,7 +101,7 @@ def load_reward_pairs(
         sources[source] += 1
 
     people = source_weights.get(PEOPLE, 1.0) or 1.0
-    for pair in store.labelled_pairs():
+    for pair in store.labelled_pairs(dimension=dimension):
         if pair["majority"] not in ("a", "b"):
             skipped["tie or split vote"] += 1
             continue

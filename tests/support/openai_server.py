@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from .json_server import JSONServer
 
 USAGE = (120, 30)
 """Tokens every reply reports (prompt, completion): what cost tests multiply."""
@@ -27,80 +27,41 @@ class BadRequest(Exception):
     for a request it does not support."""
 
 
-class FakeOpenAIServer:
+class FakeOpenAIServer(JSONServer):
     def __init__(self, reply: Callable[[dict[str, Any]], str], usage: tuple[int, int] = USAGE):
+        super().__init__()
         self.reply = reply
         self.usage = usage
-        self.requests: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        server = self
+        self.base_url = f"{self.root_url}/v1"
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
-                with server._lock:
-                    server.requests.append(
-                        {"path": self.path, "headers": dict(self.headers), "body": body}
-                    )
-                if not self.path.endswith("/chat/completions"):
-                    return self._send(404, {"error": {"message": "not found"}})
-                try:
-                    content = server.reply(body)
-                except BadRequest as exc:
-                    return self._send(
-                        400, {"error": {"message": str(exc), "type": "invalid_request_error"}}
-                    )
-                except Exception as exc:  # a script bug shows up as a 500 with its message
-                    return self._send(500, {"error": {"message": repr(exc)}})
-                prompt, completion = server.usage
-                return self._send(
-                    200,
-                    {
-                        "id": f"chatcmpl-{len(server.requests)}",
-                        "object": "chat.completion",
-                        "created": int(time.time()),
-                        "model": body.get("model", "fake"),
-                        "choices": [
-                            {
-                                "index": 0,
-                                "finish_reason": "stop",
-                                "message": {"role": "assistant", "content": content},
-                            }
-                        ],
-                        "usage": {
-                            "prompt_tokens": prompt,
-                            "completion_tokens": completion,
-                            "total_tokens": prompt + completion,
-                        },
-                    },
-                )
-
-            def _send(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> FakeOpenAIServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+    def handle(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if not path.endswith("/chat/completions"):
+            return 404, {"error": {"message": "not found"}}
+        try:
+            content = self.reply(body)
+        except BadRequest as exc:
+            return 400, {"error": {"message": str(exc), "type": "invalid_request_error"}}
+        except Exception as exc:  # a script bug shows up as a 500 with its message
+            return 500, {"error": {"message": repr(exc)}}
+        prompt, completion = self.usage
+        return 200, {
+            "id": f"chatcmpl-{len(self.requests)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "fake"),
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": content},
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            },
+        }
 
     def prompts(self) -> list[str]:
         """The last user message of every chat request."""
