@@ -311,8 +311,8 @@ def main() -> None:
     began = time.perf_counter()
     oofs = {}
     for oof_path in args.oof:
-        table = json.loads(oof_path.read_text())
-        oofs[table["file"]] = {"weight": args.oof_weight, "scores": table["scores"]}
+        scored = json.loads(oof_path.read_text())
+        oofs[scored["file"]] = {"weight": args.oof_weight, "scores": scored["scores"]}
     for path in files:
         examples, counts, seconds = scored_examples(
             path, settings, profiles, policy=policy, oof=oofs.get(path.name)
