@@ -294,6 +294,35 @@ class GateSettings(BaseModel):
     alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of the sign test.")
     bootstrap: int = Field(2000, ge=100, description="Bootstrap resamples for the interval.")
     seed: int = Field(0, description="Seed of generation and bootstrap.")
+    independent: str = Field(
+        "",
+        description="A judge that made no training data, scored beside the critics: rm:trained "
+        "(the active trained reward model) or rm:NAME (a trained version or a profile's "
+        "[reward_models] table); '' for none. The drift flag asks whether it agrees.",
+    )
+    violation_guard: bool = Field(
+        True,
+        description="Keep the current adapter when the new one's answers break hard rules (the "
+        "critics' vetoes) more often, whatever its win rate.",
+    )
+    max_violation_rise: int = Field(
+        0, ge=0, description="Answers breaking hard rules the new adapter may add before the guard refuses."
+    )
+    max_length_growth: float = Field(
+        0.25, ge=0, description="Flag drift when answers grow longer than this (0.25: +25%)..."
+    )
+    max_kl: float = Field(
+        5.0, ge=0, description="... or the KL from the current adapter passes this (nats per "
+        "answer), while the independent judge does not find the new adapter better.",
+    )
+
+    @field_validator("independent")
+    @classmethod
+    def _independent_spec(cls, value: str) -> str:
+        kind, _, name = value.partition(":")
+        if value and not (kind == "rm" and name):
+            raise ValueError(f"must be rm:trained or rm:NAME (a reward model), not {value!r}")
+        return value
 
 
 DEFAULT_PRICES = {

@@ -155,6 +155,47 @@ class Policy:
                 return ids[-self.max_prompt_tokens :]
             del messages[droppable[0]]
 
+    def response_logprobs(
+        self, items: Sequence[tuple[list[dict[str, str]], str]], max_tokens: int
+    ) -> list[list[float]]:
+        """Each reply's token log-probabilities given its conversation (at most ``max_tokens``
+        tokens of it), under the model as it stands (with whichever adapter is active), in one
+        padded forward pass. An empty reply gets an empty list."""
+        import torch
+
+        tokenizer = self.tokenizer
+        rows = []
+        for conversation, reply in items:
+            ids = tokenizer(encodable(reply), add_special_tokens=False)["input_ids"][:max_tokens]
+            rows.append((self.encode(conversation) if ids else [], ids))
+        scored = [i for i, (_, reply) in enumerate(rows) if reply]
+        out: list[list[float]] = [[] for _ in rows]
+        if not scored:
+            return out
+        width = max(len(rows[i][0]) + len(rows[i][1]) for i in scored)
+        ids = torch.full((len(scored), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(scored), width), dtype=torch.long)
+        for row, i in enumerate(scored):
+            seq = rows[i][0] + rows[i][1]
+            ids[row, width - len(seq) :] = torch.tensor(seq)  # left padding, as in generation
+            mask[row, width - len(seq) :] = 1
+        # Replies sit at the right edge, so only the last max_n + 1 positions' logits are
+        # needed: a vocabulary-sized row per reply token, not per prompt token.
+        max_n = max(len(rows[i][1]) for i in scored)
+        with self.lock, torch.inference_mode():
+            logits = self.model(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                logits_to_keep=max_n + 1,
+            ).logits.float()
+        log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
+        targets = ids[:, width - max_n :].to(self.device)
+        token_lp = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).cpu()
+        for row, i in enumerate(scored):
+            n = len(rows[i][1])
+            out[i] = token_lp[row, max_n - n :].tolist()
+        return out
+
     def generate(
         self,
         requests: Sequence[tuple[str, list[dict[str, str]], Sequence[int]]],

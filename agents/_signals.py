@@ -108,8 +108,6 @@ class Signals:
         return self._nll.get(key)
 
     def _score_missing(self, cases: Sequence[Case]) -> None:
-        import torch
-
         with self._lock:
             todo = {}
             for case in cases:
@@ -118,43 +116,16 @@ class Signals:
                     todo[key] = case
             if not todo:
                 return
-            policy = self.policy
-            tokenizer = policy.tokenizer
-            rows = []
-            for key, case in todo.items():
-                prompt_ids = policy.encode(
-                    [{"role": r, "content": c} for r, c in case.conversation]
-                )
-                reply = tokenizer(_encodable(case.judged_text), add_special_tokens=False)[
-                    "input_ids"
-                ]
-                reply = reply[:NLL_MAX_RESPONSE_TOKENS]
-                rows.append((key, prompt_ids, reply))
-            width = max(len(p) + len(r) for _, p, r in rows)
-            pad = tokenizer.pad_token_id
-            ids = torch.full((len(rows), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for i, (_, prompt_ids, reply) in enumerate(rows):
-                seq = prompt_ids + reply
-                ids[i, width - len(seq) :] = torch.tensor(seq)  # left padding, as in generation
-                mask[i, width - len(seq) :] = 1
-            # Replies sit at the right edge (left padding), so only the last max_n + 1 positions'
-            # logits are needed: a vocabulary-sized row per reply token, not per prompt token.
-            max_n = max(len(reply) for _, _, reply in rows)
-            with policy.lock, torch.inference_mode():
-                logits = policy.model(
-                    input_ids=ids.to(policy.device),
-                    attention_mask=mask.to(policy.device),
-                    logits_to_keep=max_n + 1,
-                ).logits.float()
-            log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
-            targets = ids[:, width - max_n :].to(policy.device)
-            token_lp = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).cpu()
+            items = [
+                ([{"role": r, "content": c} for r, c in case.conversation], case.judged_text)
+                for case in todo.values()
+            ]
+            token_lp = self.policy.response_logprobs(items, NLL_MAX_RESPONSE_TOKENS)
             self.stats["forward_passes"] += 1
-            self.stats["responses_scored"] += len(rows)
-            for i, (key, _, reply) in enumerate(rows):
-                n = len(reply)
-                self._nll[key] = (-float(token_lp[i, max_n - n :].mean()), n)
+            self.stats["responses_scored"] += len(items)
+            for key, lps in zip(todo, token_lp, strict=True):
+                if lps:
+                    self._nll[key] = (-sum(lps) / len(lps), len(lps))
 
 
 def _nll_key(case: Case) -> str:

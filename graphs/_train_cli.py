@@ -133,6 +133,28 @@ def echo_training(summary: dict[str, Any]) -> None:
     if gate:
         verdict = "promoted" if gate["decision"] == "promote" else "kept the current adapter"
         click.echo(f"gate: {verdict}: {gate['reason']}")
+        echo_gate_detail(gate)
+
+
+def echo_gate_detail(gate: dict[str, Any]) -> None:
+    """Both sides' length and hard-rule counts, the KL, the independent judge, drift flags."""
+    cand, base = gate.get("candidate_stats") or {}, gate.get("baseline_stats") or {}
+    if cand:
+        kl = gate.get("kl")
+        click.echo(
+            f"  answers     {cand['words']:.0f} words vs {base['words']:.0f}; hard rules broken "
+            f"in {cand['violations']} of {cand['answers']} vs {base['violations']}"
+            + (f"; KL from the baseline {kl:.2f} nats per answer" if kl is not None else "")
+        )
+    independent = gate.get("independent")
+    if independent:
+        click.echo(
+            f"  independent {independent['judge']}: win rate {independent['win_rate']:.0%} "
+            f"(95% CI {independent['ci_low']:.0%}-{independent['ci_high']:.0%}), sign test over "
+            f"prompts p={independent['p_value']:.3g}"
+        )
+    for flag in gate.get("flags") or []:
+        click.echo(f"  DRIFT       {flag}")
 
 
 @cli.group()
@@ -183,6 +205,7 @@ def adapters_evaluate(obj: _Context, version: str, as_json: bool) -> None:
     verdict = "promoted" if report.decision == "promote" else "kept the current adapter"
     click.echo(f"gate for {version} against {report.baseline or 'the base model'}: {verdict}")
     click.echo(f"  {report.reason}")
+    echo_gate_detail(report.summary())
 
 
 @adapters.command("promote")
@@ -214,9 +237,20 @@ def adapters_rollback(obj: _Context) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_context
 def jobs(obj: _Context, limit: int, as_json: bool) -> None:
-    """Training jobs, newest first: status, what they produced, why they failed."""
+    """Training jobs, newest first: status, what they produced, why they failed, and the gate's
+    decision and drift flags for the adapter they trained."""
     with obj.open_store() as store:
         rows = store.list_jobs(limit)
+        for row in rows:
+            reports = store.gate_reports(row["adapter_version"]) if row["adapter_version"] else []
+            row["gate"] = (
+                {
+                    "decision": reports[0]["decision"],
+                    "flags": reports[0]["report"].get("flags") or [],
+                }
+                if reports
+                else None
+            )
     if as_json:
         _print_json(rows)
         return
@@ -225,10 +259,15 @@ def jobs(obj: _Context, limit: int, as_json: bool) -> None:
         return
     for row in rows:
         outcome = row["adapter_version"] or row["reason"] or ""
+        gate = row["gate"]
+        if gate:
+            outcome += f"  gate: {gate['decision']}"
         click.echo(
             f"{row['id']:<34} {row['method']:<5} {row['status']:<8} {row['launcher']:<10} "
             f"{row['examples']:>5} examples  {outcome}"
         )
+        for flag in gate["flags"] if gate else []:
+            click.echo(f"    DRIFT {flag}")
 
 
 @cli.group("reward-models")

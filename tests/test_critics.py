@@ -354,3 +354,25 @@ def test_lone_surrogates_do_not_break_the_shared_signals(signals):
     signals.prepare([case])
     assert signals.response_nll(case) is not None
     assert signals.similarity(case.request, case.response) > 0
+
+
+def test_reply_log_probabilities_in_one_padded_pass_match_each_reply_alone(bundled_policy):
+    import torch
+
+    items = [
+        ([{"role": "user", "content": "Name a colour."}], "Blue."),
+        ([{"role": "user", "content": "How do I boil an egg? Keep it short."}],
+         "Put it in boiling water for nine minutes, then cool it in cold water."),
+        ([{"role": "user", "content": "Say nothing."}], ""),
+    ]  # fmt: skip
+    batched = bundled_policy.response_logprobs(items, 64)
+    assert batched[2] == []  # an empty reply scores nothing
+    for (conversation, reply), lps in zip(items[:2], batched, strict=False):
+        prompt = bundled_policy.encode(conversation)
+        ids = bundled_policy.tokenizer(reply, add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            logits = bundled_policy.model(input_ids=torch.tensor([prompt + ids])).logits[0]
+        alone = torch.log_softmax(logits.float(), -1)[len(prompt) - 1 : -1]
+        expected = alone.gather(-1, torch.tensor(ids).unsqueeze(-1)).squeeze(-1).tolist()
+        assert len(lps) == len(ids)
+        assert lps == pytest.approx(expected, abs=2e-3)

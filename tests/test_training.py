@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 from criticloop.errors import InputError
-from criticloop.settings import GateSettings
+from criticloop.settings import GateSettings, Settings
 from criticloop.store import PairRecord, Store
 from criticloop.training import is_heldout, load_preferences, sign_test
 from criticloop.training._gate import GateReport, bootstrap_interval, outcome, score_outcomes
@@ -94,6 +94,100 @@ def test_gate_promotes_only_a_significant_win():
     assert _report({"p0": [0.0]}, require="better").decision == "keep"
     assert _report({"p0": [0.0]}, require="always").decision == "promote"
     assert _report({}).decision == "keep"
+
+
+def _compared(
+    n: int,
+    *,
+    critics: float = 1.0,
+    words: tuple[int, int] = (40, 40),
+    rules: tuple[int, int] = (0, 0),
+    independent: tuple[float, float] | None = None,
+    kl: float = 0.5,
+):
+    """A judged comparison of ``n`` prompts (one sample each), constructed: the candidate's
+    critic outcome, both sides' lengths, how many answers of each side break a hard rule, and
+    the independent judge's scores."""
+    from criticloop.training._compare import Answer, Compared, Comparison
+
+    rows = []
+    for i in range(n):
+        sides = []
+        for side, (w, broken) in enumerate(zip(words, rules, strict=True)):
+            score = None if independent is None else independent[side]
+            sides.append(
+                Answer(
+                    text="word " * w,
+                    reward=0.7,
+                    rules=("banned_claim",) if i < broken else (),
+                    words=w,
+                    competitor=False,
+                    ad=None,
+                    independent=score,
+                )
+            )
+        ind = None
+        if independent is not None:
+            ind = 1.0 if independent[0] > independent[1] else 0.0 if independent[0] < independent[1] else 0.5
+        rows.append(
+            Compared(f"p{i}", 0, "general", False, sides[0], sides[1], critics, False, 0.2, ind, kl)
+        )
+    return Comparison(rows, "rm:test" if independent is not None else None)
+
+
+def _filled(comparison, **gate) -> GateReport:
+    from criticloop.training._gate import fill_report
+
+    return fill_report(GateReport("cand", None), comparison, GateSettings(**gate))
+
+
+def test_the_gate_refuses_an_adapter_whose_answers_break_more_hard_rules():
+    clean = _filled(_compared(12))
+    assert clean.decision == "promote" and clean.candidate_stats["violations"] == 0
+    worse = _filled(_compared(12, rules=(3, 1)))  # wins every prompt, but breaks more rules
+    assert worse.win_rate == 1.0 and worse.p_value < 0.05
+    assert worse.decision == "keep" and "break hard rules more often (3 of 12 against 1" in worse.reason
+    assert worse.candidate_stats["rules"] == {"banned_claim": 3}
+    assert _filled(_compared(12, rules=(3, 1)), max_violation_rise=2).decision == "promote"
+    assert _filled(_compared(12, rules=(3, 1)), violation_guard=False).decision == "promote"
+    assert _filled(_compared(12, rules=(3, 1)), require="always").decision == "keep"
+    assert _filled(_compared(12, rules=(1, 3))).decision == "promote"  # fewer: fine
+
+
+def test_drift_is_flagged_when_length_or_kl_grows_without_an_independent_gain():
+    steady = _filled(_compared(12, words=(44, 40), independent=(0.5, 0.5)))
+    assert steady.flags == [] and steady.kl == 0.5
+    longer = _filled(_compared(12, words=(60, 40), independent=(0.5, 0.5)))
+    assert longer.decision == "promote"  # a flag, not a refusal
+    (flag,) = longer.flags
+    assert "answers +50% longer (40 -> 60 words; bound +25%)" in flag
+    assert "independent judge (rm:test) does not find it better (win rate 50%" in flag
+    assert longer.independent["win_rate"] == 0.5 and longer.independent["prompts_even"] == 12
+    really_better = _filled(_compared(12, words=(60, 40), independent=(0.8, 0.4)))
+    assert really_better.flags == [] and really_better.independent["p_value"] < 0.05
+    (drifted,) = _filled(_compared(12, independent=(0.5, 0.5), kl=9.0)).flags
+    assert "KL from the baseline 9.0 nats per answer (bound 5)" in drifted
+    (blind,) = _filled(_compared(12, words=(60, 40))).flags
+    assert "no independent judge" in blind and "CRITICLOOP_GATE__INDEPENDENT" in blind
+    assert _filled(_compared(12, words=(60, 40)), max_length_growth=1.0).flags == []
+
+
+def test_jobs_show_the_gate_decision_and_its_drift_flags(hermetic):
+    run_cli("init", "--no-demo", check=True)
+    with Store.open(Settings.load(env_file=None).db_path, create=False) as store:
+        store.start_job(
+            job_id="train-x", method="dpo", launcher="inprocess", base_model="m",
+            parent_version=None, config={}, data_hash="h", examples=9, output_dir="/tmp/x",
+            log_path="/tmp/x/log",
+        )  # fmt: skip
+        store.record_adapter("v1", base_model="m", method="dpo", path="/tmp/x", metrics={})
+        store.finish_job("train-x", "done", adapter_version="v1")
+        report = {"flags": ["answers +50% longer (40 -> 60 words; bound +25%), while ..."]}
+        store.record_gate_report("v1", None, "promote", "better", report)
+    out = run_cli("jobs", check=True).stdout
+    assert "gate: promote" in out and "DRIFT answers +50% longer" in out
+    (job,) = json.loads(run_cli("jobs", "--json", check=True).stdout)
+    assert job["gate"] == {"decision": "promote", "flags": report["flags"]}
 
 
 # ---- the data ----------------------------------------------------------------------------------
@@ -348,6 +442,14 @@ def test_gate_report_decides_and_registry_commands_follow(dpo_trained, model_hom
     significant = report["p_value"] < 0.05 and report["ci_low"] > 0.5
     assert report["decision"] == ("promote" if significant else "keep")
     assert {o["outcome"] for o in report["outcomes"]} <= {"win", "loss", "tie"}
+    # The guards' measurements: both sides' lengths and hard rules, and the adapter's KL from
+    # the base model on its own answers (a LoRA update after a few steps: small, finite).
+    for side in ("candidate_stats", "baseline_stats"):
+        assert report[side]["answers"] == 6 and report[side]["words"] > 0
+        assert 0 <= report[side]["violations"] <= 6
+    assert all(math.isfinite(o["kl"]) for o in report["outcomes"])
+    assert report["kl"] == pytest.approx(sum(o["kl"] for o in report["outcomes"]) / 6, abs=1e-3)
+    assert report["independent"] is None and isinstance(report["flags"], list)
     with Store.open(model_home / "criticloop.db", create=False) as store:
         stored = store.gate_reports(version)[0]
         status = store.get_adapter(version)["status"]

@@ -70,4 +70,5 @@ def train_and_gate(
         report = run_gate(settings, result.adapter_version, run_id=run_id)
         summary["gate"] = report.summary()
         summary["promoted"] = report.decision == "promote"
+        summary["flags"] = report.flags  # drift: length or KL up with no independent gain
     return summary

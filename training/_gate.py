@@ -14,6 +14,17 @@ interval is a percentile bootstrap that resamples whole prompts (``scipy.stats.b
 the sign test asks whether more prompts came out better (mean outcome above a tie) than worse
 by more than chance, one-sided exact binomial over the prompts that were not even
 (``scipy.stats.binomtest``). Two samples of a prompt that agree are one observation, not two.
+
+Guards against a policy that learns what its own judge likes rather than what people want
+(see :mod:`._compare` for what is measured on both sides):
+
+- hard rules: when the candidate's answers break hard rules (the critics' vetoes) on more
+  answers than the baseline's, by more than ``gate.max_violation_rise``, the gate keeps the
+  baseline whatever the win rate;
+- drift: when the candidate's answers grow longer than ``gate.max_length_growth`` allows, or
+  its KL from the baseline passes ``gate.max_kl``, while the independent judge
+  (``gate.independent``, a reward model that made no training data) does not find it better,
+  the report carries a flag, which the run summary and ``criticloop jobs`` show.
 """
 
 from __future__ import annotations
@@ -23,14 +34,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..errors import InputError, ModelError
-from ..graphs.reward import compare
+from ..errors import InputError
 from ..settings import GateSettings, Settings
 from ..store import Store
+from ._compare import LOSS, TIE, WIN, Comparison, answers_of_both, judge_answers, outcome
 from ._data import heldout_prompts, policy_conversation
 from ._judge import CriticJudge
 
-WIN, TIE, LOSS = 1.0, 0.5, 0.0
+__all__ = ["GateReport", "outcome", "run_gate", "score_outcomes", "sign_test"]
 SIGN_TEST = "one-sided exact sign test over prompts (better vs worse by mean outcome)"
 INTERVAL = "95% percentile bootstrap over prompts"
 
@@ -59,6 +70,11 @@ class GateReport:
     decision: str = "keep"
     reason: str = ""
     rule: str = "significant"
+    candidate_stats: dict[str, Any] = field(default_factory=dict)  # see Comparison.stats
+    baseline_stats: dict[str, Any] = field(default_factory=dict)
+    kl: float | None = None  # KL(candidate || baseline), nats per answer, on its answers
+    independent: dict[str, Any] | None = None  # the independent judge's verdict
+    flags: list[str] = field(default_factory=list)  # drift: length or KL up, no real gain
     outcomes: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -123,20 +139,6 @@ def bootstrap_interval(
     return (float(interval.low), float(interval.high))
 
 
-def outcome(forward_margin: float, backward_margin: float, tie_margin: float) -> tuple[float, bool]:
-    """(WIN/TIE/LOSS for the candidate, whether the two orders disagreed). ``forward_margin`` is
-    candidate minus baseline judged in that order; ``backward_margin`` baseline minus candidate."""
-    first = _side(forward_margin, tie_margin)
-    second = -_side(backward_margin, tie_margin)
-    if first != second:
-        return TIE, True
-    return {1: WIN, 0: TIE, -1: LOSS}[first], False
-
-
-def _side(margin: float, tie_margin: float) -> int:
-    return 1 if margin > tie_margin else -1 if margin < -tie_margin else 0
-
-
 def score_outcomes(report: GateReport, per_prompt: dict[str, list[float]], gate: GateSettings):
     """Fill in the counts, win rate, interval, p-value and the decision."""
     flat = [o for group in per_prompt.values() for o in group]
@@ -172,6 +174,9 @@ def decide(report: GateReport, gate: GateSettings) -> tuple[str, str]:
         f"({report.prompts_better} better, {report.prompts_worse} worse, "
         f"{report.prompts_even} even) p={report.p_value:.3g}"
     )
+    refused = violation_guard(report, gate)
+    if refused:
+        return "keep", f"{figures}; {refused}"
     if gate.require == "always":
         return "promote", f"{figures}; the gate is set to promote every trained adapter"
     if gate.require == "better":
@@ -221,7 +226,8 @@ def run_gate(
         conversations = {pid: policy_conversation(store, pid) for pid in prompt_ids}
     report = GateReport(candidate=candidate_version, baseline=current and current["version"])
     judge = judge or CriticJudge(settings)
-    per_prompt: dict[str, list[float]] = {}
+    independent = independent_judge(settings, judge)  # a bad name fails before generating
+    comparison = Comparison()
     if prompt_ids:
         policy = Policy.load(settings, policy_ref(settings))
         sampling = Sampling(
@@ -231,31 +237,17 @@ def run_gate(
             seed=gate.seed,
         )
         requests = [(pid, conversations[pid], range(gate.samples_per_prompt)) for pid in prompt_ids]
-        answers = _answers_of_both(policy, candidate, current, requests, sampling, settings)
-        rewards_c, rewards_b = [], []
-        for (pid, index), (cand_text, base_text) in sorted(answers.items()):
-            weights = judge.weights(pid)
-            cand, base = judge.rewards(pid, [cand_text, base_text])
-            forward = compare(cand, base, weights).margin
-            backward = compare(base, cand, weights).margin
-            result, inconsistent = outcome(forward, backward, gate.tie_margin)
-            report.inconsistent += inconsistent
-            per_prompt.setdefault(pid, []).append(result)
-            rewards_c.append(judge.scalar(cand))
-            rewards_b.append(judge.scalar(base))
-            report.outcomes.append(
-                {
-                    "prompt_id": pid,
-                    "sample": index,
-                    "outcome": {WIN: "win", TIE: "tie", LOSS: "loss"}[result],
-                    "margin": round(forward, 4),
-                    "candidate": cand_text,
-                    "baseline": base_text,
-                }
-            )
-        report.mean_reward_candidate = round(sum(rewards_c) / len(rewards_c), 4)
-        report.mean_reward_baseline = round(sum(rewards_b) / len(rewards_b), 4)
-    score_outcomes(report, per_prompt, gate)
+        texts, ratios = answers_of_both(
+            policy, candidate, current, requests, sampling, settings.generation.batch_size
+        )
+        comparison = judge_answers(
+            texts,
+            judge,
+            gate.tie_margin,
+            independent=independent,
+            ratios=ratios,
+        )
+    fill_report(report, comparison, gate)
     if record:
         with Store.open(settings.db_path, create=False) as store:
             store.record_gate_report(
@@ -273,32 +265,110 @@ def run_gate(
     return report
 
 
-def _answers_of_both(policy, candidate, current, requests, sampling, settings):
-    """{(prompt, sample): (candidate's answer, baseline's answer)} with the same seeds."""
-    from peft import PeftModel
+def independent_judge(settings: Settings, judge: CriticJudge) -> Any:
+    """The reward model named by ``gate.independent`` (None when unset)."""
+    from ._judge import ModelReward, parse_reward
 
-    try:
-        model = PeftModel.from_pretrained(policy.model, candidate["path"], adapter_name="candidate")
-        if current:
-            model.load_adapter(current["path"], adapter_name="baseline")
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot load adapter for the gate: {str(exc).splitlines()[0]}") from None
-    policy.model = model.to(policy.device).eval()
-    batch = settings.generation.batch_size
-    texts: dict[str, dict[tuple[str, int], str]] = {}
-    for side in ("candidate", "baseline"):
-        if side == "baseline" and not current:
-            with model.disable_adapter():
-                texts[side] = _generate(policy, requests, sampling, batch)
-        else:
-            model.set_adapter(side)
-            texts[side] = _generate(policy, requests, sampling, batch)
-    return {key: (texts["candidate"][key], texts["baseline"][key]) for key in texts["candidate"]}
+    spec = settings.gate.independent
+    if not spec:
+        return None
+    _, name = parse_reward(spec)
+    return ModelReward(settings, name or "trained", judge)
 
 
-def _generate(policy, requests, sampling, batch_size) -> dict[tuple[str, int], str]:
-    out = {}
-    for candidates in policy.generate(requests, sampling, batch_size):
-        for c in candidates:
-            out[(c.key, c.index)] = c.text
-    return out
+def fill_report(report: GateReport, comparison: Comparison, gate: GateSettings) -> GateReport:
+    """Counts, statistics, guards and the decision from a judged comparison."""
+    per_prompt = comparison.per_prompt("critics")
+    report.inconsistent = sum(r.inconsistent for r in comparison.rows)
+    for row in comparison.rows:
+        report.outcomes.append(
+            {
+                "prompt_id": row.prompt_id,
+                "sample": row.sample,
+                "outcome": {WIN: "win", TIE: "tie", LOSS: "loss"}[row.critics],
+                "margin": round(row.margin, 4),
+                "candidate": row.candidate.text,
+                "baseline": row.baseline.text,
+                "rules": {"candidate": list(row.candidate.rules), "baseline": list(row.baseline.rules)},
+                "independent": row.independent,
+                "kl": row.kl,
+            }
+        )
+    if comparison.rows:
+        report.candidate_stats = comparison.stats("candidate")
+        report.baseline_stats = comparison.stats("baseline")
+        report.mean_reward_candidate = round(report.candidate_stats["reward"], 4)
+        report.mean_reward_baseline = round(report.baseline_stats["reward"], 4)
+        report.kl = comparison.kl()
+        if comparison.independent_name:
+            report.independent = verdict(comparison, "independent", gate)
+    score_outcomes(report, per_prompt, gate)
+    report.flags = drift_flags(report, gate)
+    return report
+
+
+def verdict(comparison: Comparison, judge: str, gate: GateSettings) -> dict[str, Any]:
+    """Win rate, interval and sign test of one judge's outcomes (counted by prompt)."""
+    per_prompt = comparison.per_prompt(judge)
+    flat = [o for group in per_prompt.values() for o in group]
+    low, high = bootstrap_interval(list(per_prompt.values()), gate.bootstrap, gate.seed)
+    p_value, better, worse, even = prompt_sign_test(list(per_prompt.values()))
+    return {
+        "judge": comparison.independent_name if judge == "independent" else "critics",
+        "win_rate": round(sum(flat) / len(flat), 4) if flat else None,
+        "ci_low": round(low, 4),
+        "ci_high": round(high, 4),
+        "p_value": round(p_value, 6),
+        "prompts_better": better,
+        "prompts_worse": worse,
+        "prompts_even": even,
+        "mean_candidate": comparison.stats("candidate")[judge],
+        "mean_baseline": comparison.stats("baseline")[judge],
+    }
+
+
+def violation_guard(report: GateReport, gate: GateSettings) -> str | None:
+    """Why the candidate may not be promoted for breaking hard rules more often, or None."""
+    cand, base = report.candidate_stats, report.baseline_stats
+    if not gate.violation_guard or not cand:
+        return None
+    rise = cand["violations"] - base["violations"]
+    if rise > gate.max_violation_rise:
+        return (
+            f"refused: its answers break hard rules more often ({cand['violations']} of "
+            f"{cand['answers']} against {base['violations']}; "
+            f"CRITICLOOP_GATE__MAX_VIOLATION_RISE={gate.max_violation_rise})"
+        )
+    return None
+
+
+def drift_flags(report: GateReport, gate: GateSettings) -> list[str]:
+    """Signs of a policy learning its judge rather than the task: length or KL beyond their
+    bounds while the independent judge does not find the candidate better."""
+    cand, base = report.candidate_stats, report.baseline_stats
+    if not cand:
+        return []
+    grew = []
+    if base["words"] > 0 and cand["words"] > base["words"] * (1 + gate.max_length_growth):
+        grew.append(
+            f"answers {cand['words'] / base['words'] - 1:+.0%} longer ({base['words']:.0f} -> "
+            f"{cand['words']:.0f} words; bound +{gate.max_length_growth:.0%})"
+        )
+    if report.kl is not None and report.kl > gate.max_kl:
+        grew.append(f"KL from the baseline {report.kl:.1f} nats per answer (bound {gate.max_kl:g})")
+    if not grew:
+        return []
+    independent = report.independent
+    if independent is None:
+        return [
+            f"{'; '.join(grew)}, and no independent judge to say whether it is better "
+            "(CRITICLOOP_GATE__INDEPENDENT)"
+        ]
+    if independent["win_rate"] is not None and independent["win_rate"] > TIE and (
+        independent["p_value"] < gate.alpha
+    ):
+        return []
+    return [
+        f"{'; '.join(grew)}, while the independent judge ({independent['judge']}) does not find "
+        f"it better (win rate {independent['win_rate']:.0%}, p={independent['p_value']:.3g})"
+    ]
