@@ -393,8 +393,11 @@ class Store(
             for i, text in enumerate(prompt.candidates)
         )
 
-    def prompt_ids(self) -> list[str]:
-        return [row[0] for row in self.db.execute("SELECT id FROM prompts ORDER BY id")]
+    def prompt_ids(self, *, imported: bool = False) -> list[str]:
+        """Every prompt's id, in order; the prompts of imported labelled pairs only if
+        ``imported`` (they are for calibration: no gate or RL job should answer them)."""
+        where = "" if imported else " WHERE source NOT LIKE 'import:%'"
+        return [row[0] for row in self.db.execute(f"SELECT id FROM prompts{where} ORDER BY id")]
 
     def get_brand(self, brand_id: str) -> dict[str, Any]:
         return _decode(self._get("brands", brand_id, "brand"), "voice", "compliance")

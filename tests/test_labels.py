@@ -531,6 +531,7 @@ def test_import_is_idempotent_and_stores_reviews_with_source_import(store, tmp_p
     prompt = store.get_prompt(review["prompt_id"])
     assert prompt["id"].startswith("imp-") and prompt["source"] == "import:pandalm"
     assert store.list_prompts() == []  # calibration data, not work for the graph
+    assert store.prompt_ids() == [] and len(store.prompt_ids(imported=True)) == 3  # nor the gate
     assert store.db["feedback_outbox"].count == 0
     # A corrected label updates its review; nothing is duplicated.
     path = _array(path, [{**PANDALM_ROWS[0], "annotator3": 1}, *PANDALM_ROWS[1:]])

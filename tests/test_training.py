@@ -66,6 +66,22 @@ def test_two_samples_that_agree_are_no_more_significant_than_one():
     assert sign_test(12, 4) < 0.05 < two.p_value and two.decision == "keep"
 
 
+def test_the_gate_reports_its_power_at_the_effect_it_measured():
+    from criticloop.training._gate import prompts_for_power, sign_test_power
+    from scipy.stats import binom
+
+    # 16 decisive prompts: p < 0.05 needs 12 or more better (P(X >= 12 | 0.5) = 0.038).
+    assert sign_test_power(16, 0.5, 0.05) == pytest.approx(binom.sf(11, 16, 0.5))
+    assert sign_test_power(16, 0.75, 0.05) == pytest.approx(binom.sf(11, 16, 0.75))
+    assert sign_test_power(3, 1.0, 0.05) == 0.0  # 3 prompts can never reach p < 0.05
+    need = prompts_for_power(0.75, 0.0, 0.05)
+    assert sign_test_power(need, 0.75, 0.05) >= 0.8 > sign_test_power(need - 1, 0.75, 0.05)
+    assert prompts_for_power(0.75, 0.5, 0.05) >= 2 * need - 1  # half the prompts even: twice
+    assert prompts_for_power(0.5, 0.0, 0.05) is None
+    report = _report({f"p{i}": [1.0 if i < 9 else 0.0] for i in range(12)})
+    assert report.power == pytest.approx(sign_test_power(12, 0.75, 0.05), abs=1e-4)
+
+
 def test_both_orders_must_agree_for_a_win():
     assert outcome(0.3, -0.3, 0.02) == (1.0, False)
     assert outcome(-0.3, 0.3, 0.02) == (0.0, False)

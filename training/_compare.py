@@ -12,7 +12,9 @@ Both sides answer with the same sampling seeds. Each pair of answers is judged b
   names a competitor at all and whether it carries the campaign's ad;
 - length in words, to catch a judge that rewards length;
 - KL(candidate || baseline): the candidate's answers scored under both sides; the mean of
-  log p_candidate(y) - log p_baseline(y) over them estimates it in nats per answer.
+  log p_candidate(y) - log p_baseline(y) over them estimates it in nats per answer. The answers
+  are sampled at the gate's temperature and top-p, not from the model's plain distribution,
+  and there are few of them, so a small KL can come out slightly negative.
 """
 
 from __future__ import annotations

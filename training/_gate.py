@@ -72,6 +72,7 @@ class GateReport:
     rule: str = "significant"
     candidate_stats: dict[str, Any] = field(default_factory=dict)  # see Comparison.stats
     baseline_stats: dict[str, Any] = field(default_factory=dict)
+    power: float | None = None  # the sign test's power at the share of prompts found better
     kl: float | None = None  # KL(candidate || baseline), nats per answer, on its answers
     independent: dict[str, Any] | None = None  # the independent judge's verdict
     flags: list[str] = field(default_factory=list)  # drift: length or KL up, no real gain
@@ -95,6 +96,38 @@ def sign_test(better: int, worse: int) -> float:
     if n == 0:
         return 1.0
     return float(binomtest(better, n, 0.5, alternative="greater").pvalue)
+
+
+def sign_test_power(decisive: int, share_better: float, alpha: float) -> float:
+    """Power of the one-sided sign test over ``decisive`` prompts (better or worse, not even)
+    when a prompt comes out better with probability ``share_better``: the chance it finds the
+    candidate better at level ``alpha``."""
+    from scipy.stats import binom, binomtest
+
+    if decisive < 1:
+        return 0.0
+    critical = next(
+        (k for k in range(decisive + 1) if binomtest(k, decisive, 0.5, "greater").pvalue < alpha),
+        None,
+    )
+    return 0.0 if critical is None else float(binom.sf(critical - 1, decisive, share_better))
+
+
+def prompts_for_power(
+    share_better: float, share_even: float, alpha: float, power: float = 0.8, most: int = 2000
+) -> int | None:
+    """Prompts the gate needs for ``power`` at this effect (None: more than ``most``, or no
+    effect to find)."""
+    if share_better <= 0.5 or share_even >= 1:
+        return None
+    return next(
+        (
+            m
+            for m in range(1, most + 1)
+            if sign_test_power(round(m * (1 - share_even)), share_better, alpha) >= power
+        ),
+        None,
+    )
 
 
 def prompt_sign_test(per_prompt: Sequence[Sequence[float]]) -> tuple[float, int, int, int]:
@@ -156,6 +189,10 @@ def score_outcomes(report: GateReport, per_prompt: dict[str, list[float]], gate:
         prompt_sign_test(list(per_prompt.values()))
     )
     report.p_value = round(p_value, 6)
+    decisive = report.prompts_better + report.prompts_worse
+    if decisive:
+        share = report.prompts_better / decisive
+        report.power = round(sign_test_power(decisive, share, gate.alpha), 4)
     report.decision, report.reason = decide(report, gate)
     return report
 
@@ -273,7 +310,7 @@ def independent_judge(settings: Settings, judge: CriticJudge) -> Any:
     if not spec:
         return None
     _, name = parse_reward(spec)
-    return ModelReward(settings, name or "trained", judge)
+    return ModelReward.named(settings, name or "trained", judge)
 
 
 def fill_report(report: GateReport, comparison: Comparison, gate: GateSettings) -> GateReport:
@@ -322,8 +359,8 @@ def verdict(comparison: Comparison, judge: str, gate: GateSettings) -> dict[str,
         "prompts_better": better,
         "prompts_worse": worse,
         "prompts_even": even,
-        "mean_candidate": comparison.stats("candidate")[judge],
-        "mean_baseline": comparison.stats("baseline")[judge],
+        "mean_candidate": comparison.stats("candidate")["reward" if judge == "critics" else judge],
+        "mean_baseline": comparison.stats("baseline")["reward" if judge == "critics" else judge],
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from ..agents import Case, Critic, Signals, load_embedder, policy_ref, run_critic
 from ..graphs.profiles import Profiles
@@ -93,14 +94,20 @@ class ModelReward:
     the critics' weighted reward, so the two mix by plain weights. It reads the conversation the
     critics read (the stored turns)."""
 
-    def __init__(self, settings: Settings, name: str, judge: CriticJudge):
+    def __init__(self, spec: Any, judge: CriticJudge):
         from ..agents._reward_model import RewardScorer, check_local
-        from ..graphs.run import reward_model_spec
 
-        spec = reward_model_spec(name, judge.profiles, settings, dimension="reward_model")
         check_local(spec)
         self.scorer = RewardScorer(spec)
         self.judge = judge
+
+    @classmethod
+    def named(cls, settings: Settings, name: str, judge: CriticJudge) -> ModelReward:
+        """``name``: ``trained`` (the active trained model), a trained version, or a table of
+        the profile's ``[reward_models]``."""
+        from ..graphs.run import reward_model_spec
+
+        return cls(reward_model_spec(name, judge.profiles, settings, dimension="reward_model"), judge)
 
     @property
     def version(self) -> str:

@@ -34,7 +34,7 @@ def run_online(config: TrainConfig, prompt_ids: list[str], log: LogFn) -> dict[s
     settings = Settings.load(home=Path(config.home))
     judge = CriticJudge(settings, veto_penalty=config.veto_penalty)
     weight, name = parse_reward(config.reward)
-    model = ModelReward(settings, name, judge) if name else None
+    model = ModelReward.named(settings, name, judge) if name else None
     rm_weight = config.reward_mix if weight < 0 else weight
     with Store.open(settings.db_path, create=False) as store:
         conversations = [policy_conversation(store, pid) for pid in prompt_ids]
