@@ -186,8 +186,12 @@ def gate_power(gate: dict | None, alpha: float) -> dict[str, Any]:
     return out
 
 
-def evaluate(night: Home, evaluation: Home, eval_rows: list[dict], rm: dict, args, cache: dict):
-    """The promoted adapter (or the base) against the base on the evaluation slice."""
+def evaluate(
+    night: Home, evaluation: Home, eval_rows: list[dict], rm: dict, args, cache: dict,
+    adapter: dict | None = None,
+):
+    """The promoted adapter (or ``adapter``, or the base) against the base on the evaluation
+    slice."""
     from criticloop.agents import Policy, Sampling, policy_ref
     from criticloop.graphs.run import trained_spec
     from criticloop.store import Store
@@ -197,7 +201,7 @@ def evaluate(night: Home, evaluation: Home, eval_rows: list[dict], rm: dict, arg
 
     settings = evaluation.settings()
     with Store.open(night.settings().db_path, create=False) as store:
-        promoted = store.promoted_adapter(policy_ref(settings, convert=False).name)
+        promoted = adapter or store.promoted_adapter(policy_ref(settings, convert=False).name)
     key = promoted["version"] if promoted else "base"
     if key in cache:
         return {**cache[key], "reused": True}
@@ -232,6 +236,43 @@ def evaluate(night: Home, evaluation: Home, eval_rows: list[dict], rm: dict, arg
     }
     cache[key] = result
     return result
+
+
+def probe(night: Home, evaluation: Home, eval_rows: list[dict], rm: dict, args) -> str:
+    """Does more training move the policy? On every pair the nights made, DPO adapters with
+    other step counts and learning rates (``--probe STEPS:LR``), each measured on the
+    evaluation slice like a promoted one (registered, never promoted)."""
+    from criticloop.store import Store
+
+    lines = [
+        "| DPO steps | learning rate | beta | training s | critics: win rate vs base (p) | "
+        "independent: win rate (p) | independent: mean, adapter / base | words, adapter / base | "
+        "hard rules broken, adapter / base | KL from base (nats/answer) |",
+        "|---:|---:|---:|---:|---|---|---|---|---|---:|",
+    ]
+    cache: dict = {}
+    for spec in args.probe:
+        steps, lr, *rest = spec.split(":")
+        beta = rest[0] if rest else night.settings().training.beta
+        trainer = Home(night.path, {})
+        trainer.env = {**night.env, "CRITICLOOP_TRAINING__BETA": str(beta)}
+        trained = trainer.run(
+            "train", "--no-gate", "--json", "--max-steps", steps, "--learning-rate", lr
+        )
+        with Store.open(night.settings().db_path, create=False) as store:
+            adapter = store.get_adapter(trained["adapter"])
+        e = evaluate(night, evaluation, eval_rows, rm, args, cache, adapter)
+        c, i, a, b = e["critics"], e["independent"], e["promoted"], e["base"]
+        lines.append(
+            f"| {trained['metrics'].get('steps')} | {lr} | {beta} | {trained['metrics'].get('seconds')} | "
+            f"{c['win_rate']:.0%} (p={c['p_value']:.3g}) | {i['win_rate']:.0%} (p={i['p_value']:.3g}) | "
+            f"{a['independent']:.3f} / {b['independent']:.3f} | {a['words']:.0f} / {b['words']:.0f} | "
+            f"{a['violation_rate']:.0%} / {b['violation_rate']:.0%} | "
+            + ("-" if e["kl"] is None else f"{e['kl']:.2f}")
+            + " |"
+        )
+        print(lines[-1], file=sys.stderr)
+    return "\n".join(lines)
 
 
 def rule_rate(stats: dict, rule: str) -> float:
@@ -350,6 +391,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=BENCH / ".cache" / "nights")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--no-record", action="store_true")
+    parser.add_argument(
+        "--probe", nargs="+", metavar="STEPS:LR[:BETA]",
+        help="no nights: on the pairs an earlier run left in --work, train DPO adapters with "
+        "these settings and measure each on the evaluation slice",
+    )  # fmt: skip
     args = parser.parse_args()
     if not LABELS.exists():
         print(f"skipped: {LABELS} is absent (the shared data folder sits beside the project)")
@@ -358,6 +404,8 @@ def main() -> None:
     train_rows, eval_rows = load_prompts(PROMPTS)
     if args.eval_limit:
         eval_rows = eval_rows[: args.eval_limit]
+    if args.probe:
+        return probe_only(args, eval_rows, began)
     night_home, eval_home, rm = setup(args.work, args)
     eval_home.run("import", str(write_jsonl(args.work / "eval.jsonl", eval_rows)), "--json")
     held = rm["metrics"].get("heldout") or {}
@@ -409,6 +457,30 @@ def main() -> None:
             f"Escalations were left waiting (no scripted reviewer). Evaluation slice: "
             f"{len(eval_rows)} prompts x {args.eval_samples} answers per side, same seeds. "
             f"Plot: `{PLOT.relative_to(BENCH.parent)}`.\n\n{text}\n"
+        )
+
+
+def probe_only(args, eval_rows: list[dict], began: float) -> None:
+    env = {**SETTINGS, **dict(kv.split("=", 1) for kv in args.set)}
+    night, evaluation = Home(args.work / "home", env), Home(args.work / "eval-home", env)
+    if not (night.path / "criticloop.db").exists():
+        sys.exit(f"--probe needs the homes an earlier run left in {args.work}")
+    (rm,) = [r for r in night.run("reward-models", "list", "--json") if r["status"] == "active"]
+    with __import__("sqlite3").connect(night.path / "criticloop.db") as db:
+        pairs = db.execute("SELECT count(*) FROM pairs").fetchone()[0]
+    table = probe(night, evaluation, eval_rows, rm, args)
+    print(table)
+    if args.no_record:
+        return
+    with RESULTS.open("a", encoding="utf-8") as handle:
+        handle.write(
+            f"\n### Nights: does more training move the policy?, {datetime.date.today()}\n\n"
+            f"Machine: {machine()}. `bench/nights.py {' '.join(sys.argv[1:])}`; "
+            f"{(time.perf_counter() - began) / 60:.1f} minutes. DPO adapters trained on the "
+            f"{pairs} pairs the nights above left (held-out prompts left out, as always), not "
+            f"promoted, each against the base on the evaluation slice ({len(eval_rows)} prompts x "
+            f"{args.eval_samples} answers per side, same seeds); independent judge {rm['version']}."
+            f"\n\n{table}\n"
         )
 
 

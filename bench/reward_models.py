@@ -190,6 +190,10 @@ def main() -> None:
     parser.add_argument(
         "--no-cross", action="store_true", help="only the cross-validation (no PandaLM <-> HH)"
     )
+    parser.add_argument(
+        "--cv-files", nargs="+", choices=["pandalm", "hh"], default=["pandalm", "hh"],
+        help="the files to cross-validate on",
+    )  # fmt: skip
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("--json", type=Path)
     parser.add_argument(
@@ -236,7 +240,7 @@ def main() -> None:
             print(json.dumps(figure), file=sys.stderr)
         if base not in args.cv:
             continue
-        for path in files:
+        for path in [f for f in files if f.name.split("_")[0] in args.cv_files]:
             rows = data[path.name]
             groups = sorted({r["group"] for r in rows})
             fold = {g: int(hashlib.sha256(f"{args.seed}:{g}".encode()).hexdigest(), 16) % 5 for g in groups}
