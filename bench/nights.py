@@ -252,6 +252,22 @@ def probe(night: Home, evaluation: Home, eval_rows: list[dict], rm: dict, args) 
     ]
     cache: dict = {}
     for spec in args.probe:
+        if ":" not in spec:  # an adapter the nights trained (and the gate kept out): measure it
+            with Store.open(night.settings().db_path, create=False) as store:
+                adapter = store.get_adapter(spec)
+            e = evaluate(night, evaluation, eval_rows, rm, args, cache, adapter)
+            c, i, a, b = e["critics"], e["independent"], e["promoted"], e["base"]
+            lines.append(
+                f"| {spec} ({adapter['metrics'].get('steps')} steps) | {adapter['config'].get('learning_rate')} | "
+                f"{adapter['config'].get('beta')} | - | "
+                f"{c['win_rate']:.0%} (p={c['p_value']:.3g}) | {i['win_rate']:.0%} (p={i['p_value']:.3g}) | "
+                f"{a['independent']:.3f} / {b['independent']:.3f} | {a['words']:.0f} / {b['words']:.0f} | "
+                f"{a['violation_rate']:.0%} / {b['violation_rate']:.0%} | "
+                + ("-" if e["kl"] is None else f"{e['kl']:.2f}")
+                + " |"
+            )
+            print(lines[-1], file=sys.stderr)
+            continue
         steps, lr, *rest = spec.split(":")
         beta = rest[0] if rest else night.settings().training.beta
         trainer = Home(night.path, {})
@@ -357,6 +373,13 @@ def plot(nights: list[dict], path: Path) -> None:
         low = [r - e[judge]["ci_low"] for r, e in zip(rates, ev, strict=True)]
         high = [e[judge]["ci_high"] - r for r, e in zip(rates, ev, strict=True)]
         ax.errorbar(x, rates, yerr=[low, high], marker=marker, capsize=3, label=judge)
+    gates = [(n["run"].get("training") or {}).get("gate") or {} for n in nights]
+    if any(gates):
+        ax.plot(x, [g.get("win_rate") for g in gates], "^:", label="gate: the night's new adapter, critics")
+        ax.plot(
+            x, [(g.get("independent") or {}).get("win_rate") for g in gates], "v:",
+            label="gate: the night's new adapter, independent",
+        )  # fmt: skip
     ax.axhline(0.5, color="grey", lw=1, ls=":")
     ax.set_ylim(0, 1)
     ax.set_title("promoted vs base: win rate (95% CI)")
@@ -364,11 +387,21 @@ def plot(nights: list[dict], path: Path) -> None:
     ax = axes[1][0]
     ax.plot(x, [e["promoted"]["violation_rate"] for e in ev], "o-", label="promoted")
     ax.plot(x, [e["base"]["violation_rate"] for e in ev], "o--", label="base")
+    if any(gates):
+        ax.plot(x, [(g.get("candidate_stats") or {}).get("violation_rate") for g in gates], "^:",
+                label="gate: new adapter (held-out prompts)")
+        ax.plot(x, [(g.get("baseline_stats") or {}).get("violation_rate") for g in gates], "v:",
+                label="gate: current (held-out prompts)")
     ax.set_title("answers breaking a hard rule")
     ax.legend(fontsize=7)
     ax = axes[1][1]
     ax.plot(x, [e["promoted"]["words"] for e in ev], "o-", label="promoted")
     ax.plot(x, [e["base"]["words"] for e in ev], "o--", label="base")
+    if any(gates):
+        ax.plot(x, [(g.get("candidate_stats") or {}).get("words") for g in gates], "^:",
+                label="gate: new adapter (held-out prompts)")
+        ax.plot(x, [(g.get("baseline_stats") or {}).get("words") for g in gates], "v:",
+                label="gate: current (held-out prompts)")
     ax.set_title("words per answer")
     ax.legend(fontsize=7)
     for row in axes:
@@ -391,12 +424,15 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=BENCH / ".cache" / "nights")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--no-record", action="store_true")
+    parser.add_argument("--replot", type=Path, help="only redraw the PNG from a --json file")
     parser.add_argument(
-        "--probe", nargs="+", metavar="STEPS:LR[:BETA]",
+        "--probe", nargs="+", metavar="STEPS:LR[:BETA]|VERSION",
         help="no nights: on the pairs an earlier run left in --work, train DPO adapters with "
-        "these settings and measure each on the evaluation slice",
+        "these settings (or take a trained VERSION) and measure each on the evaluation slice",
     )  # fmt: skip
     args = parser.parse_args()
+    if args.replot:
+        return plot(json.loads(args.replot.read_text())["nights"], PLOT)
     if not LABELS.exists():
         print(f"skipped: {LABELS} is absent (the shared data folder sits beside the project)")
         return
