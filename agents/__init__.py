@@ -6,6 +6,7 @@ The critics (coherence, helpfulness, salience, detectability, compliance, brand 
 consistency) live in ``agents/critics/``, one module each, registered by name.
 """
 
+from ._crew import CrewCritic, JudgeLLM
 from ._critic import (
     CRITICS,
     MAX_JUDGED_CHARS,
@@ -17,13 +18,30 @@ from ._critic import (
     critic_versions,
     run_critic,
 )
-from ._models import ModelRef, embedder_ref, ensure_bundled_policy, load_embedder, policy_ref
+from ._models import (
+    ModelRef,
+    embedder_ref,
+    ensure_bundled_policy,
+    load_embedder,
+    pick_device,
+    policy_ref,
+    quiet_transformers,
+)
 from ._policy import BatchStats, Candidate, Policy, Sampling, build_conversation, build_revision
 from ._signals import Signals
+from ._teacher import Teacher
+from ._text import find_ad, find_phrases
 
 __all__ = [
     "CRITICS",
     "MAX_JUDGED_CHARS",
+    "CrewCritic",
+    "JudgeLLM",
+    "Teacher",
+    "find_ad",
+    "find_phrases",
+    "pick_device",
+    "quiet_transformers",
     "BatchStats",
     "Candidate",
     "Case",

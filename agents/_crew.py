@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -41,11 +40,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from ..errors import ConfigError
 from ..settings import BUNDLED, JudgeSettings
 from ._critic import Case, Critic, Score
+from ._text import parse_verdict
 from ._untrusted import fence, neutralize
 
 VERSION = "1"
@@ -392,19 +392,6 @@ class CrewCritic:
             return None, usage, error
         usage = (out.token_usage.prompt_tokens, out.token_usage.completion_tokens)
         return (out.pydantic if out.pydantic is not None else out.raw), usage, None
-
-
-def parse_verdict(raw: Any, model: type[BaseModel]) -> BaseModel | None:
-    """The verdict in a reply, or None: the first JSON object in the text, validated."""
-    if not isinstance(raw, str):
-        return None
-    for match in re.finditer(r"\{", raw):
-        try:
-            data, _ = json.JSONDecoder().raw_decode(raw[match.start() :])
-            return model.model_validate(data)
-        except (ValueError, ValidationError):
-            continue
-    return None
 
 
 def context_of(case: Case) -> str:

@@ -30,7 +30,7 @@ class BundledLLM(BaseLLM):
         from_agent: Any = None,
         response_model: Any = None,
     ) -> str | Any:
-        from ._crew import parse_verdict
+        from ._text import parse_verdict
 
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
@@ -70,7 +70,7 @@ class LocalConverter(Converter):
     back the raw text and the critic decides whether to ask again)."""
 
     def to_pydantic(self, current_attempt: int = 1) -> Any:
-        from ._crew import parse_verdict
+        from ._text import parse_verdict
 
         verdict = parse_verdict(self.text, self.model)
         return verdict if verdict is not None else ConverterError(f"malformed: {self.text[:120]!r}")

@@ -149,7 +149,7 @@ def _file_lock(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     """Model loading prints progress bars and advice; the CLI keeps stderr for its own."""
     from transformers.utils import logging
 
@@ -160,7 +160,7 @@ def _quiet_transformers() -> None:
 def _convert_gguf(gguf_dir: Path, gguf_file: str, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    _quiet_transformers()
+    quiet_transformers()
 
     try:
         quantized = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file)
@@ -211,7 +211,7 @@ def load_causal_lm(
     """Load (model, tokenizer, device) for generation; ModelError with a reason if it fails."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    _quiet_transformers()
+    quiet_transformers()
     device = pick_device(device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(ref.source)
@@ -234,7 +234,7 @@ class Embedder:
     def __init__(self, ref: ModelRef, device: str = "auto"):
         from transformers import AutoModel, AutoTokenizer
 
-        _quiet_transformers()
+        quiet_transformers()
         self.ref = ref
         self.device = pick_device(device)
         try:

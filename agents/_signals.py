@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._critic import Case
 from ._text import encodable as _encodable
 from ._text import find_ad, sentences
 
 if TYPE_CHECKING:
+    from ._critic import Case
     from ._policy import Policy
 
 NLL_MAX_RESPONSE_TOKENS = 512

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import functools
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic import BaseModel, ValidationError
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n\s*\n|\n(?=\s*(?:[-*\u2022]|\d+[.)])\s)")
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'\-]*")
@@ -99,3 +102,16 @@ def sentiment_analyzer() -> Any:
     from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
     return SentimentIntensityAnalyzer()
+
+
+def parse_verdict(raw: Any, model: type[BaseModel]) -> BaseModel | None:
+    """The verdict in a reply, or None: the first JSON object in the text, validated."""
+    if not isinstance(raw, str):
+        return None
+    for match in re.finditer(r"\{", raw):
+        try:
+            data, _ = json.JSONDecoder().raw_decode(raw[match.start() :])
+            return model.model_validate(data)
+        except (ValueError, ValidationError):
+            continue
+    return None

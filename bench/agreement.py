@@ -43,19 +43,19 @@ from pathlib import Path
 
 import numpy as np
 from criticloop.agents import Case, Signals, load_embedder, run_critic
-from criticloop.graphs import _calstats as cs
-from criticloop.graphs.aggregator import (
+from criticloop.reward import (
     FEATURES,
     TARGETS,
     Example,
+    Profiles,
+    aggregate,
+    build_critics,
     confidence_and_correct,
     evaluate_model,
     fit_reward_model,
     pair_features,
 )
-from criticloop.graphs.profiles import Profiles
-from criticloop.graphs.reward import aggregate
-from criticloop.graphs.run import build_critics
+from criticloop.reward import _calstats as cs
 from criticloop.settings import Settings
 from criticloop.store import read_labelled_pairs
 from helpfulness_agreement import machine  # bench/ is on the path when run as a script
@@ -169,7 +169,7 @@ def _score(pairs, critics, names, settings: Settings, policy: bool) -> list:
         for text in (pair.a, pair.b)
     ]
     step = 16 if policy else 256  # the policy's logits take memory per slice
-    from criticloop.agents._reward_model import prepare_reward_critics
+    from criticloop.reward import prepare_reward_critics
 
     for start in range(0, len(cases), step):
         batch = cases[start : start + step]  # a pair's two answers share a prompt id: rivals

@@ -142,8 +142,7 @@ def setup(work: Path, args) -> tuple[Home, Home, dict]:
 
 def independent_pair_accuracy(night: Home, run_id: str | None, rm: dict) -> dict[str, Any]:
     """How often the independent reward model prefers the chosen answer of the night's pairs."""
-    from criticloop.agents._reward_model import RewardScorer
-    from criticloop.graphs.run import trained_spec
+    from criticloop.reward import RewardScorer, trained_spec
     from criticloop.store import Store
 
     if run_id is None:
@@ -193,7 +192,7 @@ def evaluate(
     """The promoted adapter (or ``adapter``, or the base) against the base on the evaluation
     slice."""
     from criticloop.agents import Policy, Sampling, policy_ref
-    from criticloop.graphs.run import trained_spec
+    from criticloop.reward import trained_spec
     from criticloop.store import Store
     from criticloop.training._compare import answers_of_both, judge_answers
     from criticloop.training._gate import verdict

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from criticloop.graphs.profiles import DEFAULT_PROFILES
+from criticloop.reward import DEFAULT_PROFILES
 from criticloop.settings import Settings
 from criticloop.store import read_labelled_pairs
 from criticloop.training._config import TrainConfig
@@ -97,7 +97,7 @@ def train(base: str, rows: list[dict], out: Path, args, settings: Settings) -> t
 
 
 def scorer_of(out: Path, settings: Settings, base: str, max_length: int):
-    from criticloop.agents._reward_model import RewardModelSpec, load_sequence_classifier
+    from criticloop.reward import RewardModelSpec, load_sequence_classifier
 
     meta = json.loads((out / "metrics.json").read_text())
     lora = meta["tuning"] == "lora"

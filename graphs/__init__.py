@@ -1,5 +1,10 @@
-"""Graphs: the jobs criticloop runs and the ``criticloop`` command line that drives them.
+"""Graphs: the LangGraph feedback graph and the jobs that drive it.
 
-``criticloop generate`` is the batch generation job; the LangGraph feedback graph
-(``criticloop graph run``) is built here on top of it.
+``criticloop generate`` is the batch generation job (``run_generate``); the feedback graph
+(``criticloop graph run``: state, nodes, routing, the run, review and tracing) is built on top
+of it. What the critics' scores mean lives a floor below, in ``criticloop.reward``.
 """
+
+from ._generate import GenerateSummary, run_generate
+
+__all__ = ["GenerateSummary", "run_generate"]

@@ -8,12 +8,12 @@ config and gives new candidates.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..agents import BatchStats, Candidate, Policy, Sampling, build_conversation, policy_ref
+from ..progress import progress as show_progress
 from ..settings import Settings
 from ..store import GenerationRecord, Store, content_hash
 
@@ -148,7 +148,7 @@ def run_generate(
     try:
         policy = Policy.load(settings, ref)
         total = sum(len(indices) for _, _, indices in requests)
-        bar = _progress_bar(total, enabled=progress)
+        bar = show_progress(total, progress, "generating", "cand")
 
         def on_batch(stats: BatchStats) -> None:
             summary.completion_tokens += stats.completion_tokens
@@ -178,17 +178,3 @@ def run_generate(
     finally:
         store.finish_run(summary.run_id, status, summary.as_dict())
     return summary
-
-
-def _progress_bar(total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total,
-        desc="generating",
-        unit="cand",
-        file=sys.stderr,
-        disable=not enabled,
-        mininterval=0.5,
-        smoothing=0.1,
-    )

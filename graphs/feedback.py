@@ -34,7 +34,7 @@ from ..agents import (
     critic_versions,
     run_critic,
 )
-from ..agents._reward_model import prepare_reward_critics
+from ..reward import Profiles, aggregate, prepare_reward_critics
 from ..settings import ReviewSettings, Settings
 from ..store import (
     SUPPLIED,
@@ -45,8 +45,6 @@ from ..store import (
     Store,
 )
 from ._generate import generate_and_record
-from .profiles import Profiles
-from .reward import aggregate
 from .routing import CalibratedPolicy, decide, route_after_judging
 from .state import CandidateState, FeedbackState
 from .tracing import current_trace, span_node

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from criticloop.agents import Sampling
 from criticloop.graphs.feedback import ThreadStores, build_feedback_graph
-from criticloop.graphs.profiles import Profiles
 from criticloop.graphs.run import make_resources
+from criticloop.reward import Profiles
 from criticloop.settings import Settings
 
 

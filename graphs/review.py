@@ -103,8 +103,8 @@ class Resumer:
 
     def _graph(self, run_id: str) -> Any:
         from ..agents import Sampling
+        from ..reward import Profiles
         from .feedback import build_feedback_graph
-        from .profiles import Profiles
         from .run import make_resources, open_checkpointer, trace_metadata
 
         graph = self._graphs.get(run_id)
@@ -144,24 +144,24 @@ class Resumer:
         """Hand the thread its answer; returns the thread's outcome."""
         from langgraph.types import Command
 
-        from .run import _interrupted, thread_config
+        from .run import waiting_for_review, thread_config
 
         graph = self._graph(run_id)
         config = thread_config(run_id, prompt_id)
-        if not _interrupted(graph.get_state(config)):
+        if not waiting_for_review(graph.get_state(config)):
             self.rewind(run_id, prompt_id)  # undone earlier, and the rewind did not finish
         result = self._invoke(run_id, prompt_id, Command(resume=answer), "resume")
         return result.get("outcome", {})
 
     def rewind(self, run_id: str, prompt_id: str) -> None:
         """Fork the thread back to its latest ``interrupt()``: it waits for an answer again."""
-        from .run import _interrupted, thread_config
+        from .run import waiting_for_review, thread_config
 
         graph = self._graph(run_id)
         config = thread_config(run_id, prompt_id)
-        if _interrupted(graph.get_state(config)):
+        if waiting_for_review(graph.get_state(config)):
             return
-        waiting = next((s for s in graph.get_state_history(config) if _interrupted(s)), None)
+        waiting = next((s for s in graph.get_state_history(config) if waiting_for_review(s)), None)
         if waiting is None:
             raise RuntimeError(f"thread {run_id}/{prompt_id} never waited for a person")
         graph.update_state(waiting.config, {}, as_node=ESCALATING_NODE)
@@ -293,7 +293,7 @@ class ReviewDesk:
         self.store.release_leases(self.holder)
 
     def stats(self) -> dict[str, Any]:
-        from .drift import calibration_stats
+        from ..reward import calibration_stats
 
         return {
             **self.store.review_stats(),

@@ -16,12 +16,17 @@ Pure functions of rewards and thresholds, unit-tested without a model:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from .profiles import Routing
-from .reward import Comparison, Reward, compare
+from ..reward import Comparison, Reward, Routing, compare, load_model
+
+if TYPE_CHECKING:
+    from ..store import Store
+
+log = logging.getLogger(__name__)
 
 Route = Literal["pair", "escalate", "revise", "drop", "defer"]
 Comparator = Callable[[Reward, Reward, Mapping[str, float]], Comparison]
@@ -178,6 +183,27 @@ class CalibratedPolicy:
             return Decision("pair", why, source="synthetic", **common)
         why = f"calibrated confidence {confidence:.3f} < {self.threshold:.3f} ({policy})"
         return Decision("escalate", why, **common)
+
+
+def active_policy(store: Store) -> CalibratedPolicy | None:
+    """The escalation policy of the active reward model, or None (the profile decides)."""
+    row = store.active_reward_model()
+    if row is None or row["policy"].get("threshold") is None:
+        return None
+    try:
+        model = load_model(row)
+    except (KeyError, ValueError) as exc:
+        log.warning("reward model %s cannot be used (%s): the profile decides", row["version"], exc)
+        return None
+    return CalibratedPolicy(
+        version=row["version"],
+        model=model,
+        threshold=row["policy"]["threshold"],
+        target=row["policy"]["target"],
+        risk=row["policy"]["risk"],
+        task_types=frozenset(row["report"].get("task_types", {})),
+        critic_versions=row["critic_versions"],
+    )
 
 
 def _defer(what: str, rewards: Sequence[Reward]) -> Decision:

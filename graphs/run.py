@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -35,19 +34,18 @@ from ..agents import (
     Critic,
     Policy,
     Sampling,
-    build_critic,
     critic_versions,
     load_embedder,
     policy_ref,
 )
 from ..errors import CriticloopError
+from ..progress import progress
+from ..reward import Profiles, build_critics, drift_flags
 from ..settings import Settings
 from ..store import SUPPLIED, Store
 from ._generate import generate_and_record, generation_config_hash, missing_requests
-from .calibrate import active_policy
-from .drift import drift_flags
 from .feedback import FeedbackResources, ThreadStores, build_feedback_graph
-from .profiles import Profiles
+from .routing import active_policy
 from .tracing import Tracer, post_feedback
 
 log = logging.getLogger(__name__)
@@ -75,114 +73,6 @@ def open_checkpointer(settings: Settings):
     saver = SqliteSaver(conn)
     saver.setup()
     return saver
-
-
-def build_critics(
-    profiles: Profiles,
-    settings: Settings | None = None,
-    load_judge_policy: Callable[[], Any] | None = None,
-) -> dict[str, Critic]:
-    """Every registered critic, each on its backend: the profile's [backends] table, or
-    CRITICLOOP_JUDGE__BACKEND for all of them (``settings`` None: all local). The bundled crew
-    judge runs on ``load_judge_policy()``, the base policy."""
-    from ..agents import critics as _registers_builtins  # noqa: F401
-    from ..agents._critic import CRITICS
-
-    critics = {
-        name: build_critic(name, **profiles.critic_options(name)) for name in sorted(CRITICS)
-    }
-    _reward_model_critics(critics, profiles, settings)
-    if settings is None:
-        return critics
-    forced = settings.judge.backend
-    crew = [
-        n
-        for n in critics
-        if (forced if forced != "profile" else profiles.backend(n)) == "crew"
-        and getattr(critics[n], "backend", "local") != "reward_model"
-    ]
-    if crew:
-        from ..agents._crew import CrewCritic, JudgeLLM
-
-        llm = JudgeLLM(settings.judge, load_judge_policy)
-        for name in crew:
-            critics[name] = CrewCritic(name, critics[name], llm)
-    return critics
-
-
-def _reward_model_critics(
-    critics: dict[str, Critic], profiles: Profiles, settings: Settings | None
-) -> None:
-    """Put reward models where the profile says: the ``reward_model`` critic's own model, and
-    every critic whose backend is ``reward_model:NAME``. Each model is checked now (a missing
-    model or one that is not a reward model is a one-line error) and loaded on first use, once,
-    however many critics share it."""
-    from ..agents._reward_model import RewardModelCritic, RewardScorer, check_local
-
-    wanted: dict[str, str] = {}  # only critics some task weights: the others never judge
-    own = profiles.critic_options("reward_model").get("model")
-    if own and profiles.weighted("reward_model"):
-        wanted["reward_model"] = str(own)
-    for name in critics:
-        backend = profiles.backend(name)
-        if name != "reward_model" and backend.startswith("reward_model:") and profiles.weighted(name):
-            wanted[name] = backend.partition(":")[2]
-    scorers: dict[str, RewardScorer] = {}
-    for name, rm in wanted.items():
-        spec = reward_model_spec(rm, profiles, settings, dimension=name)
-        if spec.label not in scorers:
-            check_local(spec)
-            scorers[spec.label] = RewardScorer(spec)
-        inner = None if name == "reward_model" else critics[name]
-        dimension = "reward_model" if inner is None else inner.dimension
-        critics[name] = RewardModelCritic(name, dimension, scorers[spec.label], inner)
-
-
-def reward_model_spec(
-    name: str, profiles: Profiles | None, settings: Settings | None, *, dimension: str = ""
-):
-    """The reward model ``name`` stands for: a ``[reward_models.NAME]`` table of the profile,
-    ``trained`` (the active trained model of ``dimension``, else the overall one) or a trained
-    version."""
-    from ..agents._reward_model import RewardModelSpec
-    from ..errors import ConfigError
-    from .profiles import TRAINED
-
-    entry = profiles.reward_model_entry(name) if profiles is not None else None
-    if entry is not None:
-        return RewardModelSpec(name=name, **entry.model_dump())
-    if settings is None or not settings.db_path.exists():
-        raise ConfigError(
-            f"reward model {name!r}: no [reward_models.{name}] table in the profile and no "
-            "store to find a trained one in"
-        )
-    with Store.open(settings.db_path, create=False) as store:
-        if name == TRAINED:
-            dim = "" if dimension == "reward_model" else dimension
-            row = store.active_trained_reward_model(dim)
-            if row is None:
-                raise ConfigError(
-                    "reward model 'trained': none is active (criticloop train --method reward "
-                    "trains one; criticloop reward-models activate VERSION picks one)"
-                )
-        else:
-            row = store.trained_reward_model(name)
-    return trained_spec(row)
-
-
-def trained_spec(row: dict[str, Any]):
-    """The spec of a registered trained reward model."""
-    from ..agents._reward_model import RewardModelSpec
-
-    lora = row["tuning"] == "lora"
-    return RewardModelSpec(
-        name=row["version"],
-        model=row["base_path"] if lora else row["path"],
-        adapter=row["path"] if lora else None,
-        center=float(row["center"]),
-        max_length=int(row["config"].get("max_length", 1024)),
-        version=row["version"],
-    )
 
 
 def thread_config(run_id: str, prompt_id: str) -> dict[str, Any]:
@@ -249,7 +139,7 @@ def make_resources(
 
 def _teacher_loader(settings: Settings) -> Callable[[], Any]:
     def load() -> Any:
-        from ..agents._teacher import Teacher
+        from ..agents import Teacher
 
         return Teacher(settings.teacher)
 
@@ -264,21 +154,21 @@ def advance(graph: Any, tracer: Tracer, stores: ThreadStores, run_id: str, promp
     where = {"run_id": run_id, "prompt_id": prompt_id}
     if not snapshot.values:
         tracer.invoke(graph, start, config, stores.get(), kind="start", **where)
-    elif snapshot.next and not _interrupted(snapshot):
+    elif snapshot.next and not waiting_for_review(snapshot):
         # A crash left it mid-way: continue from the checkpoint.
         tracer.invoke(graph, None, config, stores.get(), kind="continue", **where)
-    elif not _interrupted(snapshot) and not snapshot.values.get("outcome"):
+    elif not waiting_for_review(snapshot) and not snapshot.values.get("outcome"):
         # A kill can leave a thread whose last checkpoint has nowhere to go and no outcome.
         # Run it again from the start: every node's records are keyed, so nothing doubles.
         log.warning("thread %s/%s stopped without an outcome; running it again", run_id, prompt_id)
         tracer.invoke(graph, start, config, stores.get(), kind="restart", **where)
     snapshot = graph.get_state(config)
-    if _interrupted(snapshot):
+    if waiting_for_review(snapshot):
         return "escalated"
     return (snapshot.values.get("outcome") or {}).get("outcome", "unfinished")
 
 
-def _interrupted(snapshot: Any) -> bool:
+def waiting_for_review(snapshot: Any) -> bool:
     return any(task.interrupts for task in snapshot.tasks)
 
 
@@ -378,7 +268,7 @@ def run_feedback(
         failed |= _pregenerate(resources, store, run_id, todo, options.progress)
         resources.times.add("pregenerate", time.perf_counter() - began_generating)
         todo = [pid for pid in todo if pid not in failed]
-        bar = _progress(len(todo), options.progress)
+        bar = progress(len(todo), options.progress)
 
         def judge(pid: str) -> None:
             try:
@@ -452,7 +342,7 @@ def _why(exc: BaseException) -> str:
 
 
 def _pregenerate(
-    r: FeedbackResources, store: Store, run_id: str, prompt_ids: Sequence[str], progress: bool
+    r: FeedbackResources, store: Store, run_id: str, prompt_ids: Sequence[str], show: bool
 ) -> dict[str, str]:
     """Sample every prompt's missing candidates up front, batched across prompts (several
     times the tokens/s of one prompt's K at a time); the graph's generate node then finds them
@@ -479,7 +369,7 @@ def _pregenerate(
     if not requests:
         return failed
     total = sum(len(indices) for _, _, indices in requests)
-    bar = _progress(total, progress, "generating", "cand")
+    bar = progress(total, show, "generating", "cand")
 
     def generate(batch: Sequence[tuple[str, list[dict[str, str]], list[int]]]) -> None:
         for _ in generate_and_record(
@@ -570,9 +460,3 @@ def _reward_model_summary(
         log.warning("could not check drift", exc_info=True)
         out["drift"] = {"error": "drift check failed (see the log)"}
     return out
-
-
-def _progress(total: int, enabled: bool, desc: str = "judging", unit: str = "prompt"):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not enabled)

@@ -25,8 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..settings import Settings
-from ..store import Store
-from ..store._common import now
+from ..store import Store, now
 
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig

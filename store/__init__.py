@@ -9,6 +9,7 @@ natural keys so reruns never duplicate. Callers use these verbs, never SQL::
 """
 
 from ..vocab import PAIR_SOURCES, REVIEW_KINDS, TASK_TYPES, VERDICT_KINDS
+from ._common import now
 from ._files import ExportReport, read_records, write_preference_jsonl
 from ._labels import (
     LABEL_FORMATS,
@@ -36,6 +37,7 @@ from ._traces import FEEDBACK_KEYS, CriticCall
 from .demo import DEMO_FILES
 
 __all__ = [
+    "now",
     "ALL_CASES",
     "SUPPLIED",
     "DecisionRecord",

@@ -59,6 +59,7 @@ from ._common import _key
 from ._files import _decode_utf8, read_input
 from ._limits import LimitError, Limits, check, decode, default_limits, json_decoder
 from ._records import SLUG, Prompt
+from ._rows import GenerationRecord, ReviewRecord
 
 LABEL_FORMATS = ("auto", "pandalm", "hh", "plain", "trl")
 LABELS = ("a", "b", "tie")
@@ -619,7 +620,6 @@ class LabelVerbs:
         LangSmith feedback is queued. Counts rows skipped while reading when ``pairs`` is a
         :class:`LabelledPairs`.
         """
-        from ._store import GenerationRecord, ReviewRecord
 
         check_dataset(dataset)
         summary: dict[str, Any] = {

@@ -20,6 +20,7 @@ from sqlite_utils import Database
 from ..errors import BusyError, InputError, NotFoundError
 from ..vocab import VERDICT_KINDS
 from ._common import _decode, now
+from ._rows import ReviewRecord
 
 _VERDICT_IN = "kind IN ({})".format(", ".join(repr(k) for k in VERDICT_KINDS))
 
@@ -248,7 +249,6 @@ class ReviewVerbs:
         settled or a verdict is undone. The check and the write are one ``BEGIN IMMEDIATE``
         transaction, so of two racing verdicts the second always sees the first.
         """
-        from ._store import ReviewRecord
 
         if preference not in ("a", "b", "tie"):
             raise InputError(f"a verdict is a, b or tie, not {preference!r}")
@@ -313,7 +313,6 @@ class ReviewVerbs:
         comment: str | None = None,
     ) -> None:
         """Rate or comment on one candidate of a case; doing it again replaces the earlier one."""
-        from ._store import ReviewRecord
 
         given = [k for k, v in (("stars", stars), ("thumbs", thumbs), ("comment", comment)) if v]
         if len(given) != 1:

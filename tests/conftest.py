@@ -127,7 +127,7 @@ def run_cli(
     import traceback
 
     from click.testing import CliRunner
-    from criticloop.graphs.cli import main
+    from criticloop.cli import main
 
     saved = dict(os.environ)
     if env is not None:
@@ -266,8 +266,8 @@ def review_template(tmp_path_factory, bundled_policy, bundled_embedder) -> tuple
     import re
 
     from criticloop.agents import Sampling
-    from criticloop.graphs.profiles import DEFAULT_PROFILES
     from criticloop.graphs.run import RunOptions, run_feedback
+    from criticloop.reward import DEFAULT_PROFILES
 
     home = tmp_path_factory.mktemp("review-template")
     profiles = home / "profiles.toml"

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from criticloop.graphs.aggregator import (
+from criticloop.graphs.routing import CalibratedPolicy, decide
+from criticloop.reward import (
     FEATURES,
     Example,
     RewardModel,
+    Routing,
+    aggregate,
     fit_reward_model,
     pair_features,
 )
-from criticloop.graphs.profiles import Routing
-from criticloop.graphs.reward import aggregate
-from criticloop.graphs.routing import CalibratedPolicy, decide
 
 WEIGHTS = {"helpfulness": 0.6, "coherence": 0.3, "compliance": 0.1}
 
@@ -198,7 +198,7 @@ def labelled_rows(n: int) -> list[dict]:
 def write_profiles(tmp_path, **calibration) -> str:
     import re
 
-    from criticloop.graphs.profiles import DEFAULT_PROFILES
+    from criticloop.reward import DEFAULT_PROFILES
 
     text = DEFAULT_PROFILES.read_text()
     for key, value in calibration.items():
@@ -233,10 +233,8 @@ def test_calibrate_fits_versions_activates_and_the_graph_routes_by_it(
     model_home, tmp_path, monkeypatch, bundled_policy, bundled_embedder
 ):
     from criticloop.agents import Sampling, Signals
-    from criticloop.graphs.calibrate import calibrate
-    from criticloop.graphs.drift import drift_report
-    from criticloop.graphs.profiles import Profiles
     from criticloop.graphs.run import RunOptions, build_critics, run_feedback
+    from criticloop.reward import Profiles, calibrate, drift_report
     from criticloop.settings import Settings
     from criticloop.store import Store, read_labelled_pairs, read_records
 
@@ -308,7 +306,7 @@ def test_calibrate_fits_versions_activates_and_the_graph_routes_by_it(
 
 def test_drift_groups_flag_a_shifted_week_and_not_a_steady_one():
     """Without a model each week is checked against the pooled earlier weeks."""
-    from criticloop.graphs.drift import _Checker
+    from criticloop.reward._drift import _Checker
 
     rng = np.random.default_rng(7)
     steady = (rng.uniform(size=400) < 0.8).astype(int)
@@ -381,9 +379,7 @@ def test_drift_report_flags_the_week_people_stopped_agreeing(store, settings, tm
     """Decisions made in the reviewer app, three weeks of them: people agree with the
     critics' pick in the first two, mostly not in the third. Scores are recorded at the
     critics' current versions as the graph would; the review times are set per week."""
-    from criticloop.graphs.drift import drift_flags, drift_report
-    from criticloop.graphs.profiles import Profiles
-    from criticloop.graphs.run import build_critics
+    from criticloop.reward import Profiles, build_critics, drift_flags, drift_report
     from criticloop.store import SUPPLIED, CritiqueRecord, DecisionRecord, read_records
 
     profiles = Profiles.load(settings.profiles)

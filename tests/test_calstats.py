@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 import pytest
-from criticloop.graphs._calstats import (
+from criticloop.reward._calstats import (
     Calibrator,
     accuracy,
     binomial_upper,
@@ -161,7 +161,7 @@ def test_choose_calibrator_prefers_a_sigmoid_on_a_temperature_distortion():
 
 def test_choose_calibrator_keeps_each_group_in_one_fold(monkeypatch):
     """Both orders of a pair are one group: a fold never fits on one and scores the other."""
-    from criticloop.graphs import _calstats
+    from criticloop.reward import _calstats
 
     rng = np.random.default_rng(9)
     z = rng.normal(0, 2, 200)

@@ -10,7 +10,7 @@ import sys
 import click
 import pytest
 from conftest import run_cli, run_process
-from criticloop.graphs import cli as cli_module
+from criticloop import cli as cli_module
 
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()):
@@ -58,7 +58,7 @@ HEAVY = (
 def test_help_imports_nothing_heavy():
     code = (
         "import sys\n"
-        "from criticloop.graphs.cli import main\n"
+        "from criticloop.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         f"print([m for m in {HEAVY!r} if m in sys.modules])"
     )
@@ -74,7 +74,7 @@ def test_help_imports_nothing_heavy():
         "criticloop.store",
         "criticloop.settings",
         "criticloop.agents",
-        "criticloop.graphs.cli",
+        "criticloop.cli",
         "criticloop.training",
     ],
 )
@@ -115,7 +115,7 @@ def test_init_then_status(hermetic):
 def test_status_tells_a_live_run_from_one_that_stopped(store):
     import os
 
-    from criticloop.graphs.cli import _run_line
+    from criticloop.cli._data import _run_line
 
     run = store.start_run("graph", {})
     assert _run_line(store.latest_run("graph")).startswith(

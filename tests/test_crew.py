@@ -237,9 +237,7 @@ def test_a_server_without_structured_output_is_named_and_prompt_mode_judges_on_i
 def test_calibrate_has_crew_critics_judge_labelled_pairs_once(store, settings, tmp_path):
     """Imported labelled pairs have no crew verdicts; with crew=True (calibrate --crew) the
     served judge gives them, both orders, once: a second calibration asks nothing again."""
-    from criticloop.graphs.aggregator import FEATURES
-    from criticloop.graphs.calibrate import gather
-    from criticloop.graphs.profiles import Profiles
+    from criticloop.reward import FEATURES, Profiles, gather
     from criticloop.store import read_labelled_pairs
 
     path = tmp_path / "eggs.jsonl"

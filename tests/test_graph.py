@@ -114,7 +114,7 @@ def _setup(tmp_path: Path, monkeypatch=None, **routing) -> None:
     run_cli("init", "--no-demo", check=True)
     run_cli("import", str(_write(tmp_path / "cases.jsonl", _prompts())), check=True)
     if routing:
-        text = (Path(__file__).parent.parent / "graphs" / "profiles.toml").read_text()
+        text = (Path(__file__).parent.parent / "reward" / "profiles.toml").read_text()
         for key, value in routing.items():
             text, n = re.subn(rf"^{key} = .*$", f"{key} = {value}", text, count=1, flags=re.M)
             assert n == 1, key
@@ -370,7 +370,7 @@ def test_graph_run_leaves_training_and_ui_stacks_unimported(model_home):
         "import sys, atexit\n"
         "heavy = ('trl', 'peft', 'bitsandbytes', 'textual', 'crewai', 'sentence_transformers')\n"
         "atexit.register(lambda: print('LOADED', sorted(m for m in heavy if m in sys.modules)))\n"
-        "from criticloop.graphs.cli import main\n"
+        "from criticloop.cli import main\n"
         "main(['graph', 'run', '-p', 'general-001', '-k', '2', '--max-new-tokens', '8', '--json'])\n"
     )
     result = subprocess.run(

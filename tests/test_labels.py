@@ -628,7 +628,7 @@ def test_cli_imports_and_lists(tmp_path):
 
 
 def test_cli_offers_the_store_formats():
-    from criticloop.graphs import _labels_cli
+    from criticloop.cli import _labels as _labels_cli
     from criticloop.store import LABEL_FORMATS
 
     assert _labels_cli._FORMATS == LABEL_FORMATS

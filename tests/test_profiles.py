@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from criticloop.errors import ConfigError
-from criticloop.graphs.profiles import DEFAULT_PROFILES, Profiles
+from criticloop.reward import DEFAULT_PROFILES, Profiles
 from criticloop.vocab import TASK_TYPES
 
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import run_cli
 from criticloop.errors import NotFoundError
 from criticloop.graphs.review import ReviewDesk
-from criticloop.graphs.run import _interrupted, open_checkpointer, thread_config
+from criticloop.graphs.run import waiting_for_review, open_checkpointer, thread_config
 from criticloop.store import CaseFilter, Store, critic_agreement, reviewer_agreement
 
 pytestmark = pytest.mark.slow  # the queue comes from a real graph run (review_template)
@@ -19,8 +19,8 @@ def _thread(settings, case_id: str):
     """The LangGraph thread of a case, as its checkpoints have it."""
     from criticloop.agents import Sampling
     from criticloop.graphs.feedback import ThreadStores, build_feedback_graph
-    from criticloop.graphs.profiles import Profiles
     from criticloop.graphs.run import make_resources
+    from criticloop.reward import Profiles
 
     run_id, prompt_id = case_id.split("/", 1)
     checkpointer = open_checkpointer(settings)
@@ -37,7 +37,7 @@ def test_a_verdict_resumes_the_thread_which_makes_a_human_pair(review_home):
     desk = ReviewDesk(review_home, "ana")
     case = desk.next_case()
     assert case is not None and case.decision["status"] == "waiting"
-    assert _interrupted(_thread(review_home, case.id))
+    assert waiting_for_review(_thread(review_home, case.id))
     critiques_before = desk.store.db["critiques"].count
 
     assert desk.verdict(case.id, "b", comment="B shows its working") is True
@@ -56,7 +56,7 @@ def test_a_verdict_resumes_the_thread_which_makes_a_human_pair(review_home):
     assert decision["status"] == "done" and decision["pair_id"] == pair["id"]
     assert review["preference"] == "b" and review["comment"] == "B shows its working"
     snapshot = _thread(review_home, case.id)
-    assert not _interrupted(snapshot) and snapshot.values["outcome"]["pair_id"] == pair["id"]
+    assert not waiting_for_review(snapshot) and snapshot.values["outcome"]["pair_id"] == pair["id"]
 
 
 def test_a_rewrite_becomes_chosen_as_human_revision(review_home):
@@ -94,10 +94,10 @@ def test_undo_deletes_the_pair_and_rewinds_the_thread_to_its_interrupt(review_ho
     case = desk.next_case()
     desk.verdict(case.id, "a")
     desk.settle(case.id)
-    assert not _interrupted(_thread(review_home, case.id))
+    assert not waiting_for_review(_thread(review_home, case.id))
 
     assert desk.undo(case.id) is True
-    assert _interrupted(_thread(review_home, case.id))
+    assert waiting_for_review(_thread(review_home, case.id))
     with Store.open(review_home.db_path) as store:
         decision = store.get_decision(*case.id.split("/", 1))
         assert decision["status"] == "waiting" and decision["outcome"] == "escalated"

@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 from criticloop.agents import Case, run_critic
-from criticloop.agents._reward_model import (
+from criticloop.errors import ConfigError
+from criticloop.reward import (
     RewardModelCritic,
     RewardModelSpec,
     RewardScorer,
     check_local,
     encode,
 )
-from criticloop.errors import ConfigError
 from criticloop.settings import Settings
 from criticloop.store import Store
 from support.pooling_server import PoolingServer
@@ -236,7 +236,7 @@ def test_what_is_not_a_reward_model_is_refused_in_one_line(
     ],
 )
 def test_profiles_that_misname_a_reward_model_are_refused(tmp_path, text, message):
-    from criticloop.graphs.profiles import Profiles
+    from criticloop.reward import Profiles
 
     path = tmp_path / "p.toml"
     path.write_text(text)
@@ -398,8 +398,8 @@ def test_train_reward_refuses_what_it_cannot_train_in_one_line(hermetic, tmp_pat
 
 def test_an_aggregator_fitted_before_the_reward_model_critic_still_loads():
     import numpy as np
-    from criticloop.graphs import _calstats as cs
-    from criticloop.graphs.aggregator import FEATURES, RewardModel
+    from criticloop.reward import FEATURES, RewardModel
+    from criticloop.reward import _calstats as cs
 
     old = [f for f in FEATURES if "reward_model" not in f]
     data = {
@@ -427,8 +427,7 @@ def test_a_server_that_returns_probabilities_is_read_back_as_logits():
 def test_a_lora_reward_model_on_a_causal_lm_base_trains_and_judges(model_home, tmp_path, models_cache):
     """--rm-tuning lora on a causal LM (as --rm-base smollm2 is): the adapter carries the score
     head, so the registered model loads as a critic on its causal base."""
-    from criticloop.graphs.profiles import Profiles
-    from criticloop.graphs.run import reward_model_spec
+    from criticloop.reward import Profiles, reward_model_spec
 
     base = _tiny_llama(models_cache, tmp_path / "causal-base", "LlamaForCausalLM")
     run_cli("init", "--no-demo", check=True)

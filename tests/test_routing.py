@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from criticloop.graphs.profiles import Routing
-from criticloop.graphs.reward import Comparison, Reward, aggregate, compare
 from criticloop.graphs.routing import decide, route_after_judging
+from criticloop.reward import Comparison, Reward, Routing, aggregate, compare
 
 WEIGHTS = {"helpfulness": 0.5, "coherence": 0.3, "compliance": 0.2}
 ROUTING = Routing(pair_margin=0.05, min_confidence=0.3, max_disagreement=0.4, good_enough=0.45)

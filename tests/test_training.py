@@ -563,7 +563,7 @@ RL_ENV = {
 @pytest.fixture(scope="module")
 def tiny_rm_profile(tmp_path_factory, models_cache) -> Path:
     """A profile naming a tiny reward model (random weights, SmolLM2's chat template) 'tiny'."""
-    from criticloop.graphs.profiles import DEFAULT_PROFILES
+    from criticloop.reward import DEFAULT_PROFILES
     from test_reward_models import _tiny_llama
 
     folder = tmp_path_factory.mktemp("tiny-rm")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from criticloop.graphs.review import ReviewDesk
-from criticloop.graphs.run import _interrupted
+from criticloop.graphs.run import waiting_for_review
 from criticloop.store import Store
 from criticloop.tui import ReviewApp
 from test_review import _thread
@@ -77,7 +77,7 @@ async def test_a_key_decides_and_the_thread_makes_the_pair(review_home, key, pre
     assert review["reviewer"] == "ana" and review["preference"] == preference
     assert decision["status"] == "done" and decision["outcome"] == "human"
     snapshot = _thread(review_home, case.id)
-    assert not _interrupted(snapshot)
+    assert not waiting_for_review(snapshot)
     if preference == "tie":
         assert human == [] and decision["pair_id"] is None
     else:
@@ -136,11 +136,11 @@ async def test_undo_brings_the_case_back_and_the_thread_waits_again(review_home)
         case = app.case
         await pilot.press("a")
         await settled(app, pilot)
-        assert not _interrupted(_thread(review_home, case.id))
+        assert not waiting_for_review(_thread(review_home, case.id))
         await pilot.press("u")
         await settled(app, pilot)
         assert app.case.id == case.id
-        assert _interrupted(_thread(review_home, case.id))
+        assert waiting_for_review(_thread(review_home, case.id))
         with store_of(review_home) as store:
             assert store.db["pairs"].count_where("source = 'human'") == 0
         await pilot.press("b")  # decide again, differently

@@ -12,6 +12,7 @@ Nothing here is imported unless a training command runs: torch, TRL and PEFT loa
 """
 
 from ._config import TrainConfig
+from ._cycle import nightly_training, train_and_gate
 from ._data import PreferenceData, is_heldout, load_preferences
 from ._gate import GateReport, bootstrap_interval, run_gate, sign_test
 from ._jobs import TrainingFailed, TrainResult, resolve_launcher, train
@@ -27,8 +28,10 @@ __all__ = [
     "bootstrap_interval",
     "is_heldout",
     "load_preferences",
+    "nightly_training",
     "resolve_launcher",
     "run_gate",
     "sign_test",
     "train",
+    "train_and_gate",
 ]

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ModelError
-from ..graphs.reward import compare
+from ..reward import compare
 
 WIN, TIE, LOSS = 1.0, 0.5, 0.0
 KL_MAX_TOKENS = 512
@@ -135,7 +135,7 @@ def judge_answers(
     """Judge each (prompt, sample)'s (candidate, baseline) answers, rows in a stable order;
     ``ratios`` are the candidate answers' log-likelihood ratios (KL)."""
     comparison = Comparison()
-    from ..agents._text import find_ad, find_phrases
+    from ..agents import find_ad, find_phrases
 
     if independent is not None:
         comparison.independent_name = independent.version

@@ -28,9 +28,9 @@ def load_base(config: TrainConfig, *, for_training: bool = True) -> tuple[Any, A
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..agents._models import _quiet_transformers
+    from ..agents import quiet_transformers
 
-    _quiet_transformers()
+    quiet_transformers()
     kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if config.bf16 else torch.float32}
     if config.quantize == "4bit":
         if config.device != "cuda":

@@ -70,8 +70,7 @@ def train(
     """Run one training job with ``training`` (default: the settings'); register its adapter."""
     import torch
 
-    from ..agents import policy_ref
-    from ..agents._models import pick_device
+    from ..agents import pick_device, policy_ref
 
     training = training or settings.training
     cuda = torch.cuda.device_count()
@@ -161,9 +160,7 @@ def train(
 
 def check_reward_model(settings: Settings, reward: str) -> None:
     """A reward model named for RL exists and is one: a one-line error now, not in the job."""
-    from ..agents._reward_model import check_local
-    from ..graphs.profiles import Profiles
-    from ..graphs.run import reward_model_spec
+    from ..reward import Profiles, check_local, reward_model_spec
     from ._judge import parse_reward
 
     _, name = parse_reward(reward)
@@ -293,7 +290,7 @@ def train_reward_model(
 def _beats_active(store, settings, row, heldout, measured) -> tuple[bool, str]:
     """Activate the new model when none is active for its dimension, or when it is at least as
     accurate as the active one on the new held-out pairs (both measured on the same pairs)."""
-    from ..graphs.run import trained_spec
+    from ..reward import trained_spec
     from ._reward import evaluate_pairs
 
     current = store.active_trained_reward_model(row["dimension"])
@@ -301,7 +298,7 @@ def _beats_active(store, settings, row, heldout, measured) -> tuple[bool, str]:
         return True, "activated: no reward model was active for its dimension"
     if not measured.get("n"):
         return False, f"kept {current['version']}: no held-out pairs to compare on"
-    from ..agents._reward_model import RewardScorer
+    from ..reward import RewardScorer
 
     old = RewardScorer(trained_spec(current))
     theirs = evaluate_pairs(old.score_many, heldout)

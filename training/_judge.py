@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..agents import Case, Critic, Signals, load_embedder, policy_ref, run_critic
-from ..graphs.profiles import Profiles
-from ..graphs.reward import Reward, aggregate
+from ..reward import Profiles, Reward, aggregate
 from ..settings import Settings
 from ..store import Store
 
@@ -31,7 +30,7 @@ class CriticJudge:
         signals: Signals | None = None,
         veto_penalty: float = -1.0,
     ):
-        from ..graphs.run import build_critics
+        from ..reward import build_critics
 
         self.settings = settings
         self.profiles = profiles or Profiles.load(settings.profiles)
@@ -95,7 +94,7 @@ class ModelReward:
     critics read (the stored turns)."""
 
     def __init__(self, spec: Any, judge: CriticJudge):
-        from ..agents._reward_model import RewardScorer, check_local
+        from ..reward import RewardScorer, check_local
 
         check_local(spec)
         self.scorer = RewardScorer(spec)
@@ -105,7 +104,7 @@ class ModelReward:
     def named(cls, settings: Settings, name: str, judge: CriticJudge) -> ModelReward:
         """``name``: ``trained`` (the active trained model), a trained version, or a table of
         the profile's ``[reward_models]``."""
-        from ..graphs.run import reward_model_spec
+        from ..reward import reward_model_spec
 
         return cls(reward_model_spec(name, judge.profiles, settings, dimension="reward_model"), judge)
 

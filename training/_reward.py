@@ -14,7 +14,7 @@ Bases: ``minilm`` (all-MiniLM-L6-v2, 22M parameters, read as a cross-encoder ove
 conversation and the response; trained whole), ``smollm2`` (the bundled 135M policy with a
 score head; LoRA) or any model directory. The conversation is what the critic sees: the stored
 turns, no system message. The input is built by
-:func:`~criticloop.agents._reward_model.encode`, the same function the critic scores with.
+:func:`~criticloop.reward.encode`, the same function the critic scores with.
 """
 
 from __future__ import annotations
@@ -155,11 +155,11 @@ def run_reward(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
-    from ..agents._models import _quiet_transformers
-    from ..agents._reward_model import encode
+    from ..agents import quiet_transformers
+    from ..reward import encode
     from ._dpo import fit, peak_memory_mb, trainer_args
 
-    _quiet_transformers()
+    quiet_transformers()
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(config.model_path)
     if tokenizer.pad_token is None:
@@ -255,7 +255,7 @@ class _Scorer:
         self.max_length, self.batch_size = max_length, batch_size
 
     def __call__(self, items: list[tuple[list[dict[str, str]], str]]) -> list[float]:
-        from ..agents._reward_model import score_batched
+        from ..reward import score_batched
 
         return score_batched(self.model, self.tokenizer, items, self.max_length, self.batch_size)
 
@@ -267,7 +267,7 @@ def evaluate_pairs(score, pairs: list[dict[str, Any]]) -> dict[str, Any]:
 
     import numpy as np
 
-    from ..graphs import _calstats as cs
+    from ..reward import ece, log_loss, reliability, sigmoid
 
     if not pairs:
         return {"n": 0, "note": "no held-out pairs (more prompts are needed)"}
@@ -277,15 +277,15 @@ def evaluate_pairs(score, pairs: list[dict[str, Any]]) -> dict[str, Any]:
     )
     ms = 1000 * (time.perf_counter() - began) / max(1, len(raw))
     diff = np.array(raw[0::2]) - np.array(raw[1::2])
-    p = cs.sigmoid(np.concatenate([diff, -diff]))
+    p = sigmoid(np.concatenate([diff, -diff]))
     y = np.concatenate([np.ones(len(diff)), np.zeros(len(diff))])
     correct = np.where(diff == 0, 0.5, (diff > 0).astype(float))
     return {
         "n": len(pairs),
         "accuracy": round(float(correct.mean()), 4),
-        "log_loss": round(cs.log_loss(p, y), 4),
-        "ece": round(cs.ece(p, y), 4),
-        "reliability": cs.reliability(p, y),
+        "log_loss": round(log_loss(p, y), 4),
+        "ece": round(ece(p, y), 4),
+        "reliability": reliability(p, y),
         "ms_per_response": round(ms, 2),
     }
 

@@ -11,7 +11,7 @@ The profile weights it like any critic and names the model in its options::
                             # a downloaded hub id, an adapter, or a vLLM server's url)
 
 ``criticloop graph run`` replaces this placeholder with a
-:class:`~criticloop.agents._reward_model.RewardModelCritic` on the named model; without a model
+:class:`~criticloop.reward.RewardModelCritic` on the named model; without a model
 it cannot judge, and the profile refuses to weight it.
 """
 

@@ -30,14 +30,14 @@ from ..agents import (
     policy_ref,
     run_critic,
 )
-from ..agents._reward_model import prepare_reward_critics
 from ..errors import ConfigError, NotFoundError
+from ..progress import progress
 from ..settings import Settings
 from ..store import CriticCall, CritiqueRecord, Store, content_hash
-from .aggregator import Example, Fit, RewardModel, fit_reward_model, pair_features
-from .profiles import Profiles
-from .reward import aggregate
-from .routing import CalibratedPolicy
+from ._aggregator import Example, Fit, RewardModel, fit_reward_model, pair_features
+from ._models import prepare_reward_critics
+from ._profiles import Profiles
+from ._weighted import aggregate
 
 log = logging.getLogger(__name__)
 RUN_KIND = "calibrate"
@@ -173,10 +173,9 @@ def _score(
     cases = {gen: Case.of(*contexts[texts[gen]["prompt_id"]], texts[gen]["text"]) for gen in todo}
     signals = load_signals()
     began = time.perf_counter()
-    from .run import _progress
 
     batch = list(cases.values())
-    bar = _progress(len(batch), True, desc="scoring labelled pairs", unit="response")
+    bar = progress(len(batch), True, desc="scoring labelled pairs", unit="response")
     models = sorted(  # reward-model critics score in batches too, a pair's answers as rivals
         {n for names in todo.values() for n in names}
         & {n for n, c in critics.items() if getattr(c, "backend", "local") == "reward_model"}
@@ -210,7 +209,6 @@ def _judge(
     """Have crew critics judge labelled pairs (A against B, both orders, as the graph does);
     record the verdicts and each call's tokens and cost, and add the scores to ``scores``. A
     pair the judge gave no verdict on is not recorded, so the next calibration asks again."""
-    from .run import _progress
 
     judged: set[str] = set()
     calls = sum(2 if critics[n].llm.settings.both_orders else 1 for _, n in todo)  # type: ignore[attr-defined]
@@ -219,7 +217,7 @@ def _judge(
         len(todo),
         calls,
     )
-    bar = _progress(len(todo), True, desc="judging labelled pairs", unit="pair")
+    bar = progress(len(todo), True, desc="judging labelled pairs", unit="pair")
     for row, name in todo:
         critic = critics[name]
         context = contexts[row["prompt_id"]]
@@ -271,7 +269,7 @@ def calibrate(
 ) -> dict[str, Any]:
     """Fit, report, version and (when it can decide anything) activate a reward model.
     ``crew``: the profile's crew critics judge the labelled pairs they have not judged."""
-    from .run import build_critics
+    from ._critics import build_critics
 
     profiles = Profiles.load(settings.profiles)
     options = profiles.calibration
@@ -415,7 +413,7 @@ def _too_little(have: int, need: int, left_out: dict[str, int] | None = None) ->
 def drift_reference(fit: Fit) -> dict[str, Any]:
     """What people's agreement with the model looked like at calibration, overall and among
     the cases it would escalate (the ones people go on to see)."""
-    from .aggregator import confidence_and_correct
+    from ._aggregator import confidence_and_correct
 
     conf, correct = confidence_and_correct(fit.held_out["p"], fit.held_out["y"])
     out: dict[str, Any] = {
@@ -502,24 +500,3 @@ def write_diagram(fit: Fit, version: str, path: Path) -> None:
 
 def load_model(row: dict[str, Any]) -> RewardModel:
     return RewardModel.from_dict(row["model"])
-
-
-def active_policy(store: Store) -> CalibratedPolicy | None:
-    """The escalation policy of the active reward model, or None (the profile decides)."""
-    row = store.active_reward_model()
-    if row is None or row["policy"].get("threshold") is None:
-        return None
-    try:
-        model = load_model(row)
-    except (KeyError, ValueError) as exc:
-        log.warning("reward model %s cannot be used (%s): the profile decides", row["version"], exc)
-        return None
-    return CalibratedPolicy(
-        version=row["version"],
-        model=model,
-        threshold=row["policy"]["threshold"],
-        target=row["policy"]["target"],
-        risk=row["policy"]["risk"],
-        task_types=frozenset(row["report"].get("task_types", {})),
-        critic_versions=row["critic_versions"],
-    )

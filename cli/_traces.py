@@ -13,10 +13,10 @@ from typing import Any
 import click
 
 from ..errors import NotFoundError
-from .cli import _Context, _print_json, cli, pass_context
+from ._context import Context, pass_context, print_json
 
 
-@cli.command()
+@click.command()
 @click.argument("run_id", required=False)
 @click.argument("prompt_id", required=False)
 @click.option(
@@ -26,7 +26,7 @@ from .cli import _Context, _print_json, cli, pass_context
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_context
 def traces(
-    obj: _Context, run_id: str | None, prompt_id: str | None, limit: int, full: bool, as_json: bool
+    obj: Context, run_id: str | None, prompt_id: str | None, limit: int, full: bool, as_json: bool
 ) -> None:
     """Inspect graph runs: runs, then a run's threads, then one thread's tree of nodes.
 
@@ -39,7 +39,7 @@ def traces(
         if run_id is None:
             runs = store.traced_runs(limit)
             if as_json:
-                return _print_json(runs)
+                return print_json(runs)
             if not runs:
                 click.echo("no graph runs yet: run `criticloop graph run`")
                 return
@@ -59,7 +59,7 @@ def traces(
         if prompt_id is None:
             threads = store.run_threads(run_id)
             if as_json:
-                return _print_json(threads)
+                return print_json(threads)
             if not threads:
                 click.echo(f"run {run_id} has no traces (it ran before tracing was recorded)")
             for t in threads:
@@ -70,7 +70,7 @@ def traces(
             return
         tree = _thread_tree(store, run_id, prompt_id)
         if as_json:
-            return _print_json(tree)
+            return print_json(tree)
         _echo_tree(tree, obj, full)
 
 
@@ -97,7 +97,7 @@ def _thread_tree(store: Any, run_id: str, prompt_id: str) -> dict[str, Any]:
     }
 
 
-def _echo_tree(tree: dict[str, Any], obj: _Context, full: bool) -> None:
+def _echo_tree(tree: dict[str, Any], obj: Context, full: bool) -> None:
     outcome = tree["outcome"]
     said = (
         f"{outcome['outcome']} ({outcome['status']}): {outcome['reason']}"
@@ -182,10 +182,13 @@ def _describe_call(call: dict[str, Any]) -> str:
     )
 
 
-def _langsmith_host(obj: _Context) -> str:
+def _langsmith_host(obj: Context) -> str:
     """The LangSmith web host for the configured endpoint (no network call: a deep link needs
     the workspace and project ids, which only the API knows)."""
     from langsmith.utils import get_host_url
 
     endpoint = obj.settings.langsmith_endpoint or "https://api.smith.langchain.com"
     return get_host_url(None, endpoint)
+
+
+COMMANDS = [traces]

@@ -14,10 +14,10 @@ from typing import Any
 
 import click
 
-from .cli import _Context, _print_json, cli, pass_context
+from ._context import Context, pass_context, print_json
 
 
-@cli.command()
+@click.command()
 @click.option(
     "--target",
     type=float,
@@ -51,7 +51,7 @@ from .cli import _Context, _print_json, cli, pass_context
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_context
 def calibrate(
-    obj: _Context,
+    obj: Context,
     target: float | None,
     risk: float | None,
     dataset: str | None,
@@ -82,11 +82,11 @@ def calibrate(
                 store.deactivate_reward_models()
             models = store.reward_models()
         if as_json:
-            _print_json(models)
+            print_json(models)
         else:
             _echo_models(models)
         return
-    from .calibrate import calibrate as run
+    from ..reward import calibrate as run
 
     settings = obj.settings
     obj.open_store().close()  # a missing database is a clear error before any model loads
@@ -102,7 +102,7 @@ def calibrate(
         crew=crew,
     )
     if as_json:
-        _print_json(summary)
+        print_json(summary)
     else:
         echo_calibration(summary)
 
@@ -199,22 +199,20 @@ def _echo_models(models: list[dict[str, Any]]) -> None:
         )
 
 
-@cli.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_context
-def drift(obj: _Context, as_json: bool) -> None:
+def drift(obj: Context, as_json: bool) -> None:
     """Agreement between people and the automatic judgement per time window, brand and task
     type, with 95% intervals; flags shifts beyond the profile's drift_threshold."""
-    from .drift import drift_report
-    from .profiles import Profiles
-    from .run import build_critics
+    from ..reward import Profiles, build_critics, drift_report
 
     settings = obj.settings
     profiles = Profiles.load(settings.profiles)
     with obj.open_store() as store:
         report = drift_report(store, profiles, build_critics(profiles, settings))
     if as_json:
-        _print_json(report)
+        print_json(report)
         return
     click.echo(f"{report['basis']}; {report['decisions']} decisions by people")
     if not report["decisions"]:
@@ -231,3 +229,6 @@ def drift(obj: _Context, as_json: bool) -> None:
             )
     if report["flags"]:
         click.echo("flags: " + "; ".join(report["flags"]))
+
+
+COMMANDS = [calibrate, drift]

@@ -12,13 +12,13 @@ from typing import Any
 import click
 
 from ..errors import InputError
-from .cli import _Context, _print_json, cli, pass_context
+from ._context import Context, pass_context, print_json
 
 # store.LABEL_FORMATS, without importing the store
 _FORMATS = ("auto", "pandalm", "hh", "plain", "trl")
 
 
-@cli.group()
+@click.group()
 def labels() -> None:
     """Labelled preference pairs: import people's A/B judgements, list what is stored."""
 
@@ -40,7 +40,7 @@ def labels() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summaries as JSON.")
 @pass_context
 def labels_import(
-    obj: _Context, files: tuple[Path, ...], fmt: str, dataset: str | None, as_json: bool
+    obj: Context, files: tuple[Path, ...], fmt: str, dataset: str | None, as_json: bool
 ) -> None:
     """Import labelled A/B pairs from FILES as reviews with source "import".
 
@@ -90,7 +90,7 @@ def labels_import(
             tail = f" (and {more} more)" if more > 0 else ""
             click.echo(f"skipped {reason}: {'; '.join(examples)}{tail}", err=True)
     if as_json:
-        return _print_json(summaries)
+        return print_json(summaries)
     for summary in summaries:
         click.echo(_describe(summary))
 
@@ -132,7 +132,7 @@ def _dimensions(pairs_per: dict[str, int]) -> str:
 @labels.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_context
-def labels_list(obj: _Context, as_json: bool) -> None:
+def labels_list(obj: Context, as_json: bool) -> None:
     """List the labelled datasets: imported ones, and "reviewer" for the reviewer app's verdicts.
 
     For each: pairs, reviews, annotators, how the majority of labels fell (a, b, tie, or no
@@ -142,7 +142,7 @@ def labels_list(obj: _Context, as_json: bool) -> None:
     with obj.open_store() as store:
         datasets = store.label_datasets()
     if as_json:
-        return _print_json(datasets)
+        return print_json(datasets)
     if not datasets:
         click.echo("no labelled pairs yet: run `criticloop labels import FILE`")
         return
@@ -155,3 +155,6 @@ def labels_list(obj: _Context, as_json: bool) -> None:
             f"tie {m['tie']} / none {m['none']}  {(d['first'] or '')[:19]} .. "
             f"{(d['last'] or '')[:19]}{_dimensions(d['dimensions'])}"
         )
+
+
+COMMANDS = [labels]

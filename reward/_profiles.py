@@ -1,6 +1,6 @@
 """Critic profiles: which critics apply per task type and brand, their weights and thresholds.
 
-Profiles live in a TOML file users edit (the default is ``graphs/profiles.toml``; point
+Profiles live in a TOML file users edit (the default is ``reward/profiles.toml``; point
 ``CRITICLOOP_PROFILES`` at your own). It is validated on load with errors that name the file
 and the key, and its version (the ``version`` key plus a hash of the content) goes into every
 run's record.
@@ -69,7 +69,7 @@ class _Weights(BaseModel):
 
 
 class RewardModelEntry(BaseModel):
-    """A ``[reward_models.NAME]`` table: where a reward model is (see agents/_reward_model.py)."""
+    """A ``[reward_models.NAME]`` table: where a reward model is (see reward/_models.py)."""
 
     model_config = ConfigDict(extra="forbid")
 

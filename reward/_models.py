@@ -35,8 +35,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..agents import Case, Score
 from ..errors import ConfigError, ModelError
-from ._critic import Case, Score
 
 Conversation = Sequence[Mapping[str, str]]
 log = logging.getLogger(__name__)
@@ -189,9 +189,9 @@ def load_sequence_classifier(spec: RewardModelSpec, device: str = "cpu") -> tupl
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from ._models import _quiet_transformers
+    from ..agents import quiet_transformers
 
-    _quiet_transformers()
+    quiet_transformers()
     check_local(spec)
     base = spec.model
     if spec.adapter and not base:
@@ -313,7 +313,7 @@ class RewardScorer:
             return [self._raw[k] for k in keys]
 
     def _score_local(self, items: Sequence[tuple[Conversation, str]]) -> list[float]:
-        from ._models import pick_device
+        from ..agents import pick_device
 
         if self._model is None:
             device = pick_device(self.spec.device)

@@ -9,10 +9,10 @@ import click
 from pydantic import ValidationError
 
 from ..vocab import TRAIN_METHODS
-from .cli import _Context, _print_json, cli, pass_context
+from ._context import Context, pass_context, print_json
 
 
-@cli.command()
+@click.command()
 @click.option("--method", type=click.Choice(TRAIN_METHODS), help="Default: the settings' (dpo).")
 @click.option(
     "--launcher",
@@ -55,7 +55,7 @@ from .cli import _Context, _print_json, cli, pass_context
 @click.option("--no-gate", is_flag=True, help="Register the adapter without evaluating it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_context
-def train(obj: _Context, method, launcher, no_gate, as_json, **overrides) -> None:
+def train(obj: Context, method, launcher, no_gate, as_json, **overrides) -> None:
     """Train a LoRA adapter, then promote it only if the gate finds it better; or a reward model.
 
     DPO learns from the preference pairs in the store; PPO, GRPO and RLOO sample responses and
@@ -64,7 +64,7 @@ def train(obj: _Context, method, launcher, no_gate, as_json, **overrides) -> Non
     metrics and the adapter are recorded; an interrupted job with the same data and settings
     resumes from its last checkpoint.
     """
-    from ..training._cycle import train_and_gate
+    from ..training import train_and_gate
 
     settings = obj.settings
     changes: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
@@ -93,7 +93,7 @@ def train(obj: _Context, method, launcher, no_gate, as_json, **overrides) -> Non
         pass
     summary = train_and_gate(settings, training, gate=not no_gate)
     if as_json:
-        _print_json(summary)
+        print_json(summary)
     else:
         echo_training(summary)
     if summary["status"] == "failed":
@@ -157,7 +157,7 @@ def echo_gate_detail(gate: dict[str, Any]) -> None:
         click.echo(f"  DRIFT       {flag}")
 
 
-@cli.group()
+@click.group()
 def adapters() -> None:
     """The adapter registry: list, evaluate, promote by hand, roll back."""
 
@@ -165,7 +165,7 @@ def adapters() -> None:
 @adapters.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_context
-def adapters_list(obj: _Context, as_json: bool) -> None:
+def adapters_list(obj: Context, as_json: bool) -> None:
     """Every trained adapter, newest first, with its status, parent and gate result."""
     with obj.open_store() as store:
         rows = store.list_adapters()
@@ -173,7 +173,7 @@ def adapters_list(obj: _Context, as_json: bool) -> None:
             reports = store.gate_reports(row["version"])
             row["gate"] = reports[0]["report"] if reports else None
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     if not rows:
         click.echo("no adapters yet: criticloop train makes one (or graph run --train auto)")
@@ -192,7 +192,7 @@ def adapters_list(obj: _Context, as_json: bool) -> None:
 @click.argument("version")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_context
-def adapters_evaluate(obj: _Context, version: str, as_json: bool) -> None:
+def adapters_evaluate(obj: Context, version: str, as_json: bool) -> None:
     """Run the gate for VERSION against the adapter in service; promote it if it passes."""
     from ..training import run_gate
 
@@ -200,7 +200,7 @@ def adapters_evaluate(obj: _Context, version: str, as_json: bool) -> None:
         store.get_adapter(version)
     report = run_gate(obj.settings, version)
     if as_json:
-        _print_json(report.as_dict())
+        print_json(report.as_dict())
         return
     verdict = "promoted" if report.decision == "promote" else "kept the current adapter"
     click.echo(f"gate for {version} against {report.baseline or 'the base model'}: {verdict}")
@@ -211,7 +211,7 @@ def adapters_evaluate(obj: _Context, version: str, as_json: bool) -> None:
 @adapters.command("promote")
 @click.argument("version")
 @pass_context
-def adapters_promote(obj: _Context, version: str) -> None:
+def adapters_promote(obj: Context, version: str) -> None:
     """Put VERSION in service by hand, whatever the gate said."""
     with obj.open_store() as store:
         replaced = store.promote_adapter(version, "promoted by hand")
@@ -220,7 +220,7 @@ def adapters_promote(obj: _Context, version: str) -> None:
 
 @adapters.command("rollback")
 @pass_context
-def adapters_rollback(obj: _Context) -> None:
+def adapters_rollback(obj: Context) -> None:
     """Retire the adapter in service and restore the one it replaced."""
     from ..agents import policy_ref
 
@@ -230,13 +230,13 @@ def adapters_rollback(obj: _Context) -> None:
     click.echo(f"retired {retired}; in service now: {restored or 'the base model'}")
 
 
-@cli.command()
+@click.command()
 @click.option(
     "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Jobs to show."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_context
-def jobs(obj: _Context, limit: int, as_json: bool) -> None:
+def jobs(obj: Context, limit: int, as_json: bool) -> None:
     """Training jobs, newest first: status, what they produced, why they failed, and the gate's
     decision and drift flags for the adapter they trained."""
     with obj.open_store() as store:
@@ -252,7 +252,7 @@ def jobs(obj: _Context, limit: int, as_json: bool) -> None:
                 else None
             )
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     if not rows:
         click.echo("no training jobs yet")
@@ -270,7 +270,7 @@ def jobs(obj: _Context, limit: int, as_json: bool) -> None:
             click.echo(f"    DRIFT {flag}")
 
 
-@cli.group("reward-models")
+@click.group("reward-models")
 def reward_models() -> None:
     """Reward models trained with `criticloop train --method reward`: list, activate."""
 
@@ -278,12 +278,12 @@ def reward_models() -> None:
 @reward_models.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_context
-def reward_models_list(obj: _Context, as_json: bool) -> None:
+def reward_models_list(obj: Context, as_json: bool) -> None:
     """Every trained reward model, newest first, with what it was measured at."""
     with obj.open_store() as store:
         rows = store.trained_reward_models()
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     if not rows:
         click.echo("no reward models yet: criticloop train --method reward trains one")
@@ -305,7 +305,7 @@ def reward_models_list(obj: _Context, as_json: bool) -> None:
 @reward_models.command("activate")
 @click.argument("version")
 @pass_context
-def reward_models_activate(obj: _Context, version: str) -> None:
+def reward_models_activate(obj: Context, version: str) -> None:
     """Make VERSION the model `reward_model:trained` loads for its dimension."""
     with obj.open_store() as store:
         store.activate_trained_reward_model(version)
@@ -316,8 +316,11 @@ def reward_models_activate(obj: _Context, version: str) -> None:
 @reward_models.command("deactivate")
 @click.argument("version")
 @pass_context
-def reward_models_deactivate(obj: _Context, version: str) -> None:
+def reward_models_deactivate(obj: Context, version: str) -> None:
     """Stop loading VERSION as `reward_model:trained`."""
     with obj.open_store() as store:
         store.deactivate_trained_reward_model(version)
     click.echo(f"{version} is inactive")
+
+
+COMMANDS = [train, adapters, jobs, reward_models]

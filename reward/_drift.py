@@ -23,9 +23,9 @@ import numpy as np
 from ..agents import Critic
 from ..store import Store
 from . import _calstats as cs
-from .aggregator import FEATURES, confidence_and_correct
-from .calibrate import gather, load_model
-from .profiles import Profiles
+from ._aggregator import FEATURES, confidence_and_correct
+from ._calibrate import gather, load_model
+from ._profiles import Profiles
 
 
 def _no_signals():
@@ -160,7 +160,7 @@ def drift_flags(store: Store, profiles: Profiles, critics: dict[str, Critic]) ->
 def calibration_stats(store: Store, settings: Any) -> dict[str, Any]:
     """What the reviewer app's stats screen shows about calibration: the active reward model
     (its held-out metrics, reliability bins and escalation policy) and the drift trend."""
-    from .run import build_critics
+    from ._critics import build_critics
 
     try:
         profiles = Profiles.load(settings.profiles)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import _calstats as cs
-from .reward import CLEAR_DIFFERENCE, Reward
+from ._weighted import CLEAR_DIFFERENCE, Reward
 
 DIMENSIONS = (
     "helpfulness",
