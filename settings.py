@@ -34,6 +34,14 @@ BUNDLED = "bundled"
 
 ENV_PREFIX = "CRITICLOOP_"
 NESTED_DELIMITER = "__"
+ENV_SOURCES = SettingsConfigDict(
+    env_prefix=ENV_PREFIX,
+    env_nested_delimiter=NESTED_DELIMITER,
+    env_file=".env",
+    env_file_encoding="utf-8",
+    extra="ignore",
+)
+"""Where settings come from: CRITICLOOP_* variables (``__`` between nested names) and ``.env``."""
 
 
 def default_home() -> Path:
@@ -157,7 +165,12 @@ class LimitsSettings(BaseModel):
 
 
 class TrainingSettings(BaseModel):
-    """``criticloop train`` and the training phase of ``criticloop graph run --train``."""
+    """``criticloop train`` and the training phase of ``criticloop graph run --train``.
+
+    Declared once, here: a training job's config (``criticloop.training.TrainConfig``) nests
+    these settings whole, with ``launcher`` and ``rm_tuning`` resolved from ``auto``, and its
+    worker reads them from the job's ``config.json``, not from the environment. PPO's own
+    algorithm knobs (clip ranges, GAE, value loss) are ``PPOSettings``'."""
 
     method: Literal["dpo", "ppo", "grpo", "rloo", "reward"] = Field(
         "dpo",
@@ -432,14 +445,7 @@ class TeacherSettings(BaseModel):
 class Settings(BaseSettings):
     """criticloop configuration. Build with :meth:`Settings.load`."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter=NESTED_DELIMITER,
-        env_file=".env",
-        env_file_encoding="utf-8",
-        extra="ignore",
-        populate_by_name=True,
-    )
+    model_config = SettingsConfigDict(**ENV_SOURCES, populate_by_name=True)
 
     home: Path = Field(
         default_factory=default_home,

@@ -10,6 +10,7 @@ from ._crew import CrewCritic, JudgeLLM
 from ._critic import (
     CRITICS,
     MAX_JUDGED_CHARS,
+    BaseCritic,
     Case,
     Critic,
     Score,
@@ -35,6 +36,7 @@ from ._text import find_ad, find_phrases
 __all__ = [
     "CRITICS",
     "MAX_JUDGED_CHARS",
+    "BaseCritic",
     "CrewCritic",
     "JudgeLLM",
     "Teacher",

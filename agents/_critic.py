@@ -5,6 +5,10 @@ configuration) and is called with a :class:`Case` and the run's shared :class:`S
 It returns a :class:`Score`: higher is always better for the reward, ``score is None`` means
 it could not judge (the reason is the rationale), and ``veto`` marks a hard rule violation.
 A critic never raises for a bad text: the graph turns exceptions into unscored results too.
+
+The built-in critics are built on :class:`BaseCritic`, which holds what they share (identity,
+when they apply, the unscored early returns and their reasons), so each module in
+``agents/critics/`` keeps only its own judging.
 """
 
 from __future__ import annotations
@@ -129,6 +133,112 @@ class Critic(Protocol):
         ...
 
     def __call__(self, case: Case, signals: Signals) -> Score: ...
+
+
+# ---- the skeleton the built-in critics share ----------------------------------------------------
+
+NEEDS: dict[str, tuple[Callable[[Case], bool], str]] = {
+    "campaign": (lambda case: bool(case.campaign), "no campaign attached"),
+    "brand": (lambda case: bool(case.brand), "no brand attached"),
+    "persona": (lambda case: bool(case.persona and case.persona.strip()), "no persona given"),
+}
+"""What a critic may need of a case: need -> (whether the case has it, the unscored reason)."""
+
+
+class BaseCritic:
+    """The skeleton of a built-in critic: it declares itself in its class line, judges in
+    :meth:`judge`, and inherits the rest::
+
+        @critic("salience")
+        @dataclass(frozen=True)
+        class SalienceCritic(BaseCritic, name="salience", version="1", needs=("campaign",)):
+            def judge(self, case: Case, text: str, signals: Signals) -> Score: ...
+
+    ``dimension`` defaults to ``name``; ``needs`` names parts of the case from :data:`NEEDS`.
+    The critic applies where the case has every need, and calling it returns unscored, with
+    the reason, for an empty response ("empty response") and then for each need the case
+    lacks; otherwise it returns :meth:`judge` on the judged text (never empty).
+    """
+
+    name: str
+    dimension: str
+    version: str
+    needs: tuple[str, ...] = ()
+
+    def __init_subclass__(
+        cls,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+        dimension: str | None = None,
+        needs: tuple[str, ...] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if name is not None:
+            cls.name = name
+            cls.dimension = dimension or name
+        elif dimension is not None:
+            cls.dimension = dimension
+        if version is not None:
+            cls.version = version
+        if needs is not None:
+            unknown = sorted(set(needs) - set(NEEDS))
+            if unknown:
+                raise ValueError(f"{cls.__name__} needs unknown case parts {unknown}")
+            cls.needs = tuple(needs)
+        missing = [k for k in ("name", "dimension", "version") if not hasattr(cls, k)]
+        if missing:
+            raise TypeError(f"{cls.__name__} declares no {', '.join(missing)}")
+
+    def applies(self, case: Case) -> bool:
+        return all(NEEDS[need][0](case) for need in self.needs)
+
+    def __call__(self, case: Case, signals: Signals) -> Score:
+        text = case.judged_text
+        if not text.strip():
+            return self.unscored("empty response")
+        for need in self.needs:
+            present, reason = NEEDS[need]
+            if not present(case):
+                return self.unscored(reason)
+        return self.judge(case, text, signals)
+
+    def judge(self, case: Case, text: str, signals: Signals) -> Score:
+        """The critic's own verdict on ``text`` (``case.judged_text``, not empty)."""
+        raise NotImplementedError
+
+    def scored(
+        self,
+        score: float,
+        confidence: float,
+        rationale: str,
+        evidence: dict[str, Any],
+        *,
+        veto: bool = False,
+    ) -> Score:
+        """A score of this critic, its value and confidence rounded to 4 places."""
+        return Score(
+            self.dimension,
+            round(score, 4),
+            round(confidence, 4),
+            rationale,
+            self.version,
+            evidence,
+            veto,
+        )
+
+    def unscored(self, reason: str, evidence: dict[str, Any] | None = None) -> Score:
+        return Score.unscored(self.dimension, reason, self.version, evidence)
+
+
+def truncation(case: Case, *, flag: bool = True) -> dict[str, Any]:
+    """Evidence that only the first MAX_JUDGED_CHARS characters were judged ({} if all were):
+    ``truncated`` (unless ``flag`` is false), ``judged_chars`` and ``response_chars``."""
+    if not case.truncated:
+        return {}
+    flagged: dict[str, Any] = {"truncated": True} if flag else {}
+    return {**flagged, "judged_chars": len(case.judged_text), "response_chars": len(case.response)}
 
 
 CRITICS: dict[str, Callable[..., Critic]] = {}

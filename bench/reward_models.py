@@ -63,26 +63,23 @@ def decisive(path: Path) -> list[dict]:
 def train(base: str, rows: list[dict], out: Path, args, settings: Settings) -> tuple[float, Path]:
     """Train on ``rows``; return (seconds, the model's directory) and leave it at ``out``."""
     ref = reward_base(settings, base)
-    training = settings.training
-    config = TrainConfig(
-        method="reward",
+    training = settings.training.model_copy(
+        update={
+            "method": "reward",
+            "max_steps": args.max_steps or 0,
+            "max_length": args.max_length or settings.training.max_length,
+            "save_steps": 100_000,
+            "seed": args.seed,
+        }
+    )
+    config = TrainConfig.build(
+        settings,
+        training,
+        ref,
+        "cpu",
+        "inprocess",
         job_id=out.name,
-        base_model=ref.name,
-        model_path=ref.source,
-        home=str(settings.home),
         output_dir=str(out),
-        launcher="inprocess",
-        device="cpu",
-        learning_rate=training.learning_rate,
-        epochs=training.epochs,
-        max_steps=args.max_steps or 0,
-        batch_size=training.batch_size,
-        max_length=args.max_length or training.max_length,
-        lora_r=training.lora_r,
-        lora_alpha=training.lora_alpha,
-        lora_dropout=training.lora_dropout,
-        save_steps=100_000,
-        seed=args.seed,
         rm_tuning=resolve_tuning("auto", ref.source),
     )
     if args.reuse and (out / "metrics.json").exists():  # trained by an earlier run: measure only

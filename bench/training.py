@@ -41,22 +41,25 @@ def machine() -> str:
 
 def base_config(args, workdir: Path, model_path: str, quantize: str = "none"):
     import torch
+    from criticloop.settings import TrainingSettings
     from criticloop.training import TrainConfig
 
     return TrainConfig(
-        method="dpo",
         job_id="bench",
         base_model="bench",
         model_path=model_path,
         home=str(workdir),
         output_dir=str(workdir / "out"),
-        launcher="inprocess",
         device="cuda" if torch.cuda.is_available() else "cpu",
-        quantize=quantize,
-        max_steps=args.steps,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        save_steps=10_000,  # neither variant checkpoints inside the measured steps
+        training=TrainingSettings(
+            method="dpo",
+            launcher="inprocess",
+            quantize=quantize,
+            max_steps=args.steps,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            save_steps=10_000,  # neither variant checkpoints inside the measured steps
+        ),
     )
 
 
@@ -114,24 +117,24 @@ def run_plain(config, data_file: Path) -> dict:
     model = AutoModelForCausalLM.from_pretrained(config.model_path, dtype=dtype)
     args = DPOConfig(
         output_dir=config.output_dir,
-        per_device_train_batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        max_steps=config.max_steps,
-        beta=config.beta,
-        max_length=config.max_length,
+        per_device_train_batch_size=config.training.batch_size,
+        learning_rate=config.training.learning_rate,
+        max_steps=config.training.max_steps,
+        beta=config.training.beta,
+        max_length=config.training.max_length,
         logging_steps=1,
         save_strategy="no",
         report_to=[],
         bf16=config.bf16,
         use_cpu=config.device == "cpu",
-        gradient_checkpointing=config.gradient_checkpointing,
-        seed=config.seed,
+        gradient_checkpointing=config.training.gradient_checkpointing,
+        seed=config.training.seed,
         disable_tqdm=True,
     )
     peft_config = LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
+        r=config.training.lora_r,
+        lora_alpha=config.training.lora_alpha,
+        lora_dropout=config.training.lora_dropout,
         target_modules="all-linear",
         task_type="CAUSAL_LM",
     )
@@ -164,11 +167,9 @@ def child(variant: str, config_file: Path, data_file: Path) -> None:
 
 
 def measure(variant: str, config, data_file: Path, workdir: Path) -> dict:
-    from dataclasses import replace
-
     # A fresh output directory each run: a checkpoint left by an earlier run would be resumed.
     out = Path(tempfile.mkdtemp(dir=workdir, prefix=f"{variant}-"))
-    config = replace(config, output_dir=str(out))
+    config = config.for_job(config.job_id, out)
     config_file = out / "config.json"
     config.write(config_file)
     out = subprocess.run(
@@ -245,19 +246,18 @@ def bench_ppo(args, settings) -> list[dict]:
         prompt_ids = training_prompts(store, settings.training.heldout_percent)
     steps: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
-        config = TrainConfig(
-            method="ppo",
-            job_id="bench",
-            base_model=ref.name,
-            model_path=ref.source,
-            home=str(settings.home),
-            output_dir=tmp,
-            launcher="inprocess",
-            device="cuda" if torch.cuda.is_available() else "cpu",
-            batch_size=args.ppo_prompts,
-            rl_steps=args.ppo_steps,
-            rl_samples_per_prompt=2,
-            rl_max_new_tokens=args.ppo_tokens,
+        training = settings.training.model_copy(
+            update={
+                "method": "ppo",
+                "batch_size": args.ppo_prompts,
+                "rl_steps": args.ppo_steps,
+                "rl_samples_per_prompt": 2,
+                "rl_max_new_tokens": args.ppo_tokens,
+            }
+        )
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        config = TrainConfig.build(
+            settings, training, ref, device, "inprocess", job_id="bench", output_dir=tmp
         )
         run_online(config, prompt_ids, steps.append)
     return steps

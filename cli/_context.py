@@ -4,7 +4,10 @@ declaration for ``generate`` and ``graph run``)."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +16,7 @@ import click
 from ..vocab import TASK_TYPES
 
 if TYPE_CHECKING:
+    from ..agents import Sampling
     from ..settings import Settings
     from ..store import Store
 
@@ -44,9 +48,60 @@ class Context:
 pass_context = click.make_pass_decorator(Context)
 
 
-def prompt_selection(command):
-    """-n/--limit, -t/--task-type, -p/--prompt: which prompts a job works on."""
-    options = [
+@dataclass(frozen=True)
+class Selection:
+    """Which prompts a job works on (-n, -t, -p)."""
+
+    limit: int | None
+    task_types: tuple[str, ...]
+    prompt_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SamplingChoice:
+    """-k and the sampling options as given; unset ones come from CRITICLOOP_GENERATION__*."""
+
+    candidates: int | None
+    max_new_tokens: int | None
+    temperature: float | None
+    top_p: float | None
+    seed: int | None
+
+    def k(self, settings: Settings) -> int:
+        return self.candidates or settings.generation.candidates
+
+    def sampling(self, settings: Settings) -> Sampling:
+        from ..agents import Sampling
+
+        defaults = settings.generation
+        return Sampling(
+            max_new_tokens=self.max_new_tokens or defaults.max_new_tokens,
+            temperature=defaults.temperature if self.temperature is None else self.temperature,
+            top_p=self.top_p or defaults.top_p,
+            seed=defaults.seed if self.seed is None else self.seed,
+        )
+
+
+def _bundled(options: list, into: type, name: str):
+    """A decorator adding ``options`` to a command whose callback gets them as one ``name``
+    argument of type ``into`` (one declaration for every command that takes them)."""
+    fields = [f.name for f in dataclasses.fields(into)]
+
+    def decorate(function):
+        @functools.wraps(function)
+        def callback(*args, **kwargs):
+            kwargs[name] = into(**{f: kwargs.pop(f) for f in fields})
+            return function(*args, **kwargs)
+
+        for option in reversed(options):
+            callback = option(callback)
+        return callback
+
+    return decorate
+
+
+prompt_selection = _bundled(
+    [
         click.option("-n", "--limit", type=click.IntRange(min=1), help="Only the first N prompts."),
         click.option(
             "-t",
@@ -59,15 +114,12 @@ def prompt_selection(command):
         click.option(
             "-p", "--prompt", "prompt_ids", multiple=True, help="Only this prompt id (repeatable)."
         ),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
-def sampling_options(command):
-    """-k and the sampling settings; unset ones come from CRITICLOOP_GENERATION__*."""
-    options = [
+    ],
+    Selection,
+    "selection",
+)
+sampling_options = _bundled(
+    [
         click.option(
             "-k", "--candidates", type=click.IntRange(1, 32), help="Candidates per prompt."
         ),
@@ -79,22 +131,10 @@ def sampling_options(command):
             "--top-p", type=click.FloatRange(min=0, max=1, min_open=True), help="Nucleus mass."
         ),
         click.option("--seed", type=int, help="Sampling seed; a new seed gives new candidates."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
-def sampling_from(settings: Settings, max_new_tokens, temperature, top_p, seed):
-    from ..agents import Sampling
-
-    defaults = settings.generation
-    return Sampling(
-        max_new_tokens=max_new_tokens or defaults.max_new_tokens,
-        temperature=defaults.temperature if temperature is None else temperature,
-        top_p=top_p or defaults.top_p,
-        seed=defaults.seed if seed is None else seed,
-    )
+    ],
+    SamplingChoice,
+    "choice",
+)
 
 
 def print_json(payload: Any) -> None:

@@ -13,10 +13,11 @@ from ..errors import InputError
 from ..vocab import TASK_TYPES
 from ._context import (
     Context,
+    SamplingChoice,
+    Selection,
     pass_context,
     print_json,
     prompt_selection,
-    sampling_from,
     sampling_options,
 )
 
@@ -28,17 +29,7 @@ from ._context import (
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_context
 def generate(
-    obj: Context,
-    limit,
-    task_types,
-    prompt_ids,
-    candidates,
-    max_new_tokens,
-    temperature,
-    top_p,
-    seed,
-    batch_size,
-    as_json,
+    obj: Context, selection: Selection, choice: SamplingChoice, batch_size, as_json
 ) -> None:
     """Sample K candidate responses per prompt with the local policy and store them.
 
@@ -49,16 +40,15 @@ def generate(
     from ..graphs import run_generate
 
     defaults = obj.settings.generation
-    sampling = sampling_from(obj.settings, max_new_tokens, temperature, top_p, seed)
     with obj.open_store() as store:
         summary = run_generate(
             obj.settings,
             store,
-            prompt_ids=prompt_ids,
-            task_types=task_types,
-            limit=limit,
-            candidates=candidates or defaults.candidates,
-            sampling=sampling,
+            prompt_ids=selection.prompt_ids,
+            task_types=selection.task_types,
+            limit=selection.limit,
+            candidates=choice.k(obj.settings),
+            sampling=choice.sampling(obj.settings),
             batch_size=batch_size or defaults.batch_size,
             progress=not as_json,
         )
@@ -105,14 +95,8 @@ def graph() -> None:
 @pass_context
 def graph_run(
     obj: Context,
-    limit,
-    task_types,
-    prompt_ids,
-    candidates,
-    max_new_tokens,
-    temperature,
-    top_p,
-    seed,
+    selection: Selection,
+    choice: SamplingChoice,
     concurrency,
     human_budget,
     train_mode,
@@ -138,12 +122,12 @@ def graph_run(
         )
 
         options = RunOptions(
-            sampling=sampling_from(settings, max_new_tokens, temperature, top_p, seed),
-            candidates=candidates or settings.generation.candidates,
+            sampling=choice.sampling(settings),
+            candidates=choice.k(settings),
             concurrency=concurrency or settings.concurrency,
-            prompt_ids=prompt_ids,
-            task_types=task_types,
-            limit=limit,
+            prompt_ids=selection.prompt_ids,
+            task_types=selection.task_types,
+            limit=selection.limit,
             human_budget=human_budget,
             progress=not as_json,
         )

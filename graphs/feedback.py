@@ -5,8 +5,10 @@
                    +--------------------------------------------------------------+ (revise)
 
 ``build_feedback_graph(resources, checkpointer)`` compiles it; ``criticloop graph run`` drives it
-over many prompts (``graphs/run.py``). Nodes write to the store with natural keys, so a node
-that runs again after a crash, or before an ``interrupt()`` on resume, duplicates nothing.
+over many prompts (``graphs/run.py``), each run given the resources (models, store) as its
+context: the nodes are module functions of the state and the run's ``Runtime``. Nodes write to
+the store with natural keys, so a node that runs again after a crash, or before an
+``interrupt()`` on resume, duplicates nothing.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from ..agents import (
@@ -48,6 +51,9 @@ from ._generate import generate_and_record
 from .routing import CalibratedPolicy, decide, route_after_judging
 from .state import CandidateState, FeedbackState
 from .tracing import current_trace, span_node
+
+if TYPE_CHECKING:
+    from langchain_core.runnables import RunnableConfig
 
 
 class ThreadStores:
@@ -91,7 +97,8 @@ class StageTimes:
 
 @dataclass
 class FeedbackResources:
-    """What the graph's nodes use. Models load on first use, so compiling costs nothing."""
+    """What the graph's nodes use, given to each run as its context (never checkpointed).
+    Models load on first use, so compiling costs nothing."""
 
     settings: Settings
     stores: ThreadStores
@@ -160,180 +167,209 @@ class FeedbackResources:
         return self.profiles.for_prompt(prompt["task_type"], prompt["brand_id"]).weights
 
 
-def build_feedback_graph(resources: FeedbackResources, checkpointer: Any = None):
-    """Compile the feedback graph over ``resources``; pass a checkpointer to persist threads."""
-    r = resources
-    builder = StateGraph(FeedbackState)
+# ---- the nodes --------------------------------------------------------------------------------
+# Module-level functions of the state and the run's ``Runtime``: the resources they use are the
+# run's context (``graph.invoke(..., context=resources)``), never part of the graph, so they
+# stay out of the checkpoints and one compiled graph serves any resources with the same critics.
 
-    def generate(state: FeedbackState) -> dict:
-        if state.get("candidates"):
-            return {}
-        return {"candidates": _candidates(r, state["run_id"], state["prompt_id"])}
+Node = Callable[[FeedbackState, Runtime[FeedbackResources]], dict]
 
-    def prepare(state: FeedbackState) -> dict:
-        scored = state.get("scores") or {}
-        weights = r.weights(state["prompt_id"])
-        local = [  # LLM judges need no shared signals: with only those, load no local model
-            name
-            for name, w in weights.items()
-            if w > 0 and getattr(r.critics.get(name), "backend", "local") == "local"
-        ]
-        todo = [
-            c
-            for c in state["candidates"]
-            if any(name not in scored.get(c["id"], {}) for name in local)
-        ]
-        if todo:
-            r.signals().prepare([r.case(state["prompt_id"], c) for c in todo])
-        models = [  # reward models: one batched pass per model over the unscored candidates
-            name
-            for name, w in weights.items()
-            if w > 0 and getattr(r.critics.get(name), "backend", "local") == "reward_model"
-        ]
-        if any(  # every candidate goes in: the scored ones are cached, and they are rivals
-            name not in scored.get(c["id"], {}) for c in state["candidates"] for name in models
-        ):
-            prepare_reward_critics(
-                r.critics, models, [r.case(state["prompt_id"], c) for c in state["candidates"]]
-            )
+RESOURCES_KEY = "criticloop_resources"
+"""Configurable key of a graph's own resources (:func:`with_resources`): the context of the runs
+whose caller passes none, as LangGraph's server cannot (it sends JSON, the nodes need models)."""
+
+
+def generate(state: FeedbackState, runtime: Runtime[FeedbackResources]) -> dict:
+    if state.get("candidates"):
         return {}
+    return {"candidates": _candidates(runtime.context, state["run_id"], state["prompt_id"])}
 
-    def make_critic_node(name: str, critic: Critic) -> Callable[[FeedbackState], dict]:
-        def judge(state: FeedbackState) -> dict:
-            if r.weights(state["prompt_id"]).get(name, 0) <= 0:
-                return {}
-            done = state.get("scores") or {}
-            todo = [
-                c
-                for c in state["candidates"]
-                if name not in done.get(c["id"], {})
-                and critic.applies(r.case(state["prompt_id"], c))
-            ]
-            if not todo:
-                return {}
-            if getattr(critic, "pairwise", False):
-                scores, calls = _judge_pairwise(r, state, name, critic, todo)
-            else:
-                scores, calls = _judge_each(r, state, name, critic, todo)
-            store = r.stores.get()
-            out: dict[str, dict[str, Any]] = {}
-            backend = getattr(critic, "backend", "local")
-            # The calls and what they produced land together: a kill before this loses both,
-            # and the rerun records each once (a call row per critique, never a stray one).
-            with store.transaction():
-                for candidate_id, score in scores.items():
-                    store.record_critique(
-                        CritiqueRecord.of(candidate_id, name, score, backend, state["run_id"])
-                    )
-                    out[candidate_id] = {name: score.as_dict()}
-                for call in calls:
-                    store.record_critic_call(call)
-            return {"scores": out} if out else {}
 
-        return judge
-
-    def judge_all(state: FeedbackState) -> dict:
-        prompt, _, _ = r.context(state["prompt_id"])
-        profile = r.profiles.for_prompt(prompt["task_type"], prompt["brand_id"])
-        scores = state.get("scores") or {}
-        rewards = [
-            aggregate(c["id"], scores.get(c["id"], {}), profile.weights)
-            for c in state["candidates"]
-        ]
-        pending = state.get("pending_revision")
-        decision = decide(
-            rewards,
-            profile.weights,
-            profile.routing,
-            revisions=state.get("revisions", 0),
-            revision=tuple(pending) if pending else None,
+def prepare(state: FeedbackState, runtime: Runtime[FeedbackResources]) -> dict:
+    r = runtime.context
+    scored = state.get("scores") or {}
+    weights = r.weights(state["prompt_id"])
+    local = [  # LLM judges need no shared signals: with only those, load no local model
+        name
+        for name, w in weights.items()
+        if w > 0 and getattr(r.critics.get(name), "backend", "local") == "local"
+    ]
+    todo = [
+        c for c in state["candidates"] if any(name not in scored.get(c["id"], {}) for name in local)
+    ]
+    if todo:
+        r.signals().prepare([r.case(state["prompt_id"], c) for c in todo])
+    models = [  # reward models: one batched pass per model over the unscored candidates
+        name
+        for name, w in weights.items()
+        if w > 0 and getattr(r.critics.get(name), "backend", "local") == "reward_model"
+    ]
+    if any(  # every candidate goes in: the scored ones are cached, and they are rivals
+        name not in scored.get(c["id"], {}) for c in state["candidates"] for name in models
+    ):
+        prepare_reward_critics(
+            r.critics, models, [r.case(state["prompt_id"], c) for c in state["candidates"]]
         )
-        learned = r.calibrated
-        if learned is not None and decision.route in ("pair", "escalate") and not pending:
-            versions = critic_versions(r.critics)
-            why_not = learned.applies(prompt["task_type"], versions, profile.weights)
-            if why_not is None:
-                decision = learned.decide(decision, rewards, profile.weights)
-            else:  # say why the profile's thresholds decided instead
-                decision = replace(
-                    decision, reason=f"{decision.reason} (profile thresholds: {why_not})"
-                )
-        return {
-            "rewards": {rw.candidate_id: rw.as_dict() for rw in rewards},
-            "decision": decision.as_dict(),
-            "pending_revision": None,
-        }
+    return {}
 
-    def revise(state: FeedbackState) -> dict:
-        target_id = state["decision"]["chosen"]
-        target = next(c for c in state["candidates"] if c["id"] == target_id)
-        rounds = state.get("revisions", 0)
-        revision = _revise(r, state, target, rounds)
-        return {
-            "candidates": [revision],
-            "revisions": rounds + 1,
-            "pending_revision": [revision["id"], target_id],
-        }
 
-    def pair(state: FeedbackState) -> dict:
-        d = state["decision"]
-        texts = {c["id"]: c["text"] for c in state["candidates"]}
-        record = PairRecord(
-            prompt_id=state["prompt_id"],
-            chosen=texts[d["chosen"]],
-            rejected=texts[d["rejected"]],
-            source=d["source"],
-            margin=d["margin"],
-            chosen_generation_id=d["chosen"],
-            rejected_generation_id=d["rejected"],
-            run_id=state["run_id"],
-        )
-        store = r.stores.get()
-        store.record_pair(record)
-        outcome = "revision" if d["source"] == "revision" else "pair"
-        _record_decision(r, state, outcome, "done", d["reason"], pair_id=record.id)
-        return {"outcome": {"outcome": outcome, "reason": d["reason"], "pair_id": record.id}}
+def judge(state: FeedbackState, runtime: Runtime[FeedbackResources], *, name: str) -> dict:
+    """The node ``critic_<name>``: that critic on the candidates it has not scored."""
+    r = runtime.context
+    critic = r.critics[name]
+    if r.weights(state["prompt_id"]).get(name, 0) <= 0:
+        return {}
+    done = state.get("scores") or {}
+    todo = [
+        c
+        for c in state["candidates"]
+        if name not in done.get(c["id"], {}) and critic.applies(r.case(state["prompt_id"], c))
+    ]
+    if not todo:
+        return {}
+    if getattr(critic, "pairwise", False):
+        scores, calls = _judge_pairwise(r, state, name, critic, todo)
+    else:
+        scores, calls = _judge_each(r, state, name, critic, todo)
+    store = r.stores.get()
+    out: dict[str, dict[str, Any]] = {}
+    backend = getattr(critic, "backend", "local")
+    # The calls and what they produced land together: a kill before this loses both,
+    # and the rerun records each once (a call row per critique, never a stray one).
+    with store.transaction():
+        for candidate_id, score in scores.items():
+            store.record_critique(
+                CritiqueRecord.of(candidate_id, name, score, backend, state["run_id"])
+            )
+            out[candidate_id] = {name: score.as_dict()}
+        for call in calls:
+            store.record_critic_call(call)
+    return {"scores": out} if out else {}
 
-    def escalate(state: FeedbackState) -> dict:
-        d = state["decision"]
-        # Runs again when the thread resumes: recording "waiting" is an idempotent upsert.
-        _record_decision(r, state, "escalated", "waiting", d["reason"])
-        texts = {c["id"]: c["text"] for c in state["candidates"]}
-        answer = interrupt(
-            {
-                "run_id": state["run_id"],
-                "prompt_id": state["prompt_id"],
-                "a": {"id": d["chosen"], "text": texts[d["chosen"]]},
-                "b": {"id": d["rejected"], "text": texts[d["rejected"]]},
-                "reason": d["reason"],
-                "uncertainty": d["uncertainty"],
-            }
-        )
-        return _apply_human_answer(r, state, answer or {})
 
-    def drop(state: FeedbackState) -> dict:
-        reason = state["decision"]["reason"]
-        _record_decision(r, state, "dropped", "done", reason)
-        return {"outcome": {"outcome": "dropped", "reason": reason}}
-
-    def defer(state: FeedbackState) -> dict:
-        # No decision is recorded: the prompt stays "to judge", and the next run judges it again.
-        return {"outcome": {"outcome": "unjudged", "reason": state["decision"]["reason"]}}
-
-    nodes: dict[str, Callable] = {
-        "generate": generate,
-        "prepare": prepare,
-        "aggregate": judge_all,
-        "revise": revise,
-        "pair": pair,
-        "escalate": escalate,
-        "drop": drop,
-        "defer": defer,
+def judge_all(state: FeedbackState, runtime: Runtime[FeedbackResources]) -> dict:
+    """The node ``aggregate``: every candidate's reward, and the decision they lead to."""
+    r = runtime.context
+    prompt, _, _ = r.context(state["prompt_id"])
+    profile = r.profiles.for_prompt(prompt["task_type"], prompt["brand_id"])
+    scores = state.get("scores") or {}
+    rewards = [
+        aggregate(c["id"], scores.get(c["id"], {}), profile.weights) for c in state["candidates"]
+    ]
+    pending = state.get("pending_revision")
+    decision = decide(
+        rewards,
+        profile.weights,
+        profile.routing,
+        revisions=state.get("revisions", 0),
+        revision=tuple(pending) if pending else None,
+    )
+    learned = r.calibrated
+    if learned is not None and decision.route in ("pair", "escalate") and not pending:
+        versions = critic_versions(r.critics)
+        why_not = learned.applies(prompt["task_type"], versions, profile.weights)
+        if why_not is None:
+            decision = learned.decide(decision, rewards, profile.weights)
+        else:  # say why the profile's thresholds decided instead
+            decision = replace(
+                decision, reason=f"{decision.reason} (profile thresholds: {why_not})"
+            )
+    return {
+        "rewards": {rw.candidate_id: rw.as_dict() for rw in rewards},
+        "decision": decision.as_dict(),
+        "pending_revision": None,
     }
-    critic_nodes = {f"critic_{name}": make_critic_node(name, c) for name, c in r.critics.items()}
-    for name, fn in {**nodes, **critic_nodes}.items():
+
+
+def revise(state: FeedbackState, runtime: Runtime[FeedbackResources]) -> dict:
+    target_id = state["decision"]["chosen"]
+    target = next(c for c in state["candidates"] if c["id"] == target_id)
+    rounds = state.get("revisions", 0)
+    revision = _revise(runtime.context, state, target, rounds)
+    return {
+        "candidates": [revision],
+        "revisions": rounds + 1,
+        "pending_revision": [revision["id"], target_id],
+    }
+
+
+def pair(state: FeedbackState, runtime: Runtime[FeedbackResources]) -> dict:
+    r = runtime.context
+    d = state["decision"]
+    texts = {c["id"]: c["text"] for c in state["candidates"]}
+    record = PairRecord(
+        prompt_id=state["prompt_id"],
+        chosen=texts[d["chosen"]],
+        rejected=texts[d["rejected"]],
+        source=d["source"],
+        margin=d["margin"],
+        chosen_generation_id=d["chosen"],
+        rejected_generation_id=d["rejected"],
+        run_id=state["run_id"],
+    )
+    store = r.stores.get()
+    store.record_pair(record)
+    outcome = "revision" if d["source"] == "revision" else "pair"
+    _record_decision(r, state, outcome, "done", d["reason"], pair_id=record.id)
+    return {"outcome": {"outcome": outcome, "reason": d["reason"], "pair_id": record.id}}
+
+
+def escalate(state: FeedbackState, runtime: Runtime[FeedbackResources]) -> dict:
+    r = runtime.context
+    d = state["decision"]
+    # Runs again when the thread resumes: recording "waiting" is an idempotent upsert.
+    _record_decision(r, state, "escalated", "waiting", d["reason"])
+    texts = {c["id"]: c["text"] for c in state["candidates"]}
+    answer = interrupt(
+        {
+            "run_id": state["run_id"],
+            "prompt_id": state["prompt_id"],
+            "a": {"id": d["chosen"], "text": texts[d["chosen"]]},
+            "b": {"id": d["rejected"], "text": texts[d["rejected"]]},
+            "reason": d["reason"],
+            "uncertainty": d["uncertainty"],
+        }
+    )
+    return _apply_human_answer(r, state, answer or {})
+
+
+def drop(state: FeedbackState, runtime: Runtime[FeedbackResources]) -> dict:
+    reason = state["decision"]["reason"]
+    _record_decision(runtime.context, state, "dropped", "done", reason)
+    return {"outcome": {"outcome": "dropped", "reason": reason}}
+
+
+def defer(state: FeedbackState, runtime: Runtime[FeedbackResources]) -> dict:
+    # No decision is recorded: the prompt stays "to judge", and the next run judges it again.
+    return {"outcome": {"outcome": "unjudged", "reason": state["decision"]["reason"]}}
+
+
+NODES: dict[str, Node] = {
+    "generate": generate,
+    "prepare": prepare,
+    "aggregate": judge_all,
+    "revise": revise,
+    "pair": pair,
+    "escalate": escalate,
+    "drop": drop,
+    "defer": defer,
+}
+"""The nodes by name, besides one ``critic_<name>`` (:func:`judge`) per critic."""
+
+
+def build_feedback_graph(resources: FeedbackResources, checkpointer: Any = None):
+    """Compile the feedback graph for ``resources``' critics (a node each); pass a checkpointer
+    to persist threads. Its runs take the resources as their context:
+    ``graph.invoke(state, config, context=resources)`` (:func:`with_resources` binds them)."""
+    builder = StateGraph(FeedbackState)
+    # No ``context_schema``: LangGraph would turn a dict context into FeedbackResources(**dict)
+    # and describe it as JSON schema for its server, and neither works for live models.
+    critic_nodes: dict[str, Node] = {
+        f"critic_{name}": functools.partial(judge, name=name) for name in resources.critics
+    }
+    for name, fn in {**NODES, **critic_nodes}.items():
         stage = name.removeprefix("critic_") if name in critic_nodes else name
-        builder.add_node(name, span_node(name, fn, r.stores, functools.partial(r.times.add, stage)))
+        builder.add_node(name, _node(name, fn, stage))
     builder.add_edge(START, "generate")
     builder.add_edge("generate", "prepare")
     for name in critic_nodes:
@@ -348,6 +384,36 @@ def build_feedback_graph(resources: FeedbackResources, checkpointer: Any = None)
     for terminal in ("pair", "escalate", "drop", "defer"):
         builder.add_edge(terminal, END)
     return builder.compile(checkpointer=checkpointer, name="feedback")
+
+
+def with_resources(graph: Any, resources: FeedbackResources) -> Any:
+    """``graph`` with ``resources`` as the context of every run that is given none: for callers
+    that cannot pass Python objects (LangGraph's server and Studio). They ride in the graph's
+    config, which checkpoints and traces keep only the plain values of."""
+    return graph.with_config(configurable={RESOURCES_KEY: resources})
+
+
+def _node(name: str, fn: Node, stage: str) -> Callable:
+    """What LangGraph runs as node ``name``: ``fn`` with the run's resources, timed (``stage``)
+    and recorded as a span of its trace."""
+    traced = span_node(name, fn, stage)
+
+    # The parameter names and the RunnableConfig annotation are how LangGraph knows to pass them.
+    def node(
+        state: FeedbackState, config: RunnableConfig, runtime: Runtime[FeedbackResources]
+    ) -> dict:
+        if not isinstance(runtime.context, FeedbackResources):
+            bound = (config.get("configurable") or {}).get(RESOURCES_KEY)
+            if bound is None:
+                raise TypeError(
+                    f"node {name}: the feedback graph runs with its FeedbackResources as "
+                    "context: graph.invoke(..., context=resources)"
+                )
+            runtime = runtime.override(context=bound)
+        return traced(state, config, runtime)
+
+    node.__name__ = name
+    return node
 
 
 def _judge_each(
@@ -586,7 +652,7 @@ def _apply_human_answer(r: FeedbackResources, state: FeedbackState, answer: dict
     if winner is None:
         winner, rated_by = rating_preference(answer.get("ratings") or [], r.settings.review)
 
-    def pair(chosen_text: str, rejected: str, source: str, chosen: str | None) -> PairRecord:
+    def human_pair(chosen_text: str, rejected: str, source: str, chosen: str | None) -> PairRecord:
         return PairRecord(
             prompt_id=state["prompt_id"],
             chosen=chosen_text,
@@ -600,14 +666,14 @@ def _apply_human_answer(r: FeedbackResources, state: FeedbackState, answer: dict
     records = []
     if winner:
         chosen, rejected = (a, b) if winner == "a" else (b, a)
-        records.append(pair(texts[chosen], rejected, "human", chosen))
+        records.append(human_pair(texts[chosen], rejected, "human", chosen))
     for v in verdicts:
         rewrite = (v.get("rewrite") or "").strip()
         if rewrite:
             edited, other = (a, b) if v["preference"] == "a" else (b, a)
             for rejected in (edited, other):
                 if texts[rejected].strip() != rewrite:
-                    records.append(pair(rewrite, rejected, "human-revision", None))
+                    records.append(human_pair(rewrite, rejected, "human-revision", None))
     store = r.stores.get()
     reason = _verdicts_reason(verdicts, None if rated_by else winner)
     if rated_by:

@@ -8,14 +8,15 @@ the graph reads and writes the criticloop database named by the usual settings
 from __future__ import annotations
 
 from criticloop.agents import Sampling
-from criticloop.graphs.feedback import ThreadStores, build_feedback_graph
+from criticloop.graphs.feedback import ThreadStores, build_feedback_graph, with_resources
 from criticloop.graphs.run import make_resources
 from criticloop.reward import Profiles
 from criticloop.settings import Settings
 
 
 def make_graph():
-    """Compile the feedback graph with the settings from the environment."""
+    """Compile the feedback graph with the settings from the environment, bound to the
+    resources they make (the context of every run the server starts)."""
     settings = Settings.load()
     settings.apply_offline_policy()
     defaults = settings.generation
@@ -29,4 +30,5 @@ def make_graph():
         sampling,
         defaults.candidates,
     )
-    return build_feedback_graph(resources)
+    # The server passes JSON as a run's context; the nodes' resources ride in the graph's config.
+    return with_resources(build_feedback_graph(resources), resources)

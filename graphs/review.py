@@ -49,7 +49,9 @@ def reviewer_name(settings: Settings, override: str | None = None) -> str:
 
 
 @dataclass(frozen=True)
-class CaseCandidate:
+class ReviewCandidate:
+    """Candidate A or B of a :class:`ReviewCase`, with its reward and critiques."""
+
     label: str  # "A" (the critics' choice) or "B"
     id: str
     text: str
@@ -59,15 +61,16 @@ class CaseCandidate:
 
 
 @dataclass(frozen=True)
-class Case:
-    """An escalated case with everything a reviewer needs to decide it."""
+class ReviewCase:
+    """An escalated case with everything a reviewer needs to decide it (not
+    :class:`criticloop.agents.Case`, the response a critic judges)."""
 
     decision: dict[str, Any]
     prompt: dict[str, Any]
     brand: dict[str, Any] | None
     campaign: dict[str, Any] | None
-    a: CaseCandidate
-    b: CaseCandidate
+    a: ReviewCandidate
+    b: ReviewCandidate
     mine: list[dict[str, Any]] = field(default_factory=list)  # this reviewer's reviews
     verdicts_in: int = 0
 
@@ -75,7 +78,7 @@ class Case:
     def id(self) -> str:
         return self.decision["id"]
 
-    def candidate(self, label: str) -> CaseCandidate:
+    def candidate(self, label: str) -> ReviewCandidate:
         return self.a if label.upper() == "A" else self.b
 
     def annotation(self, kind: str, label: str) -> dict[str, Any] | None:
@@ -98,6 +101,7 @@ class Resumer:
         self._stores = ThreadStores(settings.db_path)
         self._checkpointer = None
         self._graphs: dict[str, Any] = {}
+        self._resources: dict[str, Any] = {}  # each run's, the context its graph runs with
         self._tracers: dict[str, Any] = {}
         self._profiles: Any = None
 
@@ -123,6 +127,7 @@ class Resumer:
             if self._checkpointer is None:
                 self._checkpointer = open_checkpointer(self.settings)
             graph = self._graphs[run_id] = build_feedback_graph(resources, self._checkpointer)
+            self._resources[run_id] = resources
             self._tracers[run_id] = Tracer(self.settings, trace_metadata(run, resources))
         return graph
 
@@ -138,13 +143,14 @@ class Resumer:
             run_id=run_id,
             prompt_id=prompt_id,
             kind=kind,
+            context=self._resources[run_id],
         )
 
     def resume(self, run_id: str, prompt_id: str, answer: dict[str, Any]) -> dict[str, Any]:
         """Hand the thread its answer; returns the thread's outcome."""
         from langgraph.types import Command
 
-        from .run import waiting_for_review, thread_config
+        from .run import thread_config, waiting_for_review
 
         graph = self._graph(run_id)
         config = thread_config(run_id, prompt_id)
@@ -155,7 +161,7 @@ class Resumer:
 
     def rewind(self, run_id: str, prompt_id: str) -> None:
         """Fork the thread back to its latest ``interrupt()``: it waits for an answer again."""
-        from .run import waiting_for_review, thread_config
+        from .run import thread_config, waiting_for_review
 
         graph = self._graph(run_id)
         config = thread_config(run_id, prompt_id)
@@ -171,6 +177,7 @@ class Resumer:
         for tracer in self._tracers.values():
             tracer.flush()
         self._tracers.clear()
+        self._resources.clear()
         self._stores.close()
         if self._checkpointer is not None:
             self._checkpointer.conn.close()
@@ -207,7 +214,7 @@ class ReviewDesk:
         filters: CaseFilter = ALL_CASES,
         exclude: Iterable[str] = (),
         only: str | None = None,
-    ) -> Case | None:
+    ) -> ReviewCase | None:
         """Lease the next case this reviewer should decide, most uncertain first (or case
         ``only``, if it is open to this reviewer)."""
         row = self.store.claim_case(
@@ -226,15 +233,15 @@ class ReviewDesk:
             self.holder, self.reviewer, reviews_per_item=self.reviews_per_item, filters=filters
         )
 
-    def load_case(self, decision: dict[str, Any]) -> Case:
+    def load_case(self, decision: dict[str, Any]) -> ReviewCase:
         store = self.store
         prompt, brand, campaign = store.prompt_context(decision["prompt_id"])
 
-        def candidate(label: str, gen_id: str) -> CaseCandidate:
+        def candidate(label: str, gen_id: str) -> ReviewCandidate:
             gen = store.get_generation(gen_id)
             critiques = store.critiques_for(gen_id)
             mine = [c for c in critiques if c["run_id"] == decision["run_id"]] or critiques
-            return CaseCandidate(
+            return ReviewCandidate(
                 label=label,
                 id=gen_id,
                 text=gen["text"],
@@ -243,18 +250,17 @@ class ReviewDesk:
                 critiques=mine,
             )
 
-        return Case(
+        case = ReviewCase(
             decision=decision,
             prompt=prompt,
             brand=brand,
             campaign=campaign,
             a=candidate("A", decision["chosen_generation_id"]),
             b=candidate("B", decision["rejected_generation_id"]),
-            mine=store.case_reviews(decision["id"], self.reviewer),
-            verdicts_in=len(store.verdicts(decision["id"])),
         )
+        return self.with_reviews(case)
 
-    def with_reviews(self, case: Case) -> Case:
+    def with_reviews(self, case: ReviewCase) -> ReviewCase:
         """``case`` with this reviewer's reviews as they are now (after a rating, say)."""
         return replace(
             case,
@@ -283,7 +289,7 @@ class ReviewDesk:
         )
         return len(verdicts) >= self.reviews_per_item  # one verdict per reviewer
 
-    def annotate(self, case: Case, label: str, **annotation: Any) -> None:
+    def annotate(self, case: ReviewCase, label: str, **annotation: Any) -> None:
         self.store.annotate(case.id, self.reviewer, case.candidate(label).id, **annotation)
 
     def renew_lease(self) -> None:

@@ -146,22 +146,26 @@ def _teacher_loader(settings: Settings) -> Callable[[], Any]:
     return load
 
 
-def advance(graph: Any, tracer: Tracer, stores: ThreadStores, run_id: str, prompt_id: str) -> str:
-    """Run (or continue) one prompt's thread as far as it goes; return where it stands."""
+def advance(
+    graph: Any, tracer: Tracer, resources: FeedbackResources, run_id: str, prompt_id: str
+) -> str:
+    """Run (or continue) one prompt's thread as far as it goes, with ``resources`` as the
+    runs' context; return where it stands."""
     config = thread_config(run_id, prompt_id)
     start = {"run_id": run_id, "prompt_id": prompt_id, "revisions": 0}
     snapshot = graph.get_state(config)
-    where = {"run_id": run_id, "prompt_id": prompt_id}
+    stores = resources.stores
+    thread = {"run_id": run_id, "prompt_id": prompt_id, "context": resources}  # every invoke's
     if not snapshot.values:
-        tracer.invoke(graph, start, config, stores.get(), kind="start", **where)
+        tracer.invoke(graph, start, config, stores.get(), kind="start", **thread)
     elif snapshot.next and not waiting_for_review(snapshot):
         # A crash left it mid-way: continue from the checkpoint.
-        tracer.invoke(graph, None, config, stores.get(), kind="continue", **where)
+        tracer.invoke(graph, None, config, stores.get(), kind="continue", **thread)
     elif not waiting_for_review(snapshot) and not snapshot.values.get("outcome"):
         # A kill can leave a thread whose last checkpoint has nowhere to go and no outcome.
         # Run it again from the start: every node's records are keyed, so nothing doubles.
         log.warning("thread %s/%s stopped without an outcome; running it again", run_id, prompt_id)
-        tracer.invoke(graph, start, config, stores.get(), kind="restart", **where)
+        tracer.invoke(graph, start, config, stores.get(), kind="restart", **thread)
     snapshot = graph.get_state(config)
     if waiting_for_review(snapshot):
         return "escalated"
@@ -272,7 +276,7 @@ def run_feedback(
 
         def judge(pid: str) -> None:
             try:
-                states[pid] = advance(graph, tracer, stores, run_id, pid)
+                states[pid] = advance(graph, tracer, resources, run_id, pid)
             except Exception as exc:  # noqa: BLE001 - one prompt's failure quarantines it
                 if not _prompt_fault(exc):
                     raise
@@ -302,6 +306,7 @@ def run_feedback(
                 run_id=run_id,
                 prompt_id=decision["prompt_id"],
                 kind="budget",
+                context=resources,
             )
         status = "done"
     finally:

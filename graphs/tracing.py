@@ -29,6 +29,7 @@ from ..store import Store, now
 
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
+    from langgraph.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +95,10 @@ class Tracer:
         run_id: str,
         prompt_id: str,
         kind: str,
+        context: Any = None,
     ) -> Any:
-        """``graph.invoke(value, config)`` as one trace of kind ``kind`` (start, continue,
-        restart, resume, rewind, budget)."""
+        """``graph.invoke(value, config, context=context)`` as one trace of kind ``kind``
+        (start, continue, restart, resume, rewind, budget); ``context``: the graph's resources."""
         trace_id = str(uuid.uuid4())
         config = {
             **config,
@@ -115,7 +117,7 @@ class Tracer:
         store.start_trace(trace_id, run_id, prompt_id, kind, self.project if self.enabled else None)
         began = time.perf_counter()
         try:
-            result = graph.invoke(value, config)
+            result = graph.invoke(value, config, context=context)
         except BaseException as exc:
             store.finish_trace(trace_id, "failed", time.perf_counter() - began, _error(exc))
             raise
@@ -147,20 +149,21 @@ def langsmith_client(settings: Settings, on_error: Callable[[Exception], None] |
 # ---- spans -------------------------------------------------------------------------------------
 
 
-def span_node(
-    name: str, fn: Callable[[dict], dict], stores: Any, on_time: Callable[[float], None]
-) -> Callable:
-    """Wrap a node so each execution is timed and recorded as a span of its trace."""
+def span_node(name: str, fn: Callable[[dict, Runtime], dict], stage: str) -> Callable:
+    """Wrap a node ``fn(state, runtime)`` so each execution is timed and recorded as a span of
+    its trace. The run's context (``runtime.context``, the graph's resources) holds where both
+    go: ``.times``, the seconds per ``stage``; ``.stores``, the store of the spans."""
 
     # Not functools.wraps: LangGraph reads the signature (through __wrapped__) to decide
-    # whether to pass ``config``, and this wrapper needs it.
-    def node(state: dict, config: RunnableConfig) -> dict:
+    # whether to pass ``config`` and ``runtime``, and this wrapper needs them.
+    def node(state: dict, config: RunnableConfig, runtime: Runtime) -> dict:
+        resources = runtime.context
         started, began = now(), time.perf_counter()
         outputs, error = None, None
         trace_id = (config.get("metadata") or {}).get(TRACE_KEY)
         token = _CURRENT_TRACE.set(trace_id)
         try:
-            outputs = fn(state)
+            outputs = fn(state, runtime)
             return outputs
         except BaseException as exc:
             error = _error(exc)
@@ -168,10 +171,10 @@ def span_node(
         finally:
             _CURRENT_TRACE.reset(token)
             seconds = time.perf_counter() - began
-            on_time(seconds)
+            resources.times.add(stage, seconds)
             if trace_id:
                 try:
-                    stores.get().record_span(
+                    resources.stores.get().record_span(
                         trace_id, name, started, seconds, brief(state), shorten(outputs), error
                     )
                 except Exception:  # noqa: BLE001 - a span is a record of work, not the work

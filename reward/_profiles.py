@@ -48,6 +48,14 @@ class Calibration(BaseModel):
     drift_min_decisions: int = Field(20, ge=5)
 
 
+def _known_critic(name: str) -> None:
+    from ..agents import CRITICS
+    from ..agents import critics as _registers_builtins  # noqa: F401
+
+    if name not in CRITICS:
+        raise ValueError(f"unknown critic {name!r} (known: {', '.join(sorted(CRITICS))})")
+
+
 class _Weights(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -57,12 +65,8 @@ class _Weights(BaseModel):
     @field_validator("critics")
     @classmethod
     def _known_critics(cls, value: dict[str, float]) -> dict[str, float]:
-        from ..agents import CRITICS
-        from ..agents import critics as _registers_builtins  # noqa: F401
-
         for name, weight in value.items():
-            if name not in CRITICS:
-                raise ValueError(f"unknown critic {name!r} (known: {', '.join(sorted(CRITICS))})")
+            _known_critic(name)
             if weight < 0:
                 raise ValueError(f"weight of {name!r} must be >= 0")
         return value
@@ -128,12 +132,9 @@ class _ProfileFile(BaseModel):
     @field_validator("backends")
     @classmethod
     def _known_backend_critics(cls, value: dict[str, str]) -> dict[str, str]:
-        from ..agents import CRITICS
-        from ..agents import critics as _registers_builtins  # noqa: F401
-
         for name, backend in value.items():
-            if name != "default" and name not in CRITICS:
-                raise ValueError(f"unknown critic {name!r} (known: {', '.join(sorted(CRITICS))})")
+            if name != "default":
+                _known_critic(name)
             _backend(backend)
             if name in ("default", "reward_model") and backend.startswith("reward_model:"):
                 raise ValueError(

@@ -8,7 +8,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ..vocab import VERDICT_KINDS
 from ._records import content_hash
+
+_VERDICT_IN = "kind IN ({})".format(", ".join(repr(k) for k in VERDICT_KINDS))
+"""SQL: a ``reviews`` row is a verdict (it decides a case), not an annotation."""
 
 
 def now(offset_seconds: float = 0.0) -> str:

@@ -23,7 +23,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from ..errors import InputError, StoreError
-from ._limits import LimitError, Limits, check, decode, default_limits, json_decoder
+from ._limits import LimitError, Limits, check, decode_line, default_limits, json_decoder
 from ._records import Brand, Campaign, ImportRecord, Prompt
 
 _KINDS = {"brand": Brand, "campaign": Campaign, "prompt": Prompt}
@@ -87,14 +87,7 @@ def _jsonl_objects(
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            obj = decode(decoder, line, limits)
-        except json.JSONDecodeError as exc:
-            raise InputError(
-                f"invalid JSON: {exc.msg} (column {exc.colno})", source=source, line=number
-            ) from None
-        except LimitError as exc:
-            raise InputError(str(exc), source=source, line=number) from None
+        obj = decode_line(decoder, line, limits, source, number)
         if not isinstance(obj, dict):
             raise InputError("each line must be a JSON object", source=source, line=number)
         yield obj, number

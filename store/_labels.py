@@ -54,10 +54,10 @@ from pydantic import ValidationError
 from sqlite_utils import Database
 
 from ..errors import InputError
-from ..vocab import TASK_TYPES, VERDICT_KINDS
-from ._common import _key
+from ..vocab import TASK_TYPES
+from ._common import _VERDICT_IN, _key
 from ._files import _decode_utf8, read_input
-from ._limits import LimitError, Limits, check, decode, default_limits, json_decoder
+from ._limits import LimitError, Limits, check, decode_line, default_limits, json_decoder
 from ._records import SLUG, Prompt
 from ._rows import GenerationRecord, ReviewRecord
 
@@ -74,7 +74,6 @@ DIMENSION = re.compile(r"[a-z][a-z0-9_]{0,63}")
 """A label's dimension: a critic's name (``helpfulness``); '' is the overall preference."""
 _HH_MARK = re.compile(r"(?:^|\n\n)(Human|Assistant):")
 _HH_ROLES = {"Human": "user", "Assistant": "assistant"}
-_VERDICT_IN = "kind IN ({})".format(", ".join(repr(k) for k in VERDICT_KINDS))
 
 
 def majority_label(labels: Iterable[str]) -> str | None:
@@ -251,15 +250,8 @@ def _jsonl_rows(text: str, source: str, limits: Limits) -> Iterator[tuple[Any, i
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            # long texts skip their row (_within), not the file
-            yield decode(decoder, line, limits, texts=False), number
-        except json.JSONDecodeError as exc:
-            raise InputError(
-                f"invalid JSON: {exc.msg} (column {exc.colno})", source=source, line=number
-            ) from None
-        except LimitError as exc:
-            raise InputError(str(exc), source=source, line=number) from None
+        # long texts skip their row (_within), not the file
+        yield decode_line(decoder, line, limits, source, number, texts=False), number
 
 
 def _array_rows(text: str, source: str, limits: Limits) -> Iterator[tuple[Any, int]]:

@@ -13,6 +13,8 @@ import json
 import math
 from typing import Any, Protocol
 
+from ..errors import InputError
+
 
 class Limits(Protocol):
     text_chars: int
@@ -68,6 +70,27 @@ def decode(decoder: json.JSONDecoder, text: str, limits: Limits, *, texts: bool 
         raise LimitError(f"nested more than {limits.depth} levels deep") from None
     check(value, limits, texts=texts)
     return value
+
+
+def decode_line(
+    decoder: json.JSONDecoder,
+    line: str,
+    limits: Limits,
+    source: str,
+    number: int,
+    *,
+    texts: bool = True,
+) -> Any:
+    """:func:`decode` for line ``number`` of a JSONL file: bad JSON or a value past a limit is
+    an :class:`~criticloop.errors.InputError` naming ``source:number``."""
+    try:
+        return decode(decoder, line, limits, texts=texts)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"invalid JSON: {exc.msg} (column {exc.colno})", source=source, line=number
+        ) from None
+    except LimitError as exc:
+        raise InputError(str(exc), source=source, line=number) from None
 
 
 def check(value: Any, limits: Limits, *, texts: bool = True) -> None:

@@ -18,11 +18,8 @@ from typing import Any
 from sqlite_utils import Database
 
 from ..errors import BusyError, InputError, NotFoundError
-from ..vocab import VERDICT_KINDS
-from ._common import _decode, now
+from ._common import _VERDICT_IN, _decode, now
 from ._rows import ReviewRecord
-
-_VERDICT_IN = "kind IN ({})".format(", ".join(repr(k) for k in VERDICT_KINDS))
 
 
 @dataclass(frozen=True)
@@ -388,6 +385,16 @@ class ReviewVerbs:
                 [case["run_id"], case["prompt_id"]],
             )
         return _decode(case, "rewards")
+
+    def waiting_runs(self) -> list[str]:
+        """The runs that have cases waiting for review, newest first."""
+        return [
+            row[0]
+            for row in self.db.execute(
+                "SELECT DISTINCT run_id FROM decisions WHERE status = 'waiting' "
+                "ORDER BY run_id DESC"
+            )
+        ]
 
     def cases_to_settle(self, reviews_per_item: int) -> list[dict[str, Any]]:
         """Waiting cases that already have enough verdicts: their graph threads must resume

@@ -261,6 +261,10 @@ class Store(
     def get_brand(self, brand_id: str) -> dict[str, Any]:
         return _decode(self._get("brands", brand_id, "brand"), "voice", "compliance")
 
+    def brand_names(self) -> list[tuple[str, str]]:
+        """Every brand as (id, name), by name."""
+        return [(row["id"], row["name"]) for row in self.db["brands"].rows_where(order_by="name")]
+
     def get_campaign(self, campaign_id: str) -> dict[str, Any]:
         return _decode(self._get("campaigns", campaign_id, "campaign"), "keywords", "compliance")
 
@@ -620,10 +624,6 @@ class Store(
                 },
                 pk="prompt_id",
             )
-
-    def clear_prompt_failure(self, prompt_id: str) -> None:
-        with self.transaction():
-            self.db.execute("DELETE FROM prompt_failures WHERE prompt_id = ?", [prompt_id])
 
     def prompt_failures(self, status: str = "failed") -> dict[str, dict[str, Any]]:
         """Prompt id -> its failure row, for prompts whose content has not changed since."""

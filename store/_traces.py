@@ -184,9 +184,6 @@ class TraceVerbs:
             )
         )
 
-    def get_trace(self, trace_id: str) -> dict[str, Any] | None:
-        return next(self.db["traces"].rows_where("id = ?", [trace_id]), None)
-
     def spans_for(self, trace_id: str) -> list[dict[str, Any]]:
         rows = self.db["spans"].rows_where("trace_id = ?", [trace_id], order_by="started_at, id")
         return [_decode(row, "inputs", "outputs") for row in rows]
@@ -383,7 +380,3 @@ class TraceVerbs:
                 status = "failed" if attempts >= 5 else "pending"
                 update = {"status": status, "attempts": attempts, "error": error[:500]}
             self.db["feedback_outbox"].update(feedback_id, update)
-
-    def feedback_counts(self) -> dict[str, int]:
-        rows = self.db.query("SELECT status, COUNT(*) AS n FROM feedback_outbox GROUP BY status")
-        return {row["status"]: row["n"] for row in rows}

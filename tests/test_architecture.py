@@ -12,9 +12,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-
 import criticloop
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # What a module may pull in, by where it sits: the reviewer app is textual's alone, the

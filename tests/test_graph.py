@@ -506,3 +506,50 @@ def test_a_prompt_generation_fails_on_is_set_aside_and_the_run_goes_on(
         store.import_records([(Prompt(id="pill", prompt="Say hello."), "test:9")])
         assert set(store.prompt_failures()) == {"giant"}
     assert run()["prompts"] == 1
+
+
+def test_the_nodes_take_their_resources_from_the_run_and_checkpoint_none(
+    model_home, tmp_path, bundled_policy, bundled_embedder
+):
+    """The nodes are module functions: the resources (models, store) come with each run, as its
+    context, or for LangGraph's server (which can only send JSON) from the graph's config; they
+    never reach a checkpoint."""
+    from criticloop.graphs.feedback import RESOURCES_KEY, build_feedback_graph
+    from criticloop.graphs.langgraph_app import make_graph
+    from criticloop.graphs.run import open_checkpointer, thread_config
+    from criticloop.settings import Settings
+
+    _setup(tmp_path)
+    studio = make_graph()  # what `langgraph dev` serves
+    resources = studio.config["configurable"][RESOURCES_KEY]
+    resources.load_policy = lambda: bundled_policy
+    resources.load_embedder = lambda: bundled_embedder
+    with _db(model_home) as store:
+        run_id = store.start_run("studio", {})
+    start = {"run_id": run_id, "prompt_id": "sums", "revisions": 0}
+    config = thread_config(run_id, "sums")
+    checkpointer = open_checkpointer(Settings.load(env_file=None))
+    try:
+        with pytest.raises(TypeError, match="context=resources"):  # no context, nothing bound
+            build_feedback_graph(resources, checkpointer).invoke(start, thread_config(run_id, "x"))
+
+        studio.checkpointer = checkpointer  # the server brings its own
+        studio.invoke(start, config)  # no context: the graph's own resources
+        snapshot = studio.get_state(config)
+        assert snapshot.values["decision"]["route"] in ("pair", "escalate", "revise", "drop")
+        assert resources.times.calls["critic_helpfulness"] == 0  # stages go by critic name
+        assert resources.times.calls["helpfulness"] == 1 and resources.times.calls["generate"]
+        rows = checkpointer.conn.execute(
+            "SELECT checkpoint, metadata FROM checkpoints WHERE thread_id = :t UNION ALL "
+            "SELECT value, task_path FROM writes WHERE thread_id = :t",
+            {"t": config["configurable"]["thread_id"]},
+        ).fetchall()
+    finally:
+        checkpointer.conn.close()
+    assert rows
+    for blob in (b for row in rows for b in row if b):
+        data = blob if isinstance(blob, bytes) else blob.encode()
+        for name in (b"FeedbackResources", b"ThreadStores", RESOURCES_KEY.encode()):
+            assert name not in data
+    with _db(model_home) as store:
+        assert store.generations_for("sums")  # the nodes wrote through the bound resources

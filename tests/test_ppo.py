@@ -107,9 +107,12 @@ SETTINGS = PPOSettings(
     prompts_per_step=2,
     samples_per_prompt=2,
     max_new_tokens=8,
+    temperature=1.0,
+    learning_rate=1e-2,
+    kl_coef=0.05,
+    seed=0,
     ppo_epochs=2,
     minibatch_size=2,
-    learning_rate=1e-2,
 )
 
 
@@ -232,3 +235,25 @@ def test_interrupted_ppo_resumes_where_it_stopped(tokenizer, prompts, tmp_path: 
         assert {k: v for k, v in ours.items() if "seconds" not in k} == pytest.approx(
             {k: v for k, v in theirs.items() if "seconds" not in k}, rel=1e-4, abs=1e-6
         )
+
+
+def test_ppo_takes_the_knobs_it_shares_from_the_job_config():
+    from criticloop.settings import TrainingSettings
+    from criticloop.training import TrainConfig
+
+    training = TrainingSettings(
+        method="ppo", rl_steps=3, batch_size=5, rl_samples_per_prompt=6, rl_max_new_tokens=7,
+        learning_rate=1e-3, kl_coef=0.2, seed=9,
+    )  # fmt: skip
+    config = TrainConfig(
+        job_id="j", base_model="m", model_path="/m", home="/h", output_dir="/o", device="cpu",
+        training=training, temperature=0.7,
+    )  # fmt: skip
+    ppo = PPOSettings.from_config(config, clip_range=0.1)
+    assert (ppo.steps, ppo.prompts_per_step, ppo.samples_per_prompt, ppo.max_new_tokens) == (
+        3, 5, 6, 7,
+    )  # fmt: skip
+    assert (ppo.temperature, ppo.learning_rate, ppo.kl_coef, ppo.seed) == (0.7, 1e-3, 0.2, 9)
+    assert ppo.clip_range == 0.1 and ppo.gamma == 1.0 and ppo.ppo_epochs == 2  # PPO's own
+    with pytest.raises(TypeError):
+        PPOSettings(steps=2)  # the shared knobs have one default: TrainingSettings'

@@ -331,6 +331,112 @@ def test_failure_reasons_and_launchers(tmp_path):
         worker_command("accelerate", tmp_path, tmp_path / "missing.yaml")
 
 
+def _job_config(settings: Settings, launcher: str = "subprocess", **training):
+    from criticloop.agents import ModelRef
+    from criticloop.training import TrainConfig
+
+    ref = ModelRef(name="base", source="/models/base")
+    changes = settings.training.model_copy(update=training)
+    return TrainConfig.build(settings, changes, ref, "cpu", launcher)
+
+
+def test_the_job_config_nests_the_training_settings_and_keeps_the_registry_flat(settings):
+    settings = settings.model_copy(
+        update={"judge": settings.judge.model_copy(update={"api_key": "sk-very-secret"})}
+    )
+    config = _job_config(settings, learning_rate=1e-3)
+    assert config.training.learning_rate == 1e-3 and config.training.launcher == "subprocess"
+    record = config.as_dict()
+    # Readers of adapters' and jobs' config (trained_spec, bench/nights.py) ask for these flat.
+    assert record["learning_rate"] == 1e-3 and record["max_length"] == 1024
+    assert record["method"] == "dpo" and record["key"] == config.key()
+    assert record["judge"]["api_key"] is None and "very-secret" not in json.dumps(record)
+    # What changes what is learned changes the key; where and under which name the job runs not.
+    key = config.key()
+    assert config.for_job("train-1", "/elsewhere").key() == key
+    assert _job_config(settings, "accelerate", learning_rate=1e-3).key() == key
+    assert _job_config(settings, learning_rate=1e-3, min_new_pairs=99).key() == key
+    assert _job_config(settings, learning_rate=2e-3).key() != key
+    # The judge's settings change what the RL methods learn, not what DPO learns.
+    other_judge = settings.model_copy(update={"profiles": Path("/other/profiles.toml")})
+    assert _job_config(other_judge, learning_rate=1e-3).key() == key
+    ppo = _job_config(settings, method="ppo")
+    assert _job_config(other_judge, method="ppo").key() != ppo.key()
+
+
+def test_the_worker_trains_and_judges_with_config_json_not_its_environment(
+    demo_store, settings, tmp_path, monkeypatch
+):
+    """The worker reads everything it trains and judges with from the job's config.json; a
+    worker environment that says otherwise changes nothing. Only a secret (the judge's API key,
+    never written to disk) comes from the environment."""
+    from criticloop.reward import DEFAULT_PROFILES
+    from criticloop.training import _online, worker
+    from criticloop.training._data import training_prompts
+    from criticloop.training._ppo import PPOSettings
+
+    profile = tmp_path / "profiles.toml"
+    profile.write_text(DEFAULT_PROFILES.read_text())
+    launching = settings.model_copy(
+        update={
+            "profiles": profile,
+            "judge": settings.judge.model_copy(
+                update={"model": "openai/gpt-4o-mini", "api_key": "sk-launcher"}
+            ),
+            "generation": settings.generation.model_copy(update={"temperature": 0.6}),
+        }
+    )
+    config = _job_config(launching, method="ppo", rl_steps=3, kl_coef=0.2, veto_penalty=-0.5)
+    job_dir = settings.home / "training" / "train-test"
+    config = config.for_job("train-test", job_dir)
+    job_dir.mkdir(parents=True)
+    config.write(job_dir / "config.json")
+    prompt_ids = training_prompts(demo_store, settings.training.heldout_percent)[:2]
+    (job_dir / "prompts.json").write_text(json.dumps(prompt_ids))
+    assert "sk-launcher" not in (job_dir / "config.json").read_text()
+
+    # The worker's environment disagrees with config.json on every count.
+    elsewhere = tmp_path / "elsewhere"
+    for name, value in {
+        "CRITICLOOP_HOME": str(elsewhere),  # no store there
+        "CRITICLOOP_PROFILES": str(tmp_path / "missing.toml"),  # no such file
+        "CRITICLOOP_TRAINING__METHOD": "grpo",
+        "CRITICLOOP_TRAINING__RL_STEPS": "99",
+        "CRITICLOOP_TRAINING__KL_COEF": "0.9",
+        "CRITICLOOP_TRAINING__VETO_PENALTY": "-3",
+        "CRITICLOOP_GENERATION__TEMPERATURE": "1.5",
+        "CRITICLOOP_JUDGE__MODEL": "anthropic/claude-sonnet-4-0",
+        "CRITICLOOP_JUDGE__API_KEY": "sk-worker",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    def settings_are_not_reread(*args, **kwargs):
+        raise AssertionError("the worker read its settings from the environment")
+
+    monkeypatch.setattr(Settings, "load", settings_are_not_reread)
+    seen = {}
+
+    def fake_ppo(config, prompt_ids, conversations, mixed, log):
+        seen.update(config=config, judge=mixed.judge, conversations=conversations)
+        seen["ppo"] = PPOSettings.from_config(config)
+        (Path(config.output_dir) / "adapter").mkdir()
+        return {"steps": 0}
+
+    monkeypatch.setattr(_online, "run_ppo", fake_ppo)
+    assert worker.main([str(job_dir)]) == 0
+
+    assert json.loads((job_dir / "result.json").read_text())["reward"] == "critics"
+    assert seen["config"] == config and len(seen["conversations"]) == 2
+    ppo = seen["ppo"]
+    assert (ppo.steps, ppo.kl_coef, ppo.temperature) == (3, 0.2, 0.6)
+    judge = seen["judge"]
+    assert judge.veto_penalty == -0.5
+    assert judge.settings.home == settings.home and judge.settings.profiles == profile
+    assert judge.settings.judge.model == "openai/gpt-4o-mini"
+    assert judge.settings.judge.api_key.get_secret_value() == "sk-worker"
+    assert not elsewhere.exists()
+
+
 def test_the_job_callback_fails_a_nan_loss_and_skips_the_last_checkpoint():
     from criticloop.training._dpo import step_logger
     from transformers import TrainerControl

@@ -32,7 +32,7 @@ def load_base(config: TrainConfig, *, for_training: bool = True) -> tuple[Any, A
 
     quiet_transformers()
     kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if config.bf16 else torch.float32}
-    if config.quantize == "4bit":
+    if config.training.quantize == "4bit":
         if config.device != "cuda":
             raise InputError("--quantize 4bit (QLoRA) needs a CUDA GPU; this job runs on CPU")
         from transformers import BitsAndBytesConfig
@@ -47,11 +47,11 @@ def load_base(config: TrainConfig, *, for_training: bool = True) -> tuple[Any, A
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(config.model_path, **kwargs)
-    if config.quantize == "4bit" and for_training:
+    if config.training.quantize == "4bit" and for_training:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=config.gradient_checkpointing
+            model, use_gradient_checkpointing=config.training.gradient_checkpointing
         )
     return model, tokenizer
 
@@ -59,10 +59,11 @@ def load_base(config: TrainConfig, *, for_training: bool = True) -> tuple[Any, A
 def lora_config(config: TrainConfig):
     from peft import LoraConfig
 
+    training = config.training
     return LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
+        r=training.lora_r,
+        lora_alpha=training.lora_alpha,
+        lora_dropout=training.lora_dropout,
         target_modules=config.target_modules(),
         task_type="CAUSAL_LM",
     )
@@ -70,23 +71,24 @@ def lora_config(config: TrainConfig):
 
 def trainer_args(config: TrainConfig, args_class: type, **extra: Any) -> Any:
     """The transformers/TRL arguments every method shares; ``extra`` adds or overrides."""
+    training = config.training
     shared = {
         "output_dir": str(Path(config.output_dir) / "checkpoints"),
-        "per_device_train_batch_size": config.batch_size,
-        "gradient_accumulation_steps": config.gradient_accumulation,
-        "learning_rate": config.learning_rate,
-        "num_train_epochs": config.epochs,
-        "max_steps": config.max_steps or -1,
+        "per_device_train_batch_size": training.batch_size,
+        "gradient_accumulation_steps": training.gradient_accumulation,
+        "learning_rate": training.learning_rate,
+        "num_train_epochs": training.epochs,
+        "max_steps": training.max_steps or -1,
         "logging_steps": 1,
         "save_strategy": "steps",
-        "save_steps": config.save_steps,
+        "save_steps": training.save_steps,
         "save_total_limit": 2,
         "report_to": [],
         "bf16": config.bf16,
         "use_cpu": config.device == "cpu",
-        "gradient_checkpointing": config.gradient_checkpointing,
-        "seed": config.seed,
-        "data_seed": config.seed,
+        "gradient_checkpointing": training.gradient_checkpointing,
+        "seed": training.seed,
+        "data_seed": training.seed,
         "dataloader_num_workers": 0,
         "disable_tqdm": True,
     }
@@ -174,7 +176,7 @@ def run_dpo(
             # The dataloader's copy has lost the weight column (not a model input); this one has
             # the same rows in the same order.
             dataset = self.train_dataset
-            generator = torch.Generator().manual_seed(config.seed)
+            generator = torch.Generator().manual_seed(config.training.seed)
             return torch.utils.data.WeightedRandomSampler(
                 dataset["weight"], num_samples=len(dataset), replacement=True, generator=generator
             )
@@ -183,7 +185,8 @@ def run_dpo(
     dataset = Dataset.from_list(
         [{**row, "weight": w} for row, w in zip(rows, weights, strict=True)]
     )
-    args = trainer_args(config, DPOConfig, beta=config.beta, max_length=config.max_length)
+    training = config.training
+    args = trainer_args(config, DPOConfig, beta=training.beta, max_length=training.max_length)
     trainer = WeightedDPOTrainer(
         model=model,
         args=args,

@@ -25,18 +25,17 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import CriticloopError, InputError
 from ..settings import Settings, TrainingSettings
 from ..store import Store
-from ._config import TrainConfig
+from ._config import RL_METHODS, TrainConfig
 from ._data import load_preferences, prompts_hash, training_prompts
 
 log = logging.getLogger(__name__)
-RL_METHODS = ("ppo", "grpo", "rloo")
 
 
 class TrainingFailed(CriticloopError):
@@ -100,19 +99,19 @@ def train(
                 raise InputError("no prompts to train on (criticloop import adds some)")
             data_hash, examples = prompts_hash(prompt_ids), len(prompt_ids)
         ref = policy_ref(settings)  # converts the bundled model (once): only with data to train
-        config = _config(settings, training, ref, device, launcher, job_id="", output_dir="")
+        config = TrainConfig.build(settings, training, ref, device, launcher)
         resumable = store.resumable_job(training.method, data_hash, config.key())
         if resumable and not has_checkpoint(Path(resumable["output_dir"])):
             resumable = None  # it failed before its first checkpoint: nothing to resume
         if resumable:
             job = store.claim_job(resumable["id"])
             job_id, job_dir = job["id"], Path(job["output_dir"])
-            config = replace(config, job_id=job_id, output_dir=str(job_dir), launcher=launcher)
+            config = config.for_job(job_id, job_dir)
             log.info("resuming interrupted job %s from %s", job_id, job_dir)
         else:
             job_id = _new_job_id()
             job_dir = settings.home / "training" / job_id
-            config = replace(config, job_id=job_id, output_dir=str(job_dir))
+            config = config.for_job(job_id, job_dir)
             job_dir.mkdir(parents=True, exist_ok=True)
             if training.method == "dpo":
                 _write_jsonl(
@@ -135,7 +134,7 @@ def train(
                 log_path=str(job_dir / "train.log"),
                 run_id=run_id,
             )
-        metrics = _launch_recorded(config, job_dir, store, training)
+        metrics = _launch_recorded(config, job_dir, store)
         version = job_id.replace("train-", f"{training.method}-", 1)
         target = settings.adapters_dir / version
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -218,19 +217,18 @@ def train_reward_model(
             )
         ref = reward_base(settings, training.rm_base)
         tuning = resolve_tuning(training.rm_tuning, ref.source)
-        config = _config(settings, training, ref, device, launcher, job_id="", output_dir="")
-        config = replace(config, rm_tuning=tuning, rm_dimension=training.rm_dimension)
+        config = TrainConfig.build(settings, training, ref, device, launcher, rm_tuning=tuning)
         resumable = store.resumable_job("reward", data.data_hash, config.key())
         if resumable and not has_checkpoint(Path(resumable["output_dir"])):
             resumable = None
         if resumable:
             job = store.claim_job(resumable["id"])
             job_id, job_dir = job["id"], Path(job["output_dir"])
-            config = replace(config, job_id=job_id, output_dir=str(job_dir))
+            config = config.for_job(job_id, job_dir)
         else:
             job_id = _new_job_id()
             job_dir = settings.home / "training" / job_id
-            config = replace(config, job_id=job_id, output_dir=str(job_dir))
+            config = config.for_job(job_id, job_dir)
             job_dir.mkdir(parents=True, exist_ok=True)
             _write_jsonl(
                 job_dir / "pairs.jsonl",
@@ -251,7 +249,7 @@ def train_reward_model(
                 log_path=str(job_dir / "train.log"),
                 run_id=run_id,
             )
-        metrics = _launch_recorded(config, job_dir, store, training)
+        metrics = _launch_recorded(config, job_dir, store)
         metrics = {**metrics, "sources": dict(data.sources), "skipped": dict(data.skipped)}
         version = job_id.replace("train-", "reward-", 1)
         target = settings.home / "reward_models" / version
@@ -313,42 +311,6 @@ def _beats_active(store, settings, row, heldout, measured) -> tuple[bool, str]:
     )
 
 
-def _config(settings, training, ref, device, launcher, *, job_id, output_dir) -> TrainConfig:
-    return TrainConfig(
-        method=training.method,
-        job_id=job_id,
-        base_model=ref.name,
-        model_path=ref.source,
-        home=str(settings.home),
-        output_dir=output_dir,
-        launcher=launcher,
-        device=device,
-        quantize=training.quantize,
-        learning_rate=training.learning_rate,
-        epochs=training.epochs,
-        max_steps=training.max_steps,
-        batch_size=training.batch_size,
-        gradient_accumulation=training.gradient_accumulation,
-        max_length=training.max_length,
-        beta=training.beta,
-        lora_r=training.lora_r,
-        lora_alpha=training.lora_alpha,
-        lora_dropout=training.lora_dropout,
-        lora_target_modules=training.lora_target_modules,
-        gradient_checkpointing=training.gradient_checkpointing,
-        save_steps=training.save_steps,
-        seed=training.seed,
-        rl_steps=training.rl_steps,
-        rl_samples_per_prompt=training.rl_samples_per_prompt,
-        rl_max_new_tokens=training.rl_max_new_tokens,
-        kl_coef=training.kl_coef,
-        veto_penalty=training.veto_penalty,
-        temperature=settings.generation.temperature or 1.0,
-        reward=training.reward,
-        reward_mix=training.reward_mix,
-    )
-
-
 def has_checkpoint(job_dir: Path) -> bool:
     """A job can resume from a TRL checkpoint or a PPO state."""
     from ._dpo import last_checkpoint
@@ -366,10 +328,10 @@ def _new_job_id() -> str:
     return f"train-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
-def _launch_recorded(config: TrainConfig, job_dir: Path, store: Store, training: TrainingSettings):
+def _launch_recorded(config: TrainConfig, job_dir: Path, store: Store):
     """:func:`_launch`, recording the job as failed, with its reason, when it does not finish."""
     try:
-        return _launch(config, job_dir, store, training)
+        return _launch(config, job_dir, store)
     except KeyboardInterrupt:
         store.finish_job(config.job_id, "failed", metrics=_read_steps(job_dir), reason="interrupted")
         raise
@@ -378,7 +340,7 @@ def _launch_recorded(config: TrainConfig, job_dir: Path, store: Store, training:
         raise
 
 
-def _launch(config: TrainConfig, job_dir: Path, store: Store, training: TrainingSettings):
+def _launch(config: TrainConfig, job_dir: Path, store: Store):
     """Run the job with its launcher; return its final metrics or raise TrainingFailed."""
     if config.launcher == "inprocess":
         try:
@@ -387,7 +349,7 @@ def _launch(config: TrainConfig, job_dir: Path, store: Store, training: Training
             raise
         except Exception as exc:  # noqa: BLE001 - any training error fails the job with its reason
             raise TrainingFailed(failure_reason(exc)) from exc
-    command = worker_command(config.launcher, job_dir, training.accelerate_config)
+    command = worker_command(config.launcher, job_dir, config.training.accelerate_config)
     with open(job_dir / "train.log", "ab") as logfile:
         process = subprocess.Popen(command, stdout=logfile, stderr=subprocess.STDOUT)
         try:

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..settings import Settings
 from ..store import Store
 from ._config import TrainConfig
 from ._data import policy_conversation
@@ -31,11 +30,14 @@ LogFn = Callable[[dict[str, Any]], None]
 
 
 def run_online(config: TrainConfig, prompt_ids: list[str], log: LogFn) -> dict[str, Any]:
-    settings = Settings.load(home=Path(config.home))
-    judge = CriticJudge(settings, veto_penalty=config.veto_penalty)
-    weight, name = parse_reward(config.reward)
+    """Train with PPO, GRPO or RLOO; the judge's settings are the job's (config.json), not
+    the worker's environment."""
+    settings = config.settings()
+    training = config.training
+    judge = CriticJudge(settings, veto_penalty=training.veto_penalty)
+    weight, name = parse_reward(training.reward)
     model = ModelReward.named(settings, name, judge) if name else None
-    rm_weight = config.reward_mix if weight < 0 else weight
+    rm_weight = training.reward_mix if weight < 0 else weight
     with Store.open(settings.db_path, create=False) as store:
         conversations = [policy_conversation(store, pid) for pid in prompt_ids]
     mixed = Mixed(judge, model, rm_weight)
@@ -43,7 +45,7 @@ def run_online(config: TrainConfig, prompt_ids: list[str], log: LogFn) -> dict[s
         metrics = run_ppo(config, prompt_ids, conversations, mixed, log)
     else:
         metrics = run_trl_online(config, prompt_ids, conversations, mixed, log)
-    return {**metrics, "reward": config.reward, **mixed.describe()}
+    return {**metrics, "reward": training.reward, **mixed.describe()}
 
 
 class Mixed:
@@ -70,14 +72,16 @@ class Mixed:
         return out
 
 
-def run_ppo(config, prompt_ids, conversations, mixed: Mixed, log: LogFn) -> dict[str, Any]:
+def run_ppo(
+    config: TrainConfig, prompt_ids, conversations, mixed: Mixed, log: LogFn
+) -> dict[str, Any]:
     from peft import get_peft_model
 
     from ._ppo import PPOSettings, train_ppo
 
     model, tokenizer = load_base(config)
     model = get_peft_model(model, lora_config(config)).to(config.device)
-    budget = max(16, config.max_length - config.rl_max_new_tokens)
+    budget = max(16, config.training.max_length - config.training.rl_max_new_tokens)
     prompts = [_encode(tokenizer, conversation)[-budget:] for conversation in conversations]
 
     def reward_fn(indices: list[int], responses: list[str]) -> list[float]:
@@ -91,16 +95,7 @@ def run_ppo(config, prompt_ids, conversations, mixed: Mixed, log: LogFn) -> dict
                 out[p] = value
         return out
 
-    ppo = PPOSettings(
-        steps=config.rl_steps,
-        prompts_per_step=config.batch_size,
-        samples_per_prompt=config.rl_samples_per_prompt,
-        max_new_tokens=config.rl_max_new_tokens,
-        temperature=config.temperature,
-        learning_rate=config.learning_rate,
-        kl_coef=config.kl_coef,
-        seed=config.seed,
-    )
+    ppo = PPOSettings.from_config(config)
     began = time.perf_counter()
     history = train_ppo(
         model, tokenizer, prompts, reward_fn, ppo, Path(config.output_dir) / "adapter", on_step=log
@@ -170,7 +165,9 @@ def _critic_functions(judge: CriticJudge, prompt_ids: list[str]) -> tuple[list, 
     return [*(critic_reward(n) for n in names), veto], [*(totals[n] for n in names), 1.0]
 
 
-def run_trl_online(config, prompt_ids, conversations, mixed: Mixed, log: LogFn) -> dict[str, Any]:
+def run_trl_online(
+    config: TrainConfig, prompt_ids, conversations, mixed: Mixed, log: LogFn
+) -> dict[str, Any]:
     from datasets import Dataset
 
     if config.method == "grpo":
@@ -184,15 +181,16 @@ def run_trl_online(config, prompt_ids, conversations, mixed: Mixed, log: LogFn) 
     dataset = Dataset.from_list(
         [{"prompt": c, "prompt_id": pid} for pid, c in zip(prompt_ids, conversations, strict=True)]
     )
-    generations = config.rl_samples_per_prompt
+    training = config.training
+    generations = training.rl_samples_per_prompt
     args = trainer_args(
         replace_steps(config),
         Args,
-        per_device_train_batch_size=config.batch_size * generations,
+        per_device_train_batch_size=training.batch_size * generations,
         num_generations=generations,
-        max_completion_length=config.rl_max_new_tokens,
+        max_completion_length=training.rl_max_new_tokens,
         temperature=config.temperature,
-        beta=config.kl_coef,
+        beta=training.kl_coef,
         reward_weights=weights,
     )
     trainer = Trainer(
@@ -218,9 +216,7 @@ def run_trl_online(config, prompt_ids, conversations, mixed: Mixed, log: LogFn) 
 
 def replace_steps(config: TrainConfig) -> TrainConfig:
     """RL methods count optimisation steps in ``rl_steps``, not epochs over the prompts."""
-    from dataclasses import replace
-
-    return replace(config, max_steps=config.rl_steps)
+    return config.with_training(max_steps=config.training.rl_steps)
 
 
 def _encode(tokenizer, conversation: list[dict[str, str]]) -> list[int]:

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
+    from ._config import TrainConfig
+
 STATE_DIR = "ppo_state"
 VALUE_HEAD_FILE = "value_head.safetensors"
 METRIC_KEYS = (
@@ -51,16 +53,23 @@ _UPDATE_KEYS = (
 
 @dataclass(frozen=True)
 class PPOSettings:
-    steps: int = 4  # PPO iterations (rollout + update)
-    prompts_per_step: int = 4  # prompts sampled per iteration
-    samples_per_prompt: int = 2
-    max_new_tokens: int = 48
-    temperature: float = 1.0
+    """One PPO run. The knobs PPO shares with the other methods have no default here: a job
+    takes them from its config (:meth:`from_config`, whose defaults are ``TrainingSettings``');
+    the rest are PPO's own."""
+
+    # Shared with GRPO/RLOO and the training settings.
+    steps: int  # PPO iterations (rollout + update)
+    prompts_per_step: int  # prompts sampled per iteration
+    samples_per_prompt: int
+    max_new_tokens: int
+    temperature: float
+    learning_rate: float  # LoRA and value head
+    kl_coef: float  # per-token KL penalty against the reference (adapter disabled)
+    seed: int
+    # PPO's own.
     top_p: float = 1.0
     ppo_epochs: int = 2  # optimisation passes over each rollout batch
     minibatch_size: int = 4  # sequences per optimiser step
-    learning_rate: float = 1e-4  # LoRA and value head
-    kl_coef: float = 0.05  # per-token KL penalty against the reference (adapter disabled)
     gamma: float = 1.0
     lam: float = 0.95
     clip_range: float = 0.2
@@ -69,7 +78,22 @@ class PPOSettings:
     entropy_coef: float = 0.01
     max_grad_norm: float = 1.0
     whiten_advantages: bool = True
-    seed: int = 0
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, **own: Any) -> PPOSettings:
+        """The job's PPO settings: the shared knobs from its config, ``own`` for PPO's own."""
+        training = config.training
+        return cls(
+            steps=training.rl_steps,
+            prompts_per_step=training.batch_size,
+            samples_per_prompt=training.rl_samples_per_prompt,
+            max_new_tokens=training.rl_max_new_tokens,
+            temperature=config.temperature,
+            learning_rate=training.learning_rate,
+            kl_coef=training.kl_coef,
+            seed=training.seed,
+            **own,
+        )
 
 
 # ---- losses and advantage estimation -------------------------------------------------------------

@@ -160,7 +160,8 @@ def run_reward(
     from ._dpo import fit, peak_memory_mb, trainer_args
 
     quiet_transformers()
-    torch.manual_seed(config.seed)
+    training = config.training
+    torch.manual_seed(training.seed)
     tokenizer = AutoTokenizer.from_pretrained(config.model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -174,7 +175,7 @@ def run_reward(
     class WeightedRewardTrainer(RewardTrainer):
         def _get_train_sampler(self, train_dataset=None):
             # As DPO's: the dataloader's copy has lost the weight column; this one has it.
-            generator = torch.Generator().manual_seed(config.seed)
+            generator = torch.Generator().manual_seed(training.seed)
             return torch.utils.data.WeightedRandomSampler(
                 self.train_dataset["weight"],
                 num_samples=len(self.train_dataset),
@@ -183,31 +184,30 @@ def run_reward(
             )
 
     def tokenized(row: dict[str, Any]) -> dict[str, list[int]]:
+        conversation, length = row["conversation"], training.max_length
         return {
-            "chosen_ids": encode(tokenizer, row["conversation"], row["chosen"], config.max_length),
-            "rejected_ids": encode(
-                tokenizer, row["conversation"], row["rejected"], config.max_length
-            ),
+            "chosen_ids": encode(tokenizer, conversation, row["chosen"], length),
+            "rejected_ids": encode(tokenizer, conversation, row["rejected"], length),
         }
 
     dataset = Dataset.from_list(
         [{**tokenized(row), "weight": w} for row, w in zip(train, weights, strict=True)]
     )
     peft_config = None
-    if config.rm_tuning == "lora":
+    if training.rm_tuning == "lora":
         from peft import LoraConfig
 
         peft_config = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
+            r=training.lora_r,
+            lora_alpha=training.lora_alpha,
+            lora_dropout=training.lora_dropout,
             target_modules=config.target_modules(),
             task_type="SEQ_CLS",
         )
     args = trainer_args(
         config,
         RewardConfig,
-        max_length=config.max_length,
+        max_length=training.max_length,
         gradient_checkpointing=False,  # small bases; checkpointing an encoder saves nothing here
     )
     trainer = WeightedRewardTrainer(
@@ -221,8 +221,8 @@ def run_reward(
     result, resumed_from, seconds = fit(trainer, config, log)
     tokenizer.save_pretrained(str(Path(config.output_dir) / "adapter"))
     changed = _changed(before, trainer.model)
-    scorer = _Scorer(trainer.model, tokenizer, config.max_length)
-    sample = random.Random(config.seed).sample(train, min(len(train), 256))
+    scorer = _Scorer(trainer.model, tokenizer, training.max_length)
+    sample = random.Random(training.seed).sample(train, min(len(train), 256))
     center = float(
         sum(scorer([(r["conversation"], r[k]) for r in sample for k in ("chosen", "rejected")]))
         / max(1, 2 * len(sample))
@@ -239,7 +239,7 @@ def run_reward(
         "heldout_pairs": len(heldout),
         "center": round(center, 6),
         "weights_changed": changed,
-        "tuning": config.rm_tuning,
+        "tuning": training.rm_tuning,
         "seconds": round(seconds, 2),
         "ms_per_response": measured.pop("ms_per_response", None),
         "heldout": measured,

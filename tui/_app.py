@@ -25,7 +25,7 @@ from textual.screen import Screen
 from textual.widgets import Static
 
 from ..errors import CriticloopError
-from ..graphs.review import Case, ReviewDesk
+from ..graphs.review import ReviewCase, ReviewDesk
 from ..settings import Settings
 from ..store import ALL_CASES, CaseFilter
 from ._screens import FilterScreen, RewriteScreen, StatsScreen, TextPrompt
@@ -97,7 +97,7 @@ class ReviewScreen(Screen[None]):
             self.query_one("#empty", Static).update(Content.from_markup(empty_markup(queue, app)))
         return queue
 
-    def show(self, case: Case | None) -> None:
+    def show(self, case: ReviewCase | None) -> None:
         app = self.review
         self.set_class(case is None, "-empty")
         self.refresh_status()
@@ -210,7 +210,7 @@ class ReviewApp(App[None]):
         super().__init__()
         self.desk = desk or ReviewDesk(settings, reviewer)
         self.filters = filters
-        self.case: Case | None = None
+        self.case: ReviewCase | None = None
         self.side = "A"
         self.skipped: list[str] = []
         self.decided: list[str] = []  # this session's verdicts, for undo
@@ -250,7 +250,7 @@ class ReviewApp(App[None]):
         if case is not None:
             self.main.query_one("#pane-a").focus()
 
-    def _guard(self) -> Case | None:
+    def _guard(self) -> ReviewCase | None:
         if self.case is None:
             self.bell()
             self.notify("no case in hand", severity="warning", timeout=2)
@@ -354,15 +354,8 @@ class ReviewApp(App[None]):
         self.graph_job(self.desk.undo, case_id, then=back, what="undo")
 
     def choose_filter(self) -> None:
-        brands = [
-            (r["id"], r["name"]) for r in self.desk.store.db["brands"].rows_where(order_by="name")
-        ]
-        runs = [
-            r["run_id"]
-            for r in self.desk.store.db.query(
-                "SELECT DISTINCT run_id FROM decisions WHERE status = 'waiting' ORDER BY run_id DESC"
-            )
-        ]
+        brands = self.desk.store.brand_names()
+        runs = self.desk.store.waiting_runs()
 
         def done(filters: CaseFilter | None) -> None:
             if filters is not None:

@@ -10,7 +10,7 @@ from textual.markup import escape
 from textual.widget import Widget
 from textual.widgets import Static
 
-from ..graphs.review import Case, CaseCandidate
+from ..graphs.review import ReviewCandidate, ReviewCase
 
 KEYS: list[tuple[str, str, str]] = [
     ("a", "verdict('a')", "A better"),
@@ -71,7 +71,7 @@ class KeyBar(Widget):
         return lines
 
 
-def context_markup(case: Case, reviews_per_item: int) -> str:
+def context_markup(case: ReviewCase, reviews_per_item: int) -> str:
     """The prompt as the model saw it: task, brand and campaign, persona, the conversation."""
     prompt = case.prompt
     head = [f"[b]{escape(prompt['task_type'])}[/b]", f"prompt {escape(prompt['id'])}"]
@@ -97,7 +97,7 @@ def context_markup(case: Case, reviews_per_item: int) -> str:
     return "\n".join(lines)
 
 
-def why_markup(case: Case, reviews_per_item: int) -> str:
+def why_markup(case: ReviewCase, reviews_per_item: int) -> str:
     d = case.decision
     parts = [f"[b]Escalated:[/b] {escape(d['reason'])}"]
     if d.get("uncertainty") is not None:
@@ -131,7 +131,7 @@ class CandidatePane(VerticalScroll, can_focus=True):
         yield Static(classes="text")
         yield Static(classes="critics")
 
-    def show(self, case: Case) -> None:
+    def show(self, case: ReviewCase) -> None:
         candidate = case.candidate(self.label)
         reward = candidate.reward
         total = reward.get("total")
@@ -150,7 +150,7 @@ class CandidatePane(VerticalScroll, can_focus=True):
         self.scroll_home(animate=False)
 
 
-def annotations_text(case: Case, label: str) -> str:
+def annotations_text(case: ReviewCase, label: str) -> str:
     parts = []
     stars = case.annotation("stars", label)
     if stars:
@@ -166,7 +166,7 @@ def annotations_text(case: Case, label: str) -> str:
     return " · ".join(parts)
 
 
-def _critics(candidate: CaseCandidate) -> str:
+def _critics(candidate: ReviewCandidate) -> str:
     lines = ["[b]critic          score  conf[/b]"]
     for c in candidate.critiques:
         score = "  none" if c["score"] is None else f"{c['score']:6.2f}"

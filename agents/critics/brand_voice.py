@@ -18,20 +18,20 @@ import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._critic import Case, Score, clamp, critic, ramp
+from .._critic import BaseCritic, Case, Score, clamp, critic, ramp, truncation
 from .._text import find_phrases, sentences, sentiment_analyzer, words
 
 if TYPE_CHECKING:
     from .._signals import Signals
 
-VERSION = "1"
-DIMENSION = "brand_voice"
 _MAX_TONE_SENTENCES = 200  # VADER is pure Python: enough sentences to know the tone
 
 
+@critic("brand_voice")
 @dataclass(frozen=True)
-class BrandVoiceCritic:
-    """Scores how closely a response matches the brand's voice; see the module docstring."""
+class BrandVoiceCritic(BaseCritic, name="brand_voice", version="1", needs=("brand",)):
+    """Scores how closely a response matches the brand's voice; see the module docstring.
+    Keyword arguments override its ramps, weights and penalty."""
 
     similarity_floor: float = 0.0
     similarity_ceiling: float = 0.5  # on-voice copy sits around 0.3-0.6 to its best exemplar
@@ -42,13 +42,7 @@ class BrandVoiceCritic:
     w_similarity: float = 0.45
     w_preferred: float = 0.2
     w_tone: float = 0.35
-    name: str = field(default="brand_voice", init=False)
-    dimension: str = field(default=DIMENSION, init=False)
-    version: str = field(default=VERSION, init=False)
     _vader: Any = field(default_factory=sentiment_analyzer, init=False, repr=False, compare=False)
-
-    def applies(self, case: Case) -> bool:
-        return bool(case.brand)
 
     def compounds(self, text: str) -> list[float]:
         """VADER compound of each sentence of ``text``."""
@@ -79,23 +73,18 @@ class BrandVoiceCritic:
         }
         return clamp(1.0 - penalty / self.tone_tolerance), facts
 
-    def __call__(self, case: Case, signals: Signals) -> Score:
-        text = case.judged_text
-        if not text.strip():
-            return Score.unscored(DIMENSION, "empty response", VERSION)
-        if not case.brand:
-            return Score.unscored(DIMENSION, "no brand attached", VERSION)
+    def judge(self, case: Case, text: str, signals: Signals) -> Score:
         voice = case.voice
         exemplars = [e for e in voice.get("exemplars") or [] if e.strip()]
         references = exemplars or [d for d in [voice.get("description") or ""] if d.strip()]
         preferred = [t for t in voice.get("preferred_terms") or [] if t.strip()]
         banned_terms = [t for t in voice.get("banned_terms") or [] if t.strip()]
         if not (references or preferred or banned_terms):
-            return Score.unscored(DIMENSION, "the brand has no voice to compare with", VERSION)
+            return self.unscored("the brand has no voice to compare with")
 
         parts: dict[str, float] = {}
         weights: dict[str, float] = {}
-        evidence: dict[str, Any] = {"brand": case.brand.get("name")}
+        evidence: dict[str, Any] = {"brand": (case.brand or {}).get("name")}
         if references:
             sims = [signals.similarity(text, r) for r in references]
             best, mean = max(sims), statistics.fmean(sims)
@@ -126,17 +115,12 @@ class BrandVoiceCritic:
         base = sum(weights[k] * parts[k] for k in parts) / sum(weights.values()) if parts else 1.0
         score = base * self.banned_factor ** len(banned)
         evidence["components"] = {k: round(v, 4) for k, v in parts.items()}
-        if case.truncated:
-            evidence["truncated"] = True
-            evidence["judged_chars"] = len(text)
-            evidence["response_chars"] = len(case.response)
-        return Score(
-            dimension=DIMENSION,
-            score=round(score, 4),
-            confidence=round(_confidence(parts, banned, text, bool(exemplars)), 4),
-            rationale=_rationale(parts, evidence, preferred),
-            critic_version=VERSION,
-            evidence=evidence,
+        evidence.update(truncation(case))
+        return self.scored(
+            score,
+            _confidence(parts, banned, text, bool(exemplars)),
+            _rationale(parts, evidence, preferred),
+            evidence,
         )
 
 
@@ -183,9 +167,3 @@ def _rationale(parts: dict[str, float], evidence: dict, preferred: list[str]) ->
     else:
         closeness = "no exemplars to compare"
     return f"On the voice of {brand}: {closeness}; preferred terms used: {used}."
-
-
-@critic("brand_voice")
-def brand_voice(**options: float) -> BrandVoiceCritic:
-    """The brand-voice critic; keyword arguments override its ramps, weights and penalty."""
-    return BrandVoiceCritic(**options)

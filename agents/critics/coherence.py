@@ -17,24 +17,24 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import pairwise
 from typing import TYPE_CHECKING
 
-from .._critic import Case, Score, clamp, critic, ramp
+from .._critic import BaseCritic, Case, Score, clamp, critic, ramp, truncation
 from .._text import find_ad, words
 
 if TYPE_CHECKING:
     from .._signals import Signals
 
-VERSION = "1"
-DIMENSION = "coherence"
 _FLAG = 0.6  # a component below this is named in the rationale
 
 
+@critic("coherence")
 @dataclass(frozen=True)
-class CoherenceCritic:
-    """Scores how well a response (and its ad) fits the conversation; see the module docstring."""
+class CoherenceCritic(BaseCritic, name="coherence", version="1"):
+    """Scores how well a response (and its ad) fits the conversation; see the module docstring.
+    Keyword arguments override its reference points and weights."""
 
     # Reference points for the NLL curve, measured with the bundled SmolLM2-135M: fluent on-topic
     # answers score 2-4 nats/token, an answer with an unrelated ad spliced in about 5-6, word salad
@@ -52,21 +52,12 @@ class CoherenceCritic:
     w_continuity: float = 0.2
     w_topic: float = 0.25
     w_ad_fit: float = 0.25
-    name: str = field(default="coherence", init=False)
-    dimension: str = field(default=DIMENSION, init=False)
-    version: str = field(default=VERSION, init=False)
-
-    def applies(self, case: Case) -> bool:
-        return True
 
     def fluency(self, nll: float) -> float:
         """Logistic map of mean NLL per token to 0-1: lower NLL, more fluent."""
         return 1.0 / (1.0 + math.exp((nll - self.nll_midpoint) / self.nll_scale))
 
-    def __call__(self, case: Case, signals: Signals) -> Score:
-        text = case.judged_text
-        if not text.strip():
-            return Score.unscored(DIMENSION, "empty response", VERSION)
+    def judge(self, case: Case, text: str, signals: Signals) -> Score:
         evidence: dict = {}
         parts: dict[str, float] = {}
         weights: dict[str, float] = {}
@@ -111,22 +102,17 @@ class CoherenceCritic:
             evidence["ad_sentences"] = [i + 1 for i in ad.ad_indices]
 
         if not parts:
-            return Score.unscored(DIMENSION, "no signal applies to this response", VERSION)
+            return self.unscored("no signal applies to this response")
         total = sum(weights.values())
         score = sum(weights[k] * parts[k] for k in parts) / total
         evidence["components"] = {k: round(v, 4) for k, v in parts.items()}
         evidence["sentences"] = len(sents)
-        if case.truncated:
-            evidence["truncated"] = True
-            evidence["judged_chars"] = len(text)
-            evidence["response_chars"] = len(case.response)
-        return Score(
-            dimension=DIMENSION,
-            score=round(score, 4),
-            confidence=round(_confidence(parts, n_tokens or len(words(text)), case), 4),
-            rationale=_rationale(parts, evidence, len(sents)),
-            critic_version=VERSION,
-            evidence=evidence,
+        evidence.update(truncation(case))
+        return self.scored(
+            score,
+            _confidence(parts, n_tokens or len(words(text)), case),
+            _rationale(parts, evidence, len(sents)),
+            evidence,
         )
 
 
@@ -189,9 +175,3 @@ def _rationale(parts: dict[str, float], evidence: dict, n_sentences: int) -> str
             f"({evidence['ad_fit']:.2f} similar to the answer and request)."
         )
     return "The answer stays on the request and its sentences follow on from each other."
-
-
-@critic("coherence")
-def coherence(**options: float) -> CoherenceCritic:
-    """The coherence critic; keyword arguments override its reference points and weights."""
-    return CoherenceCritic(**options)

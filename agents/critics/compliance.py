@@ -27,14 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._critic import Case, Score, clamp, critic
+from .._critic import BaseCritic, Case, Score, clamp, critic, truncation
 from .._text import contains_phrase, find_ad, sentences, sentiment_analyzer, words
 
 if TYPE_CHECKING:
     from .._signals import Signals
-
-VERSION = "1"
-DIMENSION = "compliance"
 
 _DISPARAGING = (
     "worse", "worst", "inferior", "avoid", "terrible", "awful", "scam", "rip-off", "ripoff",
@@ -91,27 +88,20 @@ def _load_profanity() -> Callable[[list[str]], Any]:
     return predict_prob
 
 
+@critic("compliance")
 @dataclass(frozen=True)
-class ComplianceCritic:
-    """Vetoes responses that break the policy; see the module docstring."""
+class ComplianceCritic(BaseCritic, name="compliance", version="1"):
+    """Vetoes responses that break the policy; see the module docstring. Keyword arguments
+    override its thresholds."""
 
     profanity_threshold: float = 0.5
     negative_compound: float = -0.3
-    name: str = field(default="compliance", init=False)
-    dimension: str = field(default=DIMENSION, init=False)
-    version: str = field(default=VERSION, init=False)
     _profanity: Callable[[list[str]], Any] = field(
         default_factory=_load_profanity, init=False, repr=False, compare=False
     )
     _vader: Any = field(default_factory=sentiment_analyzer, init=False, repr=False, compare=False)
 
-    def applies(self, case: Case) -> bool:
-        return True
-
-    def __call__(self, case: Case, signals: Signals) -> Score:
-        text = case.judged_text
-        if not text.strip():
-            return Score.unscored(DIMENSION, "empty response", VERSION)
+    def judge(self, case: Case, text: str, signals: Signals) -> Score:
         policy = case.compliance
         sents = sentences(text)
         violations: list[dict[str, Any]] = []
@@ -138,23 +128,18 @@ class ComplianceCritic:
             "violations": violations,
             "rules_checked": _rules_checked(case, policy),
             "margins": {k: round(v, 4) for k, v in margins.items()},
+            **truncation(case),
         }
-        if case.truncated:
-            evidence["truncated"] = True
-            evidence["judged_chars"] = len(text)
-            evidence["response_chars"] = len(case.response)
         if violations:
             certainty = max(v["certainty"] for v in violations)
             rules = list(dict.fromkeys(v["rule"] for v in violations))
             details = "; ".join(_describe(v) for v in violations[:6])
             more = f" (and {len(violations) - 6} more)" if len(violations) > 6 else ""
-            return Score(
-                dimension=DIMENSION,
-                score=0.0,
-                confidence=round(clamp(certainty, 0.05, 0.99), 4),
-                rationale=f"Policy violated ({', '.join(rules).replace('_', ' ')}): {details}{more}.",
-                critic_version=VERSION,
-                evidence=evidence,
+            return self.scored(
+                0.0,
+                clamp(certainty, 0.05, 0.99),
+                f"Policy violated ({', '.join(rules).replace('_', ' ')}): {details}{more}.",
+                evidence,
                 veto=True,
             )
         nearest = min(margins.values(), default=1.0)
@@ -167,13 +152,11 @@ class ComplianceCritic:
             if nearest_rule and nearest < 0.5
             else ""
         )
-        return Score(
-            dimension=DIMENSION,
-            score=1.0,
-            confidence=round(confidence, 4),
-            rationale=f"No policy rule broken ({', '.join(evidence['rules_checked'])}){near}.",
-            critic_version=VERSION,
-            evidence=evidence,
+        return self.scored(
+            1.0,
+            confidence,
+            f"No policy rule broken ({', '.join(evidence['rules_checked'])}){near}.",
+            evidence,
         )
 
     # ---- rules --------------------------------------------------------------------------------
@@ -329,9 +312,3 @@ def _describe(violation: dict) -> str:
     if rule == "profanity":
         return f"profanity in {where} (p={violation['probability']:.2f})"
     return f"text addressed to the judge ({violation['match']!r}) in {where}"
-
-
-@critic("compliance")
-def compliance(**options: float) -> ComplianceCritic:
-    """The compliance critic; keyword arguments override its thresholds."""
-    return ComplianceCritic(**options)

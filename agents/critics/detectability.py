@@ -22,17 +22,14 @@ from __future__ import annotations
 import math
 import re
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .._critic import Case, Score, clamp, critic
+from .._critic import BaseCritic, Case, Score, clamp, critic, truncation
 from .._text import find_ad, words
 
 if TYPE_CHECKING:
     from .._signals import Signals
-
-VERSION = "1"
-DIMENSION = "detectability"
 
 _CALL_TO_ACTION = re.compile(
     r"\b(?:buy (?:it |one |yours )?(?:now|today)|order (?:now|today|yours)|shop now|click(?: here)?|"
@@ -75,9 +72,11 @@ def promotional_cues(text: str) -> dict[str, list[str]]:
     }
 
 
+@critic("detectability")
 @dataclass(frozen=True)
-class DetectabilityCritic:
-    """Scores how well the ad is woven in (1 - detectability); see the module docstring."""
+class DetectabilityCritic(BaseCritic, name="detectability", version="1", needs=("campaign",)):
+    """Scores how well the ad is woven in (1 - detectability); see the module docstring.
+    Keyword arguments override its ceilings and cue weights."""
 
     shift_ceiling: float = 0.5  # 1 - cosine at which the shift alone is fully detectable
     standout_ceiling: float = 0.5  # ad~rest cosine at or above which the ad blends in fully
@@ -90,19 +89,8 @@ class DetectabilityCritic:
     w_hype: float = 0.75  # "best" alone is a weak cue; it adds up with others
     w_price: float = 1.5
     w_url: float = 1.5
-    name: str = field(default="detectability", init=False)
-    dimension: str = field(default=DIMENSION, init=False)
-    version: str = field(default=VERSION, init=False)
 
-    def applies(self, case: Case) -> bool:
-        return bool(case.campaign)
-
-    def __call__(self, case: Case, signals: Signals) -> Score:
-        text = case.judged_text
-        if not text.strip():
-            return Score.unscored(DIMENSION, "empty response", VERSION)
-        if not case.campaign:
-            return Score.unscored(DIMENSION, "no campaign attached", VERSION)
+    def judge(self, case: Case, text: str, signals: Signals) -> Score:
         ad = find_ad(text, case.brand, case.campaign, case.compliance.get("required_disclosure"))
         rest = ad.rest
 
@@ -146,18 +134,13 @@ class DetectabilityCritic:
             "promotional_cues": {k: v for k, v in cues.items() if v},
             "ad_sentences": [i + 1 for i in ad.ad_indices],
             "sentences": len(ad.sentences),
+            **truncation(case),
         }
-        if case.truncated:
-            evidence["truncated"] = True
-            evidence["judged_chars"] = len(text)
-            evidence["response_chars"] = len(case.response)
-        return Score(
-            dimension=DIMENSION,
-            score=round(1.0 - detectability, 4),
-            confidence=round(_confidence(ad.has_ad, semantic, promo, detectability, text), 4),
-            rationale=_rationale(ad.has_ad, evidence, cues),
-            critic_version=VERSION,
-            evidence=evidence,
+        return self.scored(
+            1.0 - detectability,
+            _confidence(ad.has_ad, semantic, promo, detectability, text),
+            _rationale(ad.has_ad, evidence, cues),
+            evidence,
         )
 
 
@@ -201,9 +184,3 @@ def _rationale(has_ad: bool, evidence: dict, cues: dict[str, list[str]]) -> str:
         )
         text += f"{';' if found else ':'} the ad is {blend:.2f} similar to {other}"
     return text + "."
-
-
-@critic("detectability")
-def detectability(**options: float) -> DetectabilityCritic:
-    """The detectability critic; keyword arguments override its ceilings and cue weights."""
-    return DetectabilityCritic(**options)

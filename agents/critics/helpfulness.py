@@ -26,19 +26,16 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._critic import Case, Score, clamp, critic
+from .._critic import BaseCritic, Case, Score, clamp, critic, truncation
 from .._text import content_words, sentences, words
 
 if TYPE_CHECKING:
     from .._signals import Signals
-
-VERSION = "1"
-DIMENSION = "helpfulness"
 
 _MAX_SENTENCES = 12  # sentences checked for near-duplicates: unprepared, each is an embedding
 _NUMBER_WORDS = {
@@ -110,9 +107,11 @@ _DANGLING = frozenset(
 )
 
 
+@critic("helpfulness")
 @dataclass(frozen=True)
-class HelpfulnessCritic:
-    """Scores how helpfully a response answers the request; see the module docstring.
+class HelpfulnessCritic(BaseCritic, name="helpfulness", version="1"):
+    """Scores how helpfully a response answers the request; see the module docstring. Keyword
+    arguments override its weights and thresholds.
 
     score = quality x keep. quality is the weighted mean of relevance, coverage, substance and
     asked-for form; keep multiplies one factor (1 - penalty x signal) per failure: off-topic,
@@ -144,31 +143,13 @@ class HelpfulnessCritic:
     relevance_ceiling: float = 0.7
     off_topic_below: float = 0.15
     near_duplicate: float = 0.92  # cosine at which two sentences count as the same one
-    name: str = field(default="helpfulness", init=False)
-    dimension: str = field(default=DIMENSION, init=False)
-    version: str = field(default=VERSION, init=False)
 
-    def applies(self, case: Case) -> bool:
-        return True
-
-    def __call__(self, case: Case, signals: Signals) -> Score:
-        text = case.judged_text
-        if not text.strip():
-            return Score.unscored(DIMENSION, "empty response", VERSION)
+    def judge(self, case: Case, text: str, signals: Signals) -> Score:
         f = self.features(case, signals)
         score = self.combine(f)
-        evidence = {k: round(float(v), 4) for k, v in f.items()}
-        if case.truncated:
-            evidence["judged_chars"] = len(text)
-            evidence["response_chars"] = len(case.response)
-        return Score(
-            dimension=DIMENSION,
-            score=round(score, 4),
-            confidence=round(self._confidence(f, score, case), 4),
-            rationale=_rationale(f),
-            critic_version=VERSION,
-            evidence=evidence,
-        )
+        evidence: dict = {k: round(float(v), 4) for k, v in f.items()}
+        evidence.update(truncation(case, flag=False))  # its evidence has always been all numbers
+        return self.scored(score, self._confidence(f, score, case), _rationale(f), evidence)
 
     def combine(self, f: dict[str, float]) -> float:
         """The score from the signals (0 unhelpful .. 1 helpful)."""
@@ -377,9 +358,3 @@ def _rationale(f: dict[str, float]) -> str:
     if f["substance"] < 0.6:
         return "The response is thin for what was asked; add the missing substance."
     return "On-topic, complete and free of loops; check its facts, which this critic cannot judge."
-
-
-@critic("helpfulness")
-def helpfulness(**options: float) -> HelpfulnessCritic:
-    """The helpfulness critic; keyword arguments override its weights and thresholds."""
-    return HelpfulnessCritic(**options)

@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .._critic import Case, Score, clamp, critic, ramp
+from .._critic import BaseCritic, Case, Score, clamp, critic, ramp, truncation
 from .._text import sentences, words
 
 if TYPE_CHECKING:
     from .._signals import Signals
 
-VERSION = "1"
-DIMENSION = "persona_consistency"
 _MAX_SENTENCES = 200  # plenty to find the most in-character line
 
 _BREAKS = re.compile(
@@ -59,29 +57,22 @@ def character_breaks(text: str, persona: str) -> list[str]:
     return found
 
 
+@critic("persona")
 @dataclass(frozen=True)
-class PersonaCritic:
-    """Scores how well a response keeps its persona; see the module docstring."""
+class PersonaCritic(
+    BaseCritic, name="persona", dimension="persona_consistency", version="1", needs=("persona",)
+):
+    """Scores how well a response keeps its persona; see the module docstring. Keyword arguments
+    override its ramp, weights and penalty."""
 
     similarity_floor: float = 0.0
     similarity_ceiling: float = 0.45  # an in-character answer sits around 0.2-0.5
     w_whole: float = 0.6
     w_best_sentence: float = 0.4
     break_factor: float = 0.25
-    name: str = field(default="persona", init=False)
-    dimension: str = field(default=DIMENSION, init=False)
-    version: str = field(default=VERSION, init=False)
 
-    def applies(self, case: Case) -> bool:
-        return bool(case.persona and case.persona.strip())
-
-    def __call__(self, case: Case, signals: Signals) -> Score:
-        text = case.judged_text
-        if not text.strip():
-            return Score.unscored(DIMENSION, "empty response", VERSION)
+    def judge(self, case: Case, text: str, signals: Signals) -> Score:
         persona = (case.persona or "").strip()
-        if not persona:
-            return Score.unscored(DIMENSION, "no persona given", VERSION)
         whole = signals.similarity(text, persona)
         sims = [signals.similarity(s, persona) for s in sentences(text)[:_MAX_SENTENCES]]
         best = max(sims, default=whole)
@@ -95,11 +86,8 @@ class PersonaCritic:
             "best_sentence_similarity": round(best, 4),
             "best_sentence": sims.index(best) + 1 if sims else None,
             "character_breaks": breaks,
+            **truncation(case),
         }
-        if case.truncated:
-            evidence["truncated"] = True
-            evidence["judged_chars"] = len(text)
-            evidence["response_chars"] = len(case.response)
         # A break is a plain fact; otherwise the embedding is sure only on enough text and away
         # from the middle of its ramp.
         support = 1.0 - math.exp(-len(words(text)) / 25.0)
@@ -107,13 +95,8 @@ class PersonaCritic:
             confidence = 0.8 + 0.05 * min(len(breaks), 3)
         else:
             confidence = 0.25 + 0.35 * support + 0.3 * abs(fit - 0.5) * 2.0
-        return Score(
-            dimension=DIMENSION,
-            score=round(score, 4),
-            confidence=round(clamp(confidence, 0.05, 0.95), 4),
-            rationale=_rationale(evidence, fit),
-            critic_version=VERSION,
-            evidence=evidence,
+        return self.scored(
+            score, clamp(confidence, 0.05, 0.95), _rationale(evidence, fit), evidence
         )
 
 
@@ -128,9 +111,3 @@ def _rationale(evidence: dict, fit: float) -> str:
             "use its voice, role and habits."
         )
     return f"Stays in character and reads like the persona (similarity {sim:.2f})."
-
-
-@critic("persona")
-def persona(**options: float) -> PersonaCritic:
-    """The persona-consistency critic; keyword arguments override its ramp, weights and penalty."""
-    return PersonaCritic(**options)

@@ -20,35 +20,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .._critic import Case, Score, critic
+from .._critic import BaseCritic, Case, Score, critic
 
 if TYPE_CHECKING:
     from .._signals import Signals
 
-DIMENSION = "reward_model"
 
-
+@critic("reward_model")
 @dataclass(frozen=True)
-class UnresolvedRewardModel:
+class UnresolvedRewardModel(BaseCritic, name="reward_model", version="unresolved"):
     """The critic before the graph has loaded its model (``model`` names it)."""
 
+    backend = "reward_model"  # what critic_versions records, not an option
     model: str | None = None
-    name: str = DIMENSION
-    dimension: str = DIMENSION
-    version: str = "unresolved"
-    backend: str = "reward_model"
-
-    def applies(self, case: Case) -> bool:
-        return True
 
     def __call__(self, case: Case, signals: Signals) -> Score:
-        return Score.unscored(
-            self.dimension,
-            "no reward model loaded (set options.reward_model.model in the profile)",
-            self.version,
+        # Without a model there is nothing to judge with, not even an empty response.
+        return self.unscored(
+            "no reward model loaded (set options.reward_model.model in the profile)"
         )
-
-
-@critic(DIMENSION)
-def reward_model(model: str | None = None) -> UnresolvedRewardModel:
-    return UnresolvedRewardModel(model=model)

@@ -19,17 +19,14 @@ from __future__ import annotations
 import math
 import re
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .._critic import Case, Score, clamp, critic, ramp
+from .._critic import BaseCritic, Case, Score, clamp, critic, ramp, truncation
 from .._text import brand_names, contains_phrase, content_words, find_ad, words
 
 if TYPE_CHECKING:
     from .._signals import Signals
-
-VERSION = "1"
-DIMENSION = "salience"
 
 
 def _name_pattern(names: list[str]) -> re.Pattern[str] | None:
@@ -41,9 +38,11 @@ def _name_pattern(names: list[str]) -> re.Pattern[str] | None:
     return re.compile(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])", re.IGNORECASE)
 
 
+@critic("salience")
 @dataclass(frozen=True)
-class SalienceCritic:
-    """Scores how clearly and prominently the product is named; see the module docstring."""
+class SalienceCritic(BaseCritic, name="salience", version="1", needs=("campaign",)):
+    """Scores how clearly and prominently the product is named; see the module docstring.
+    Keyword arguments override its credits, ramps and weights."""
 
     exact_product: float = 1.0
     full_brand: float = 0.6
@@ -58,20 +57,9 @@ class SalienceCritic:
     w_mentions: float = 0.2
     w_copy: float = 0.3
     w_keywords: float = 0.15
-    name: str = field(default="salience", init=False)
-    dimension: str = field(default=DIMENSION, init=False)
-    version: str = field(default=VERSION, init=False)
 
-    def applies(self, case: Case) -> bool:
-        return bool(case.campaign)
-
-    def __call__(self, case: Case, signals: Signals) -> Score:
-        text = case.judged_text
-        if not text.strip():
-            return Score.unscored(DIMENSION, "empty response", VERSION)
-        if not case.campaign:
-            return Score.unscored(DIMENSION, "no campaign attached", VERSION)
-        campaign, brand = case.campaign, case.brand or {}
+    def judge(self, case: Case, text: str, signals: Signals) -> Score:
+        campaign, brand = case.campaign or {}, case.brand or {}
         product = campaign.get("product") or ""
         ad = find_ad(text, case.brand, case.campaign, case.compliance.get("required_disclosure"))
         sents = ad.sentences
@@ -89,11 +77,8 @@ class SalienceCritic:
             "sentences": n,
             "keywords_covered": covered,
             "keyword_coverage": round(kw_score, 4),
+            **truncation(case),
         }
-        if case.truncated:
-            evidence["truncated"] = True
-            evidence["judged_chars"] = len(text)
-            evidence["response_chars"] = len(case.response)
 
         if not naming_sentences:
             # Generic talk of the product's own words ("cold brew concentrate") without the name
@@ -102,16 +87,12 @@ class SalienceCritic:
             near = len(own & content_words(text)) / len(own) if own else 0.0
             evidence["product_words_without_name"] = round(near, 4)
             shown = " or ".join(dict.fromkeys(x for x in names[:2] if x))
-            return Score(
-                dimension=DIMENSION,
-                score=0.0,
-                confidence=round(clamp(0.95 - 0.4 * near), 4),
-                rationale=(
-                    f"Never names {shown or 'the product'}; name the product, early, in a "
-                    "sentence that carries the ad copy's point."
-                ),
-                critic_version=VERSION,
-                evidence=evidence,
+            return self.scored(
+                0.0,
+                clamp(0.95 - 0.4 * near),
+                f"Never names {shown or 'the product'}; name the product, early, in a "
+                "sentence that carries the ad copy's point.",
+                evidence,
             )
 
         quality, named_as = self._naming(sents, naming_sentences, product, brand, names)
@@ -147,13 +128,8 @@ class SalienceCritic:
         support = 1.0 - math.exp(-len(words(text)) / 20.0)
         agreement = 1.0 - 2.0 * statistics.pstdev(parts.values())
         confidence = clamp(0.3 + 0.25 * quality + 0.25 * support + 0.2 * agreement, 0.05, 0.95)
-        return Score(
-            dimension=DIMENSION,
-            score=round(score, 4),
-            confidence=round(confidence, 4),
-            rationale=_rationale(evidence, quality, product, named_as),
-            critic_version=VERSION,
-            evidence=evidence,
+        return self.scored(
+            score, confidence, _rationale(evidence, quality, product, named_as), evidence
         )
 
     def _naming(
@@ -214,9 +190,3 @@ def _rationale(evidence: dict, quality: float, product: str, used: str) -> str:
     covered = evidence["keywords_covered"]
     text += f"; covers keywords {', '.join(covered)}" if covered else "; covers no campaign keyword"
     return text + "."
-
-
-@critic("salience")
-def salience(**options: float) -> SalienceCritic:
-    """The salience critic; keyword arguments override its credits, ramps and weights."""
-    return SalienceCritic(**options)
