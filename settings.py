@@ -164,6 +164,46 @@ class LimitsSettings(BaseModel):
     )
 
 
+class FeedbackSettings(BaseModel):
+    """Production feedback logs (``criticloop feedback import``)."""
+
+    labels: dict[str, Literal["up", "down"]] = Field(
+        default_factory=lambda: {
+            "UR2": "down",
+            "UR3": "down",
+            "UR5": "up",
+            "positive": "up",
+            "negative": "down",
+        },
+        description="Category labels users give answers, each read as a thumb up or down "
+        "(matched ignoring case); a label not listed is skipped and counted.",
+    )
+    revise: Literal["feedback", "alternative"] = Field(
+        "feedback",
+        description="How `criticloop feedback revise` (and graph run) rewrites an answer users "
+        "rated down (thumbs down, or 2 stars or fewer): 'feedback' from the user's comment and "
+        "the answer, 'alternative' a fresh answer to the conversation without them.",
+    )
+    revise_nightly: bool = Field(
+        True,
+        description="Whether `criticloop graph run` revises the rated-down log answers not "
+        "revised yet, after judging and before training.",
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_distinct(cls, labels: dict[str, str]) -> dict[str, str]:
+        folded: dict[str, str] = {}
+        for label in labels:
+            key = label.strip().casefold()
+            if not key:
+                raise ValueError("a label must not be empty")
+            if key in folded:
+                raise ValueError(f"labels {folded[key]!r} and {label!r} differ only in case")
+            folded[key] = label
+        return labels
+
+
 class TrainingSettings(BaseModel):
     """``criticloop train`` and the training phase of ``criticloop graph run --train``.
 
@@ -172,10 +212,11 @@ class TrainingSettings(BaseModel):
     worker reads them from the job's ``config.json``, not from the environment. PPO's own
     algorithm knobs (clip ranges, GAE, value loss) are ``PPOSettings``'."""
 
-    method: Literal["dpo", "ppo", "grpo", "rloo", "reward"] = Field(
+    method: Literal["dpo", "sft", "kto", "ppo", "grpo", "rloo", "reward"] = Field(
         "dpo",
-        description="Training method: dpo (pairs), ppo, grpo or rloo (RL on the reward), or "
-        "reward (a reward model on people's decisions).",
+        description="Training method: dpo (pairs), sft (good answers: well-rated ones, rewrites, "
+        "accepted revisions, people's chosen answers), kto (every rated answer, good or bad), "
+        "ppo, grpo or rloo (RL on the reward), or reward (a reward model on people's decisions).",
     )
     nightly: Literal["auto", "never", "always"] = Field(
         "auto",
@@ -185,15 +226,31 @@ class TrainingSettings(BaseModel):
     min_new_pairs: int = Field(
         16, ge=1, description="graph run --train auto trains once this many new pairs exist."
     )
+    auto_methods: list[Literal["dpo", "kto", "sft"]] = Field(
+        default_factory=lambda: ["dpo", "kto", "sft"],
+        description="graph run --train auto: the first of these whose new data (since the last "
+        "finished training job) reaches its threshold trains: dpo on new pairs (min_new_pairs; "
+        "with method ppo, grpo, rloo or reward, that method), kto on new ratings "
+        "(min_new_ratings: thumbs or stars on an answer), sft on new good answers "
+        "(min_new_examples: thumbs up, 4-5 stars, rewrites; new pairs alone never trigger it).",
+    )
+    min_new_ratings: int = Field(
+        16, ge=1, description="graph run --train auto trains KTO once this many new ratings exist."
+    )
+    min_new_examples: int = Field(
+        16, ge=1, description="graph run --train auto trains SFT once this many new good answers exist."
+    )
     source_weights: dict[str, float] = Field(
         default_factory=lambda: {
             "synthetic": 1.0,
             "revision": 1.5,
             "human": 3.0,
             "human-revision": 3.0,
+            "log-revision": 1.5,
         },
         description="How often DPO samples a pair of each source, relative to the others; 0 "
-        "leaves a source out.",
+        "leaves a source out. SFT samples its examples the same way: a pair's chosen answer by "
+        "its pair's source, a good rating by human's weight, a rewrite by human-revision's.",
     )
     heldout_percent: int = Field(
         20, ge=0, le=90, description="Share of prompts kept out of training for the gate."
@@ -263,6 +320,37 @@ class TrainingSettings(BaseModel):
     )
     rm_heldout_percent: int = Field(
         20, ge=5, le=50, description="--method reward: share of prompts kept for evaluation."
+    )
+    max_prompt_tokens: int = Field(
+        1024,
+        ge=1,
+        description="Dataset check: examples whose conversation is longer than this many "
+        "tokens are left out of training and exports.",
+    )
+    max_response_tokens: int = Field(
+        1024,
+        ge=1,
+        description="Dataset check: examples with an answer longer than this many tokens are "
+        "left out of training and exports.",
+    )
+    near_duplicate_threshold: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="Dataset check: an example whose word 3-gram Jaccard similarity with one "
+        "already kept reaches this is a near-duplicate and left out; 1 turns the check off.",
+    )
+    chars_per_token: float = Field(
+        4.0,
+        gt=0,
+        description="Dataset check: characters per token, to estimate lengths when no "
+        "tokenizer is loaded (pairs export, sft export).",
+    )
+    device_hour_price: float | None = Field(
+        None,
+        ge=0,
+        description="Price of one device-hour (a GPU, or the CPU host): with it, every training "
+        "job records its cost (device-hours x price); unset: no cost.",
     )
 
     @field_validator("reward")
@@ -467,6 +555,7 @@ class Settings(BaseSettings):
     judge: JudgeSettings = Field(default_factory=JudgeSettings)
     teacher: TeacherSettings = Field(default_factory=TeacherSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
 
     langsmith_tracing: bool = Field(
         False,

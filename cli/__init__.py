@@ -20,7 +20,7 @@ from pathlib import Path
 import click
 
 from ..errors import CriticloopError
-from . import _calibrate, _data, _graph, _labels, _traces, _train
+from . import _calibrate, _data, _feedback, _graph, _labels, _traces, _train
 from ._context import Context
 
 
@@ -50,7 +50,7 @@ def cli(ctx: click.Context, home: Path | None, env_file: Path) -> None:
     ctx.obj = Context(home, env_file)
 
 
-for _group in (_data, _graph, _train, _calibrate, _labels, _traces):
+for _group in (_data, _graph, _train, _calibrate, _labels, _feedback, _traces):
     for _command in _group.COMMANDS:
         cli.add_command(_command)
 

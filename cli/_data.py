@@ -1,7 +1,8 @@
-"""The data commands: ``init``, ``import``, ``pairs export`` and ``status``."""
+"""The data commands: ``init``, ``import``, ``pairs export``, ``sft export`` and ``status``."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -97,18 +98,31 @@ def pairs() -> None:
     show_default=True,
     help="Skip pairs whose prompt plus longer response exceeds this many characters.",
 )
+@click.option(
+    "--tokenizer",
+    metavar="policy|DIR",
+    help="Count tokens with this tokenizer (policy: the policy's) for the length checks; "
+    "default: estimate them from characters (CRITICLOOP_TRAINING__CHARS_PER_TOKEN).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_context
-def pairs_export(obj: Context, out: Path, fmt: str, max_chars: int, as_json: bool) -> None:
+def pairs_export(
+    obj: Context, out: Path, fmt: str, max_chars: int, tokenizer: str | None, as_json: bool
+) -> None:
     """Write the stored pairs as TRL preference JSONL to OUT.
 
-    Empty, identical, over-length and duplicate pairs are skipped and counted.
+    Empty, identical, over-length and duplicate pairs are skipped and counted, and so are the
+    pairs the dataset checks remove (bad format, prompt or response too long in tokens, exact or
+    near-duplicates); the tokens of what is written are counted.
     """
     from ..store import write_preference_jsonl
+    from ..training import DatasetBuilder, DatasetLimits
 
+    limits = DatasetLimits.from_settings(obj.settings.training)
+    builder = DatasetBuilder("pairs", limits, load_tokenizer(obj, tokenizer))
     with obj.open_store() as store:
         report = write_preference_jsonl(
-            store.iter_pairs(), out, fmt, max_chars, store.contradictory_pairs()
+            store.iter_pairs(), out, fmt, max_chars, store.contradictory_pairs(), builder.check
         )
     if report.contradictions:
         shown = ", ".join(f"{x} vs {y}" for x, y in report.contradictions[:5])
@@ -119,11 +133,82 @@ def pairs_export(obj: Context, out: Path, fmt: str, max_chars: int, as_json: boo
             err=True,
         )
     if as_json:
-        print_json(report.as_dict())
+        print_json({**report.as_dict(), "checks": builder.report.as_dict()})
         return
     click.echo(f"wrote {report.written} pairs ({fmt}) to {out}")
     for reason, count in sorted(report.skipped.items()):
-        click.echo(f"  skipped {count} {reason} (first: {report.examples[reason]})")
+        first = builder.report.first.get(reason) or report.examples[reason]  # with its detail
+        click.echo(f"  skipped {count} {reason} (first: {first})")
+    echo_tokens(builder.report)
+
+
+def load_tokenizer(obj: Context, name: str | None):
+    """The tokenizer the length checks count with: None (estimate from characters), the
+    policy's, or one from a directory; transformers loads only when one is asked for."""
+    if not name:
+        return None
+    from transformers import AutoTokenizer
+
+    from ..agents import policy_ref
+
+    source = policy_ref(obj.settings).source if name == "policy" else name
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(f"cannot load a tokenizer from {source}: {exc}") from None
+
+
+def echo_tokens(report) -> None:
+    t = report.token_summary()
+    click.echo(
+        f"  tokens ({t['counted_with']}): {t['total']} in all, {t['mean']} per example "
+        f"(min {t['min']}, max {t['max']})"
+    )
+
+
+@click.group()
+def sft() -> None:
+    """Supervised fine-tuning examples: export them for training."""
+
+
+@sft.command("export")
+@click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--tokenizer",
+    metavar="policy|DIR",
+    help="Count tokens with this tokenizer (policy: the policy's) for the length checks; "
+    "default: estimate them from characters (CRITICLOOP_TRAINING__CHARS_PER_TOKEN).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_context
+def sft_export(obj: Context, out: Path, tokenizer: str | None, as_json: bool) -> None:
+    """Write the answers people endorsed as TRL conversational SFT JSONL to OUT.
+
+    Each line is {"messages": [...the conversation, the assistant's answer]}. The answers:
+    people's rewrites, generations rated thumbs up or 4-5 stars, and the chosen side of
+    people's pairs. The dataset checks (format, length in tokens, exact and near-duplicates)
+    remove what they should, each reason counted with its first example.
+    """
+    from ..store import write_sft_jsonl
+    from ..training import DatasetBuilder, DatasetLimits
+
+    limits = DatasetLimits.from_settings(obj.settings.training)
+    builder = DatasetBuilder("sft", limits, load_tokenizer(obj, tokenizer))
+    with obj.open_store() as store:
+        examples = list(store.iter_sft_examples())
+        sources = Counter(example["source"].split(":")[0] for example in examples)
+        report = write_sft_jsonl(examples, out, builder.check)
+    if as_json:
+        print_json(
+            {**report.as_dict(), "sources": dict(sources), "checks": builder.report.as_dict()}
+        )
+        return
+    found = ", ".join(f"{n} {source}" for source, n in sorted(sources.items())) or "none"
+    click.echo(f"wrote {report.written} SFT examples to {out} (found: {found})")
+    for reason, count in sorted(report.skipped.items()):
+        first = builder.report.first.get(reason) or report.examples[reason]  # with its detail
+        click.echo(f"  skipped {count} {reason} (first: {first})")
+    echo_tokens(builder.report)
 
 
 @click.command()
@@ -189,4 +274,4 @@ def _describe_import(summary: dict[str, dict[str, int]]) -> str:
     return "; ".join(parts) or "nothing to import"
 
 
-COMMANDS = [init, import_, pairs, status]
+COMMANDS = [init, import_, pairs, sft, status]

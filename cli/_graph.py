@@ -147,6 +147,14 @@ def graph_run(
         )
     else:
         _echo_run(summary)
+    if "log_revision" in summary:
+        from ._feedback import describe_revision
+
+        revision = summary["log_revision"]
+        if "error" in revision:
+            click.echo(f"feedback log revision failed: {revision['error']}")
+        else:
+            click.echo(describe_revision(revision))
     if "training" in summary:
         from ._train import echo_training
 

@@ -58,9 +58,11 @@ from ._context import Context, pass_context, print_json
 def train(obj: Context, method, launcher, no_gate, as_json, **overrides) -> None:
     """Train a LoRA adapter, then promote it only if the gate finds it better; or a reward model.
 
-    DPO learns from the preference pairs in the store; PPO, GRPO and RLOO sample responses and
-    learn from the critics' reward, a reward model's, or a mix (--reward). --method reward trains
-    a reward model on people's decisions and measures it on held-out prompts. The job, its
+    DPO learns from the preference pairs in the store; SFT from the good answers (well rated,
+    rewritten by people, accepted revisions), with the loss on the answer alone; KTO from every
+    rated answer, good or bad; PPO, GRPO and RLOO sample responses and learn from the critics'
+    reward, a reward model's, or a mix (--reward). --method reward trains a reward model on
+    people's decisions and measures it on held-out prompts. The job, its
     metrics and the adapter are recorded; an interrupted job with the same data and settings
     resumes from its last checkpoint.
     """
@@ -119,21 +121,50 @@ def echo_training(summary: dict[str, Any]) -> None:
             f"{m.get('seconds')} s{resumed}; final loss {m.get('final_loss')}; {measured}"
         )
         click.echo(m.get("activation", ""))
+        if m.get("cost"):
+            click.echo(f"cost: {describe_cost(m['cost'])}")
         return
     figures = ", ".join(
         f"{k.replace('_', ' ')} {m[k]}"
-        for k in ("final_loss", "reward_accuracy", "reward_first", "reward_last", "kl_last")
+        for k in (
+            "final_loss",
+            "token_accuracy",
+            "reward_accuracy",
+            "reward_first",
+            "reward_last",
+            "kl_last",
+        )
         if m.get(k) is not None
     )
+    if m.get("desirable_weight") is not None:  # KTO: the balance of its data and its weights
+        figures += (
+            f"; {m['desirable']} desirable (weight {m['desirable_weight']}), "
+            f"{m['undesirable']} undesirable (weight {m['undesirable_weight']})"
+        )
     click.echo(
         f"trained {summary['adapter']} ({summary['method']}, job {summary['job_id']}): "
         f"{m.get('steps')} steps in {m.get('seconds')} s{resumed}; {figures}"
     )
+    if m.get("cost"):
+        click.echo(f"cost: {describe_cost(m['cost'])}")
     gate = summary.get("gate")
     if gate:
         verdict = "promoted" if gate["decision"] == "promote" else "kept the current adapter"
         click.echo(f"gate: {verdict}: {gate['reason']}")
         echo_gate_detail(gate)
+
+
+def describe_cost(cost: dict[str, Any]) -> str:
+    """A job's wall time, tokens, device-hours and cost (with a price set) in one line."""
+    tokens = f"{cost['tokens']:,} tokens" if cost.get("tokens") is not None else "tokens unknown"
+    devices = cost.get("devices") or 1
+    text = (
+        f"{cost['wall_seconds']:.1f} s wall, {tokens}, {cost['device_hours']:.4f} device-hours "
+        f"({devices} device{'s' if devices != 1 else ''})"
+    )
+    if cost.get("cost") is not None:
+        text += f", cost {cost['cost']:.4f} at {cost['device_hour_price']:g} per device-hour"
+    return text
 
 
 def echo_gate_detail(gate: dict[str, Any]) -> None:
@@ -266,6 +297,8 @@ def jobs(obj: Context, limit: int, as_json: bool) -> None:
             f"{row['id']:<34} {row['method']:<5} {row['status']:<8} {row['launcher']:<10} "
             f"{row['examples']:>5} examples  {outcome}"
         )
+        if row.get("wall_seconds") is not None:
+            click.echo(f"    {describe_cost(row)}")
         for flag in gate["flags"] if gate else []:
             click.echo(f"    DRIFT {flag}")
 

@@ -6,5 +6,6 @@ of it. What the critics' scores mean lives a floor below, in ``criticloop.reward
 """
 
 from ._generate import GenerateSummary, run_generate
+from ._logs import log_revision_pending, run_log_revision
 
-__all__ = ["GenerateSummary", "run_generate"]
+__all__ = ["GenerateSummary", "log_revision_pending", "run_generate", "run_log_revision"]

@@ -32,18 +32,20 @@ from typing import Any
 
 from ..agents import (
     Critic,
-    Policy,
     Sampling,
     critic_versions,
-    load_embedder,
     policy_ref,
 )
-from ..errors import CriticloopError
 from ..progress import progress
-from ..reward import Profiles, build_critics, drift_flags
+from ..reward import (
+    Profiles,
+    build_critics,  # noqa: F401 - graphs.run.build_critics, as before
+    drift_flags,
+)
 from ..settings import Settings
 from ..store import SUPPLIED, Store
-from ._generate import generate_and_record, generation_config_hash, missing_requests
+from ._generate import generate_and_record, missing_requests
+from ._resources import _prompt_fault, _why, make_resources
 from .feedback import FeedbackResources, ThreadStores, build_feedback_graph
 from .routing import active_policy
 from .tracing import Tracer, post_feedback
@@ -82,68 +84,6 @@ def thread_config(run_id: str, prompt_id: str) -> dict[str, Any]:
         "tags": ["criticloop", RUN_KIND],
         "metadata": {"run_id": run_id, "prompt_id": prompt_id},
     }
-
-
-def make_resources(
-    settings: Settings,
-    stores: ThreadStores,
-    profiles: Profiles,
-    sampling: Sampling,
-    candidates: int,
-    *,
-    critics: dict[str, Critic] | None = None,
-    load_policy: Callable[[], Any] | None = None,
-    load_embedder_fn: Callable[[], Any] | None = None,
-    load_teacher: Callable[[], Any] | None = None,
-) -> FeedbackResources:
-    ref = policy_ref(settings, convert=False)  # the name; the model is converted when loaded
-    adapter = None
-    if settings.db_path.exists():
-        with Store.open(settings.db_path, create=False) as store:
-            adapter = store.promoted_adapter(ref.name)
-    version = adapter["version"] if adapter else None
-    teacher = settings.teacher
-    writes_candidates = teacher.model and teacher.role in ("candidates", "both")
-    writer_name = f"teacher:{teacher.model}" if writes_candidates else ref.name
-    config_hash = generation_config_hash(
-        writer_name, version, sampling, settings.generation.max_prompt_tokens
-    )
-
-    def policy_with_adapter() -> Policy:
-        policy = Policy.load(settings, policy_ref(settings))
-        if adapter:
-            policy.load_adapter(adapter["path"], adapter["version"])
-        return policy
-
-    def judge_policy() -> Policy:  # the base model judges, never the adapter being served
-        return (
-            resources.policy() if adapter is None else Policy.load(settings, policy_ref(settings))
-        )
-
-    resources = FeedbackResources(
-        settings=settings,
-        stores=stores,
-        profiles=profiles,
-        critics=critics if critics is not None else build_critics(profiles, settings, judge_policy),
-        sampling=sampling,
-        candidates=candidates,
-        config_hash=config_hash,
-        load_policy=load_policy or policy_with_adapter,
-        load_embedder=load_embedder_fn or (lambda: load_embedder(settings)),
-        load_teacher=load_teacher or (_teacher_loader(settings) if teacher.model else None),
-        teacher_role=teacher.role,
-        adapter_version=version,
-    )
-    return resources
-
-
-def _teacher_loader(settings: Settings) -> Callable[[], Any]:
-    def load() -> Any:
-        from ..agents import Teacher
-
-        return Teacher(settings.teacher)
-
-    return load
 
 
 def advance(
@@ -230,13 +170,17 @@ def run_feedback(
         prompt_ids = [p["id"] for p in prompts]
         if not prompt_ids:  # nothing new: no run to record
             stores.close()
-            return {
-                "run_id": None,
-                "model": policy_ref(settings, convert=False).name,
-                "profile": profiles.version,
-                "prompts": 0,
-                "database": str(settings.db_path),
-            }
+            return _revise_logs(
+                settings,
+                resources,
+                {
+                    "run_id": None,
+                    "model": policy_ref(settings, convert=False).name,
+                    "profile": profiles.version,
+                    "prompts": 0,
+                    "database": str(settings.db_path),
+                },
+            )
         run_id = store.start_run(
             RUN_KIND,
             {
@@ -320,6 +264,26 @@ def run_feedback(
         store.finish_run(run_id, status, summary)
         stores.close()
         checkpointer.conn.close()
+    return _revise_logs(settings, resources, summary)
+
+
+def _revise_logs(
+    settings: Settings, resources: FeedbackResources, summary: dict[str, Any]
+) -> dict[str, Any]:
+    """The revise step of feedback logs (``graphs/_logs.py``), after judging: the answers users
+    rated down and nobody revised yet, with this run's models and critics. Its summary goes
+    under ``log_revision`` (absent when there was nothing to revise or the step is off); a
+    failure there is logged and reported, never the run's."""
+    if not settings.feedback.revise_nightly:
+        return summary
+    from ._logs import log_revision_pending, run_log_revision
+
+    try:
+        if log_revision_pending(settings):
+            summary["log_revision"] = run_log_revision(settings, resources=resources)
+    except Exception as exc:  # noqa: BLE001 - the judged run stands; the next run tries again
+        log.warning("the revise step of feedback logs failed", exc_info=True)
+        summary["log_revision"] = {"error": _why(exc)}
     return summary
 
 
@@ -334,16 +298,6 @@ def trace_metadata(run: dict[str, Any], resources: FeedbackResources) -> dict[st
         "critic_versions": dict(config.get("critics") or {}),
         "generation_config": config.get("config_hash"),
     }
-
-
-def _prompt_fault(exc: BaseException) -> bool:
-    """Whether an exception is about one prompt (quarantine it, go on) rather than the run (a
-    model that cannot load, a database that cannot be written: stop, the next run continues)."""
-    return isinstance(exc, Exception) and not isinstance(exc, CriticloopError | sqlite3.Error)
-
-
-def _why(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}".strip()
 
 
 def _pregenerate(

@@ -10,7 +10,15 @@ natural keys so reruns never duplicate. Callers use these verbs, never SQL::
 
 from ..vocab import PAIR_SOURCES, REVIEW_KINDS, TASK_TYPES, VERDICT_KINDS
 from ._common import now
-from ._files import ExportReport, read_records, write_preference_jsonl
+from ._feedback import (
+    LOG_MODEL,
+    NEGATIVE_STARS,
+    REVISE_MODES,
+    FeedbackLog,
+    LoggedRating,
+    read_feedback_log,
+)
+from ._files import ExportReport, read_records, write_preference_jsonl, write_sft_jsonl
 from ._labels import (
     LABEL_FORMATS,
     LabelledPair,
@@ -34,14 +42,21 @@ from ._store import (
     Store,
 )
 from ._traces import FEEDBACK_KEYS, CriticCall
-from .demo import DEMO_FILES
+from .demo import DEMO_FEEDBACK, DEMO_FILES
 
 __all__ = [
     "now",
     "ALL_CASES",
     "SUPPLIED",
     "DecisionRecord",
+    "DEMO_FEEDBACK",
     "DEMO_FILES",
+    "FeedbackLog",
+    "LoggedRating",
+    "read_feedback_log",
+    "LOG_MODEL",
+    "NEGATIVE_STARS",
+    "REVISE_MODES",
     "PAIR_SOURCES",
     "REVIEW_KINDS",
     "TASK_TYPES",
@@ -75,4 +90,5 @@ __all__ = [
     "run_lock",
     "read_records",
     "write_preference_jsonl",
+    "write_sft_jsonl",
 ]

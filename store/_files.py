@@ -14,7 +14,7 @@ import json
 import os
 import stat
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -256,6 +256,7 @@ def write_preference_jsonl(
     fmt: ExportFormat,
     max_chars: int,
     contradictions: Iterable[tuple[str, str]] = (),
+    check: Callable[[dict[str, Any], str], str | None] | None = None,
 ) -> ExportReport:
     """Write TRL preference rows; invalid and duplicate pairs are counted, not written, and so
     are both pairs of each contradiction (``Store.contradictory_pairs``: A over B and B over A
@@ -268,30 +269,15 @@ def write_preference_jsonl(
     only ever as a regular file: an OUT that exists as anything else (a device, a FIFO, a
     directory) is refused, since the rename would replace it. A failed write (a full disk)
     leaves no file behind and raises StoreError.
+
+    ``check(row, pair_id)``, when given, sees each row that passed these checks and returns
+    the reason to leave it out, or None (the dataset builder's checks, from the command line).
     """
     out = Path(out)
     report = ExportReport(path=out, format=fmt, contradictions=list(contradictions))
     contradicted = {pair_id for pair in report.contradictions for pair_id in pair}
     seen: set[tuple[str, str, str]] = set()
-    try:
-        mode = out.lstat().st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        pass  # nothing there to replace (mkdir below names a parent that is not a directory)
-    except OSError as exc:
-        raise StoreError(f"cannot write {out}: {exc.strerror or exc}") from None
-    else:
-        if not stat.S_ISREG(mode):
-            raise StoreError(
-                f"cannot write {out}: it exists and is not a regular file "
-                f"({_file_kind(mode)}); give a file path"
-            )
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    except FileExistsError:
-        raise StoreError(f"cannot write {out}: {out.parent} is not a directory") from None
-    except OSError as exc:
-        raise StoreError(f"cannot write {out}: {exc.strerror or exc}") from None
+    fd, tmp = _temp_beside(out)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             for pair in pairs:
@@ -323,10 +309,78 @@ def write_preference_jsonl(
                     }
                 else:
                     row = {"prompt": prompt_text, "chosen": chosen, "rejected": rejected}
+                as_messages = {"prompt": messages, "chosen": chosen, "rejected": rejected}
+                reason = check(as_messages, pair["id"]) if check else None
+                if reason:
+                    report.skip(reason, pair["id"])
+                    continue
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
                 report.written += 1
             handle.flush()
             os.fsync(handle.fileno())  # a full disk shows here, not after the rename
+        os.replace(tmp, out)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise StoreError(f"cannot write {out}: {exc.strerror or exc}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return report
+
+
+def _temp_beside(out: Path) -> tuple[int, str]:
+    """A temporary file beside ``out`` to write, then rename over it: refused (StoreError) when
+    ``out`` exists as anything but a regular file or its folder cannot hold it."""
+    try:
+        mode = out.lstat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # nothing there to replace (mkdir below names a parent that is not a directory)
+    except OSError as exc:
+        raise StoreError(f"cannot write {out}: {exc.strerror or exc}") from None
+    else:
+        if not stat.S_ISREG(mode):
+            raise StoreError(
+                f"cannot write {out}: it exists and is not a regular file "
+                f"({_file_kind(mode)}); give a file path"
+            )
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    except FileExistsError:
+        raise StoreError(f"cannot write {out}: {out.parent} is not a directory") from None
+    except OSError as exc:
+        raise StoreError(f"cannot write {out}: {exc.strerror or exc}") from None
+
+
+def write_sft_jsonl(
+    examples: Iterable[dict[str, Any]],
+    out: Path,
+    check: Callable[[dict[str, Any], str], str | None] | None = None,
+) -> ExportReport:
+    """Write SFT examples (``Store.iter_sft_examples``) as TRL's conversational language
+    modelling rows, ``{"messages": [...the conversation, {"role": "assistant", ...}]}``;
+    ``check(row, id)`` may leave a row out with its reason. Written like
+    :func:`write_preference_jsonl`: whole or not at all, only as a regular file."""
+    out = Path(out)
+    report = ExportReport(path=out, format="conversational")
+    fd, tmp = _temp_beside(out)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for example in examples:
+                row = {
+                    "messages": [
+                        *example["messages"],
+                        {"role": "assistant", "content": example["answer"].strip()},
+                    ]
+                }
+                reason = check(row, example["id"]) if check else None
+                if reason:
+                    report.skip(reason, example["id"])
+                    continue
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                report.written += 1
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, out)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)

@@ -430,3 +430,120 @@ def m010_label_dimensions(db: Database) -> None:
     """What a label judges: a critic's name (``helpfulness``) for labels given on one dimension,
     '' for people's overall preference (every label before this)."""
     db.execute("ALTER TABLE reviews ADD COLUMN dimension TEXT NOT NULL DEFAULT ''")
+
+
+@migrations()
+def m011_feedback_logs(db: Database) -> None:
+    """Production feedback logs (``criticloop feedback import``): reviews with source ``log``,
+    the raw category label a user gave (``UR2``; mapped to a thumb at import) and when the user
+    gave the rating (``logged_at``, from the log); and pairs with source ``log-revision`` (an
+    answer users rated down against its revision).
+
+    Both CHECKs change, so ``reviews`` and ``pairs`` are rebuilt by SQLite's procedure, as in
+    ``m003_review``, keeping every row, id and index; statement by statement.
+    """
+    sources = _check("source", ("reviewer", "import", "log"))
+    kinds = _check("kind", ("preference", "stars", "thumbs", "comment", "rewrite"))
+    pair_sources = _check(
+        "source", ("synthetic", "human", "revision", "human-revision", "log-revision")
+    )
+    statements = [
+        f"""CREATE TABLE reviews_new (
+            id TEXT PRIMARY KEY,            -- hash of (reviewer, kind, prompt, generation, other)
+            prompt_id TEXT NOT NULL REFERENCES prompts(id),
+            generation_id TEXT REFERENCES generations(id),
+            other_generation_id TEXT REFERENCES generations(id),  -- B of an A/B preference
+            reviewer TEXT NOT NULL,
+            kind TEXT NOT NULL {kinds},
+            preference TEXT CHECK (preference IS NULL OR preference IN ('a', 'b', 'tie')),
+            stars INTEGER CHECK (stars IS NULL OR (stars BETWEEN 1 AND 5)),
+            thumbs TEXT CHECK (thumbs IS NULL OR thumbs IN ('up', 'down')),
+            comment TEXT,
+            rewrite TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            decision_id TEXT REFERENCES decisions(id),
+            source TEXT NOT NULL DEFAULT 'reviewer' {sources},
+            dataset TEXT,                   -- the imported file's dataset name
+            dimension TEXT NOT NULL DEFAULT '',
+            label TEXT,                     -- a log's raw category label (UR2), mapped to thumbs
+            logged_at TEXT                  -- when the user gave a logged rating (from the log)
+        )""",
+        """INSERT INTO reviews_new (id, prompt_id, generation_id, other_generation_id, reviewer,
+                kind, preference, stars, thumbs, comment, rewrite, created_at, updated_at,
+                decision_id, source, dataset, dimension)
+            SELECT id, prompt_id, generation_id, other_generation_id, reviewer, kind, preference,
+                   stars, thumbs, comment, rewrite, created_at, updated_at, decision_id, source,
+                   dataset, dimension
+            FROM reviews""",
+        "DROP TABLE reviews",
+        "ALTER TABLE reviews_new RENAME TO reviews",
+        "CREATE INDEX reviews_decision ON reviews(decision_id, reviewer)",
+        "CREATE INDEX reviews_source ON reviews(source, dataset)",
+        "CREATE INDEX reviews_generation ON reviews(generation_id, kind)",
+        f"""CREATE TABLE pairs_new (
+            id TEXT PRIMARY KEY,
+            prompt_id TEXT NOT NULL REFERENCES prompts(id),
+            chosen TEXT NOT NULL,
+            rejected TEXT NOT NULL,
+            chosen_generation_id TEXT REFERENCES generations(id),
+            rejected_generation_id TEXT REFERENCES generations(id),
+            source TEXT NOT NULL {pair_sources},
+            margin REAL,
+            run_id TEXT REFERENCES runs(id),
+            created_at TEXT NOT NULL
+        )""",
+        """INSERT INTO pairs_new
+            SELECT id, prompt_id, chosen, rejected, chosen_generation_id, rejected_generation_id,
+                   source, margin, run_id, created_at
+            FROM pairs""",
+        "DROP TABLE pairs",
+        "ALTER TABLE pairs_new RENAME TO pairs",
+        "CREATE INDEX pairs_prompt ON pairs(prompt_id)",
+        "CREATE INDEX pairs_run ON pairs(run_id)",
+    ]
+    for statement in statements:
+        db.execute(statement)
+
+
+@migrations()
+def m012_job_costs(db: Database) -> None:
+    """What each training job cost: wall time (summed over its attempts when it resumed), the
+    tokens the trainer saw, the devices it ran on, device-hours (wall seconds x devices / 3600)
+    and, with ``CRITICLOOP_TRAINING__DEVICE_HOUR_PRICE`` set, the cost."""
+    for statement in (
+        "ALTER TABLE training_jobs ADD COLUMN wall_seconds REAL",
+        "ALTER TABLE training_jobs ADD COLUMN tokens INTEGER",
+        "ALTER TABLE training_jobs ADD COLUMN devices INTEGER",
+        "ALTER TABLE training_jobs ADD COLUMN device_hours REAL",
+        "ALTER TABLE training_jobs ADD COLUMN device_hour_price REAL",
+        "ALTER TABLE training_jobs ADD COLUMN cost REAL",
+    ):
+        db.execute(statement)
+
+
+@migrations()
+def m013_log_revisions(db: Database) -> None:
+    """The revise step of production feedback logs (``criticloop feedback revise``): one row per
+    answer users rated down and the way it was rewritten (``mode``: from the user's comment, or
+    a fresh answer), with the rewrite, what the critics made of it (``outcome`` ``pair``: a
+    ``log-revision`` pair; ``dropped``: no pair, ``reason`` says why; ``unjudged``: no critic
+    could score it, tried again next time) and the run that did it."""
+    db.execute(
+        """CREATE TABLE log_revisions (
+            id TEXT PRIMARY KEY,            -- rated answer's generation id + '/' + mode
+            prompt_id TEXT NOT NULL REFERENCES prompts(id),
+            rated_generation_id TEXT NOT NULL REFERENCES generations(id),
+            mode TEXT NOT NULL CHECK (mode IN ('feedback', 'alternative')),
+            rewrite_generation_id TEXT REFERENCES generations(id),
+            outcome TEXT NOT NULL CHECK (outcome IN ('pair', 'dropped', 'unjudged')),
+            reason TEXT NOT NULL,
+            margin REAL,
+            rewards TEXT NOT NULL,          -- JSON: the rated answer's and the rewrite's reward
+            pair_id TEXT REFERENCES pairs(id),
+            run_id TEXT REFERENCES runs(id),
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX log_revisions_outcome ON log_revisions(outcome, mode)")

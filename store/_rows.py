@@ -104,9 +104,11 @@ class ReviewRecord:
     comment: str | None = None
     rewrite: str | None = None
     decision_id: str | None = None  # the escalated case it was given on, if any
-    source: str = "reviewer"  # or "import": a labelled pair from a file
+    source: str = "reviewer"  # or "import": a labelled pair from a file; "log": a feedback log
     dataset: str | None = None  # the imported file's dataset name
     dimension: str = ""  # what a label judges: a critic's name, '' the overall preference
+    label: str | None = None  # a logged rating's raw category label (UR2), mapped to thumbs
+    logged_at: str | None = None  # when the user gave a logged rating, as the log says
 
     @property
     def id(self) -> str:

@@ -23,8 +23,10 @@ from sqlite_utils.db import NotFoundError as _RowMissing
 from ..errors import BusyError, InputError, NotFoundError, StoreError
 from ..vocab import PAIR_SOURCES, REVIEW_KINDS
 from ._common import _alive, _decode, now, process_started
+from ._feedback import FeedbackVerbs
 from ._labels import LabelVerbs
 from ._migrations import migrations
+from ._ratings import RatingVerbs
 from ._records import Brand, Campaign, ImportRecord, Prompt, content_hash
 from ._review import ReviewVerbs
 from ._rewardmodels import RewardModelVerbs
@@ -44,6 +46,9 @@ from ._training import TrainingVerbs
 BUSY_TIMEOUT_S = 60.0
 SUPPLIED = "supplied"
 """Config hash and model name of candidates that came with the prompt instead of the policy."""
+_NOT_IMPORTED = "source NOT LIKE 'import:%' AND source NOT LIKE 'log:%'"
+"""SQL: a prompt of the user's own, not one of a labelled pair or a feedback log (those are for
+learning from people's judgements: no generation, graph run or gate picks them up)."""
 
 
 class Store(
@@ -51,8 +56,10 @@ class Store(
     TrainingVerbs,
     TraceVerbs,
     LabelVerbs,
+    FeedbackVerbs,
     RewardModelVerbs,
     TrainedRewardModelVerbs,
+    RatingVerbs,
 ):
     """Verbs over the criticloop database. Open with :meth:`Store.open`."""
 
@@ -253,9 +260,10 @@ class Store(
         )
 
     def prompt_ids(self, *, imported: bool = False) -> list[str]:
-        """Every prompt's id, in order; the prompts of imported labelled pairs only if
-        ``imported`` (they are for calibration: no gate or RL job should answer them)."""
-        where = "" if imported else " WHERE source NOT LIKE 'import:%'"
+        """Every prompt's id, in order; the prompts of imported labelled pairs and feedback
+        logs only if ``imported`` (they are for learning from people: no gate or RL job should
+        answer them)."""
+        where = "" if imported else f" WHERE {_NOT_IMPORTED}"
         return [row[0] for row in self.db.execute(f"SELECT id FROM prompts{where} ORDER BY id")]
 
     def get_brand(self, brand_id: str) -> dict[str, Any]:
@@ -299,11 +307,11 @@ class Store(
         imported: bool = False,
     ) -> list[dict[str, Any]]:
         """Prompts in a stable order (task type, id), optionally filtered. The prompts of
-        imported labelled pairs are left out unless ``imported``: they are for calibration,
-        not for generating and judging."""
+        imported labelled pairs and feedback logs are left out unless ``imported``: they are
+        for learning from people's judgements, not for generating and judging."""
         where, params = [], []
         if not imported:
-            where.append("source NOT LIKE 'import:%'")
+            where.append(_NOT_IMPORTED)
         task_types = list(task_types)
         if task_types:
             where.append(f"task_type IN ({', '.join('?' for _ in task_types)})")
@@ -516,6 +524,8 @@ class Store(
             "source": review.source,
             "dataset": review.dataset,
             "dimension": review.dimension,
+            "label": review.label,
+            "logged_at": review.logged_at,
         }
         stamp = now()
         with self.transaction():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
@@ -118,6 +119,33 @@ class TrainingVerbs:
         with self.transaction():
             self.db["training_jobs"].update(job_id, values)
 
+    def record_job_cost(
+        self,
+        job_id: str,
+        *,
+        wall_seconds: float,
+        devices: int,
+        tokens: int | None = None,
+        price: float | None = None,
+    ) -> dict[str, Any]:
+        """Add an attempt's wall time to the job (a resumed job sums its attempts), set the
+        tokens its trainer saw when known, and work out device-hours (wall seconds x devices /
+        3600) and, with a price per device-hour, the cost. Returns the job's figures."""
+        with self.transaction():
+            job = self.get_job(job_id)
+            wall = (job.get("wall_seconds") or 0.0) + max(wall_seconds, 0.0)
+            hours = wall * devices / 3600
+            figures = {
+                "wall_seconds": round(wall, 3),
+                "tokens": tokens if tokens is not None else job.get("tokens"),
+                "devices": devices,
+                "device_hours": round(hours, 6),
+                "device_hour_price": price,
+                "cost": round(hours * price, 6) if price is not None else None,
+            }
+            self.db["training_jobs"].update(job_id, figures)
+        return figures
+
     def get_job(self, job_id: str) -> dict[str, Any]:
         row = next(self.db.query("SELECT * FROM training_jobs WHERE id = ?", [job_id]), None)
         if row is None:
@@ -162,6 +190,46 @@ class TrainingVerbs:
             return None
         job = _decode(row, *_JSON)
         return job if job["config"].get("key") == config_key else None
+
+    def iter_sft_examples(self) -> Iterator[dict[str, Any]]:
+        """Answers people endorsed, for supervised fine-tuning, oldest first: rewrites
+        (``reviews`` of kind rewrite), generations rated up (thumbs ``up`` or 4-5 stars) and the
+        chosen side of people's pairs (sources ``human`` and ``human-revision``). Each is
+        ``{id, prompt_id, messages, answer, source}``; one answer to a prompt comes once, from
+        the first source that gives it (a rewrite is also its pair's chosen side)."""
+        sql = """
+            SELECT 'rewrite:' || r.id AS id, r.prompt_id, r.rewrite AS answer,
+                   'rewrite' AS source, r.created_at
+            FROM reviews r WHERE r.kind = 'rewrite' AND r.rewrite IS NOT NULL
+            UNION ALL
+            SELECT 'rating:' || r.id, r.prompt_id, g.text,
+                   CASE WHEN r.kind = 'thumbs' THEN 'thumbs-up' ELSE 'stars' END, r.created_at
+            FROM reviews r JOIN generations g ON g.id = r.generation_id
+            WHERE (r.kind = 'thumbs' AND r.thumbs = 'up') OR (r.kind = 'stars' AND r.stars >= 4)
+            UNION ALL
+            SELECT 'pair:' || p.id, p.prompt_id, p.chosen, 'pair:' || p.source, p.created_at
+            FROM pairs p WHERE p.source IN ('human', 'human-revision')
+            ORDER BY created_at, id
+        """
+        messages: dict[str, list[dict[str, Any]]] = {}
+        given: set[tuple[str, str]] = set()
+        for row in list(self.db.query(sql)):
+            key = (row["prompt_id"], (row["answer"] or "").strip())
+            if key in given:
+                continue
+            given.add(key)
+            if row["prompt_id"] not in messages:
+                prompt = next(
+                    self.db.query("SELECT messages FROM prompts WHERE id = ?", [row["prompt_id"]])
+                )
+                messages[row["prompt_id"]] = json.loads(prompt["messages"])
+            yield {
+                "id": row["id"],
+                "prompt_id": row["prompt_id"],
+                "messages": messages[row["prompt_id"]],
+                "answer": row["answer"] or "",
+                "source": row["source"],
+            }
 
     def last_trained_at(self) -> str | None:
         """When the newest finished job started: pairs after it are new to training."""

@@ -74,7 +74,9 @@ def test_every_module_imports_alone_and_keeps_the_heavy_stacks_out():
     assert not wrong, wrong
 
 
-@pytest.mark.parametrize("group", ["graph", "train", "labels", "calibrate", "traces", "pairs"])
+@pytest.mark.parametrize(
+    "group", ["graph", "train", "labels", "feedback", "calibrate", "traces", "pairs"]
+)
 def test_each_group_s_help_answers_without_torch(group):
     """The root's --help is checked in test_cli; each group's must be as light."""
     code = (

@@ -50,6 +50,10 @@ def _directory(path: Path) -> None:
 
 PROMPT = {"prompt": "What is the capital of France?"}
 PAIR = {"prompt": "Say hi.", "a": "Hi!", "b": "Go away.", "label": "a"}
+LOGGED = {
+    "messages": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi!"}],
+    "ratings": [{"turn": 1, "thumbs": "up"}],
+}
 NESTED_JSON = '{"prompt": "x", "metadata": {"a": ' + "[" * DEEP + "]" * DEEP + "}}"
 NESTED_YAML = "- prompt: x\n  metadata:\n    a: " + "[" * DEEP + "]" * DEEP + "\n"
 LAUGHS = (
@@ -240,6 +244,56 @@ CASES = [
         _jsonl(PAIR),
         says="cannot name a dataset",
     ),
+    # ---- criticloop feedback import -----------------------------------------------------------
+    Case("feedback-empty", ("feedback", "import", "{f}"), "", says="no conversations or feedback"),
+    Case("feedback-binary", ("feedback", "import", "{f}"), BINARY, says=":2: not valid UTF-8"),
+    Case("feedback-bom", ("feedback", "import", "{f}"), "\ufeff" + _jsonl(LOGGED), code=0),
+    Case("feedback-not-json", ("feedback", "import", "{f}"), "a,b\n", says=":1: invalid JSON"),
+    Case("feedback-array-line", ("feedback", "import", "{f}"), "[1]\n", says=":1: each line"),
+    Case(
+        "feedback-unknown-shape",
+        ("feedback", "import", "{f}"),
+        _jsonl({"question": "q", "answer": "x"}),
+        says=":1: neither a conversation",
+    ),
+    Case(
+        "feedback-bad-stars",
+        ("feedback", "import", "{f}"),
+        _jsonl(LOGGED, {**LOGGED, "ratings": [{"turn": 1, "stars": "5"}]}),
+        says=":2: ratings[0].stars must be a whole number",
+    ),
+    Case(
+        "feedback-unknown-brand",
+        ("feedback", "import", "{f}"),
+        _jsonl({**LOGGED, "brand": "ghost"}),
+        says=":1: unknown brand 'ghost'",
+    ),
+    Case(
+        "feedback-no-usable-rating",
+        ("feedback", "import", "{f}"),
+        _jsonl({"messages": LOGGED["messages"]}),
+        says="no usable rating: 1 rows, ratings skipped (unrated 1)",
+    ),
+    Case(
+        "feedback-deep",
+        ("feedback", "import", "{f}"),
+        '{"messages": ' + "[" * DEEP + "]" * DEEP + "}\n",
+        says=":1: nested more than",
+    ),
+    Case(
+        "feedback-nan",
+        ("feedback", "import", "{f}"),
+        '{"messages": [], "created_at": NaN}\n',
+        says=":1: NaN is not a number JSON allows",
+    ),
+    Case(
+        "feedback-fifo",
+        ("feedback", "import", "{f}"),
+        special=_fifo,
+        process=True,
+        says="not a regular file",
+    ),
+    Case("feedback-missing-file", ("feedback", "import", "{f}"), None, says="no such file"),
     # ---- settings: --env-file, the environment, the profile -------------------------------
     Case(
         "env-file-binary",

@@ -46,6 +46,9 @@ MIGRATIONS = [
     "m008_prompt_failures",
     "m009_trained_reward_models",
     "m010_label_dimensions",
+    "m011_feedback_logs",
+    "m012_job_costs",
+    "m013_log_revisions",
 ]
 
 

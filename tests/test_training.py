@@ -535,6 +535,12 @@ def test_dpo_trains_a_lora_adapter_and_the_base_stays_as_it_was(dpo_trained, mon
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
     assert job["status"] == "done" and job["adapter_version"] == summary["adapter"]
     assert adapter["status"] == "candidate" and adapter["data_hash"] == job["data_hash"]
+    # What it cost: wall time, the tokens of its pairs times the epochs trained, device-hours.
+    cost = summary["metrics"]["cost"]
+    assert cost["wall_seconds"] > 0 and cost["tokens"] > 0 and cost["devices"] == 1
+    assert cost["device_hours"] == pytest.approx(cost["wall_seconds"] / 3600, abs=1e-6)
+    assert cost["cost"] is None  # no price set
+    assert (job["wall_seconds"], job["tokens"]) == (cost["wall_seconds"], cost["tokens"])
     tensors = _adapter_tensors(Path(adapter["path"]))
     assert tensors and all("lora_" in name for name in tensors)
     # LoRA B starts at zero: any non-zero B means the adapter learned.

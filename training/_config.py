@@ -34,7 +34,16 @@ from ..settings import (
 # Fields that do not change what is learned: a job may resume under new values of these.
 _NOT_IN_KEY = {"output_dir", "home", "launcher", "job_id"}
 # Training settings that do not either: where the job runs and when the nightly job trains.
-_TRAINING_NOT_IN_KEY = {"launcher", "accelerate_config", "nightly", "min_new_pairs"}
+_TRAINING_NOT_IN_KEY = {
+    "launcher",
+    "accelerate_config",
+    "device_hour_price",  # what the job costs, not what it learns
+    "nightly",
+    "min_new_pairs",
+    "auto_methods",
+    "min_new_ratings",
+    "min_new_examples",
+}
 # What only the RL methods' judge reads: it changes what they learn, not what DPO or a reward
 # model learns.
 _JUDGING = ("policy", "embedder", "generation", "profiles", "judge")

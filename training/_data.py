@@ -16,6 +16,7 @@ from typing import Any
 
 from ..agents import build_conversation
 from ..store import Store
+from ._dataset import DatasetBuilder, DatasetLimits, DatasetReport
 
 
 def is_heldout(prompt_id: str, percent: int) -> bool:
@@ -33,16 +34,24 @@ class PreferenceData:
     data_hash: str
     sources: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
+    report: DatasetReport | None = None  # the dataset checks: what they removed, tokens kept
 
     def __len__(self) -> int:
         return len(self.rows)
 
 
 def load_preferences(
-    store: Store, source_weights: dict[str, float], heldout_percent: int
+    store: Store,
+    source_weights: dict[str, float],
+    heldout_percent: int,
+    *,
+    limits: DatasetLimits | None = None,
+    tokenizer: Any | None = None,
 ) -> PreferenceData:
     """Every usable pair outside the held-out prompts, oldest first; a source with weight 0
-    (or missing from the weights) is left out."""
+    (or missing from the weights) is left out, and so is a pair the dataset checks
+    (``_dataset``: format, length in tokens, near-duplicates) remove."""
+    builder = DatasetBuilder("pairs", limits, tokenizer)
     rows, weights = [], []
     sources: Counter[str] = Counter()
     skipped: Counter[str] = Counter()
@@ -66,19 +75,24 @@ def load_preferences(
             seen.add((pair["prompt_id"], chosen, rejected))
             if pair["prompt_id"] not in contexts:
                 contexts[pair["prompt_id"]] = policy_conversation(store, pair["prompt_id"])
-            rows.append(
-                {
-                    "prompt": contexts[pair["prompt_id"]],
-                    "chosen": [{"role": "assistant", "content": chosen}],
-                    "rejected": [{"role": "assistant", "content": rejected}],
-                }
-            )
+            row = {
+                "prompt": contexts[pair["prompt_id"]],
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+            }
+            reason = builder.check(row, pair["id"])
+            if reason:
+                skipped[reason] += 1
+                continue
+            rows.append(row)
             weights.append(weight)
             sources[pair["source"]] += 1
     digest = hashlib.sha256()
     for row, weight in zip(rows, weights, strict=True):
         digest.update(json.dumps([row, weight], sort_keys=True).encode())
-    return PreferenceData(rows, weights, digest.hexdigest()[:16], sources, skipped)
+    return PreferenceData(
+        rows, weights, digest.hexdigest()[:16], sources, skipped, builder.report
+    )
 
 
 def policy_conversation(store: Store, prompt_id: str) -> list[dict[str, str]]:

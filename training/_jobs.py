@@ -3,9 +3,9 @@
     criticloop train --method dpo            # then the gate decides whether to promote
 
 A job's directory (``$CRITICLOOP_HOME/training/<job id>``) holds its ``config.json``, its data
-(``pairs.jsonl`` or ``prompts.json``, frozen when the job starts), ``train.log``, per-step
-``metrics.jsonl``, checkpoints, and finally the adapter, which moves to
-``$CRITICLOOP_HOME/adapters/<version>`` when it is registered.
+(``pairs.jsonl``, ``examples.jsonl`` for SFT and KTO, or ``prompts.json``, frozen when the job
+starts), ``train.log``, per-step ``metrics.jsonl``, checkpoints, and finally the adapter,
+which moves to ``$CRITICLOOP_HOME/adapters/<version>`` when it is registered.
 
 Launchers: ``inprocess`` (CPU), ``subprocess`` (one GPU: the job runs as
 ``python -m criticloop.training.worker DIR`` and its crash cannot take the CLI with it), and
@@ -34,6 +34,8 @@ from ..settings import Settings, TrainingSettings
 from ..store import Store
 from ._config import RL_METHODS, TrainConfig
 from ._data import load_preferences, prompts_hash, training_prompts
+from ._dataset import DatasetLimits
+from ._examples import EXAMPLE_METHODS, load_examples
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +88,20 @@ def train(
     with Store.open(settings.db_path, create=False) as store:
         parent = store.promoted_adapter(policy_ref(settings, convert=False).name)
         if training.method == "dpo":
-            data = load_preferences(store, training.source_weights, training.heldout_percent)
+            data = load_preferences(
+                store,
+                training.source_weights,
+                training.heldout_percent,
+                limits=DatasetLimits.from_settings(training),
+            )
             if not data.rows:
                 raise InputError(
                     "no preference pairs to train on (criticloop graph run makes them; held-out "
                     "prompts and sources weighted 0 are left out)"
                 )
+            data_hash, examples = data.data_hash, len(data)
+        elif training.method in EXAMPLE_METHODS:
+            data = load_examples(store, training)  # SFT: good answers; KTO: rated answers
             data_hash, examples = data.data_hash, len(data)
         else:
             prompt_ids = training_prompts(store, training.heldout_percent)
@@ -118,6 +128,11 @@ def train(
                     job_dir / "pairs.jsonl",
                     ({**row, "weight": w} for row, w in zip(data.rows, data.weights, strict=True)),
                 )
+            elif training.method in EXAMPLE_METHODS:
+                _write_jsonl(
+                    job_dir / "examples.jsonl",
+                    ({**row, "weight": w} for row, w in zip(data.rows, data.weights, strict=True)),
+                )
             else:
                 (job_dir / "prompts.json").write_text(json.dumps(prompt_ids))
             config.write(job_dir / "config.json")
@@ -135,6 +150,8 @@ def train(
                 run_id=run_id,
             )
         metrics = _launch_recorded(config, job_dir, store)
+        if training.method in EXAMPLE_METHODS:
+            metrics = {**metrics, "sources": dict(data.sources), "skipped": dict(data.skipped)}
         version = job_id.replace("train-", f"{training.method}-", 1)
         target = settings.adapters_dir / version
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -207,6 +224,7 @@ def train_reward_model(
             training.rm_heldout_percent,
             synthetic=training.rm_synthetic,
             dimension=training.rm_dimension,
+            limits=DatasetLimits.from_settings(training),
         )
         if not data.train:
             on = f" on {training.rm_dimension!r}" if training.rm_dimension else ""
@@ -329,15 +347,26 @@ def _new_job_id() -> str:
 
 
 def _launch_recorded(config: TrainConfig, job_dir: Path, store: Store):
-    """:func:`_launch`, recording the job as failed, with its reason, when it does not finish."""
+    """:func:`_launch`, recording the job as failed, with its reason, when it does not finish;
+    either way the attempt's wall time, tokens and device-hours are recorded (``_costs``), and
+    a finished job's metrics carry them as ``cost``."""
+    from ._costs import record_cost
+
+    started = time.monotonic()
     try:
-        return _launch(config, job_dir, store)
+        metrics = _launch(config, job_dir, store)
     except KeyboardInterrupt:
-        store.finish_job(config.job_id, "failed", metrics=_read_steps(job_dir), reason="interrupted")
+        steps = _read_steps(job_dir)
+        record_cost(store, config, job_dir, time.monotonic() - started, steps, finished=False)
+        store.finish_job(config.job_id, "failed", metrics=steps, reason="interrupted")
         raise
     except (TrainingFailed, InputError) as exc:
-        store.finish_job(config.job_id, "failed", metrics=_read_steps(job_dir), reason=str(exc))
+        steps = _read_steps(job_dir)
+        record_cost(store, config, job_dir, time.monotonic() - started, steps, finished=False)
+        store.finish_job(config.job_id, "failed", metrics=steps, reason=str(exc))
         raise
+    cost = record_cost(store, config, job_dir, time.monotonic() - started, metrics)
+    return {**metrics, "cost": cost}
 
 
 def _launch(config: TrainConfig, job_dir: Path, store: Store):
@@ -420,6 +449,17 @@ def run_job(job_dir: Path, on_step=None) -> dict[str, Any]:
             rows = [json.loads(line) for line in open(job_dir / "pairs.jsonl", encoding="utf-8")]
             weights = [row.pop("weight") for row in rows]
             metrics = run_dpo(config, rows, weights, log_step)
+        elif config.method in EXAMPLE_METHODS:
+            rows = [json.loads(line) for line in open(job_dir / "examples.jsonl", encoding="utf-8")]
+            weights = [row.pop("weight") for row in rows]
+            if config.method == "sft":
+                from ._sft import run_sft
+
+                metrics = run_sft(config, rows, weights, log_step)
+            else:
+                from ._kto import run_kto
+
+                metrics = run_kto(config, rows, log_step)
         elif config.method == "reward":
             from ._reward import run_reward
 

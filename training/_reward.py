@@ -32,6 +32,7 @@ from ..errors import InputError
 from ..store import Store
 from ._config import TrainConfig
 from ._data import is_heldout
+from ._dataset import DatasetBuilder, DatasetLimits, DatasetReport
 
 FULL_TUNING_MAX_PARAMS = 50_000_000
 PEOPLE = "human"  # the source weight people's decisions take
@@ -45,6 +46,7 @@ class RewardData:
     data_hash: str
     sources: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
+    report: DatasetReport | None = None  # the dataset checks: what they removed, tokens kept
 
 
 def load_reward_pairs(
@@ -54,6 +56,8 @@ def load_reward_pairs(
     *,
     synthetic: bool = False,
     dimension: str = "",
+    limits: DatasetLimits | None = None,
+    tokenizer: Any | None = None,
 ) -> RewardData:
     """People's decisive pairs on ``dimension`` ('' their overall preference) and, when asked,
     the critics' synthetic pairs (overall only), split by prompt."""
@@ -69,6 +73,7 @@ def load_reward_pairs(
     skipped: Counter[str] = Counter()
     seen: set[tuple[str, str, str]] = set()
     messages: dict[str, list[dict[str, str]]] = {}
+    builder = DatasetBuilder("pairs", limits, tokenizer)  # format, length, near-duplicates
 
     def conversation(prompt_id: str) -> list[dict[str, str]]:
         if prompt_id not in messages:
@@ -93,6 +98,10 @@ def load_reward_pairs(
             "rejected": rejected,
             "source": source,
         }
+        reason = builder.check(row, prompt_id)
+        if reason:
+            skipped[reason] += 1
+            return
         if is_heldout(prompt_id, heldout_percent):
             heldout.append(row)
         else:
@@ -125,7 +134,9 @@ def load_reward_pairs(
     for row, weight in zip(train, weights, strict=True):
         digest.update(json.dumps([row, weight], sort_keys=True).encode())
     digest.update(json.dumps(heldout, sort_keys=True).encode())
-    return RewardData(train, heldout, weights, digest.hexdigest()[:16], sources, skipped)
+    return RewardData(
+        train, heldout, weights, digest.hexdigest()[:16], sources, skipped, builder.report
+    )
 
 
 def resolve_tuning(requested: str, base_path: str) -> str:
