@@ -139,3 +139,34 @@ sampling_options = _bundled(
 
 def print_json(payload: Any) -> None:
     click.echo(json.dumps(payload, indent=2, default=str))
+
+
+def dataset_names(files: tuple[Path, ...], dataset: str | None) -> list[str]:
+    """The dataset name of each imported file: ``--dataset`` or its file name, checked."""
+    from ..errors import InputError
+    from ..store import check_dataset, default_dataset
+
+    if dataset:
+        check_dataset(dataset)
+    names = []
+    for path in files:
+        name = dataset or default_dataset(path)
+        try:
+            check_dataset(name)
+        except InputError:
+            raise InputError(
+                f"the file name makes the dataset name {name!r}, which cannot be used: "
+                "give --dataset",
+                source=str(path),
+            ) from None
+        names.append(name)
+    return names
+
+
+def echo_skipped(summaries: list[dict[str, Any]]) -> None:
+    """The first few skipped rows of each reason, per imported file, on stderr."""
+    for summary in summaries:
+        for reason, examples in sorted(summary["skip_examples"].items()):
+            more = summary["skipped"][reason] - len(examples)
+            tail = f" (and {more} more)" if more > 0 else ""
+            click.echo(f"skipped {reason}: {'; '.join(examples)}{tail}", err=True)

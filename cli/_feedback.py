@@ -10,8 +10,7 @@ from typing import Any
 
 import click
 
-from ..errors import InputError
-from ._context import Context, pass_context, print_json
+from ._context import Context, dataset_names, echo_skipped, pass_context, print_json
 
 
 @click.group()
@@ -46,24 +45,13 @@ def feedback_import(
     mapped, empty or over-long texts and repeats are skipped and counted, the first few named
     on stderr. Importing the same file again changes nothing.
     """
-    from ..store import check_dataset, default_dataset, read_feedback_log
+    from ..store import read_feedback_log
 
-    if dataset:
-        check_dataset(dataset)
     settings = obj.settings
-    loaded = []
-    for path in files:
-        name = dataset or default_dataset(path)
-        try:
-            check_dataset(name)
-        except InputError:
-            raise InputError(
-                f"the file name makes the dataset name {name!r}, which cannot be used: "
-                "give --dataset",
-                source=str(path),
-            ) from None
-        log = read_feedback_log(path, settings.feedback.labels, settings.limits)
-        loaded.append((path, name, log))
+    loaded = [
+        (path, name, read_feedback_log(path, settings.feedback.labels, settings.limits))
+        for path, name in zip(files, dataset_names(files, dataset), strict=True)
+    ]
     with obj.open_store(create=True) as store, store.transaction():
         summaries = [
             {
@@ -77,11 +65,7 @@ def feedback_import(
             }
             for path, name, log in loaded
         ]
-    for summary in summaries:
-        for reason, examples in sorted(summary["skip_examples"].items()):
-            more = summary["skipped"][reason] - len(examples)
-            tail = f" (and {more} more)" if more > 0 else ""
-            click.echo(f"skipped {reason}: {'; '.join(examples)}{tail}", err=True)
+    echo_skipped(summaries)
     if as_json:
         return print_json(summaries)
     for summary in summaries:

@@ -11,8 +11,7 @@ from typing import Any
 
 import click
 
-from ..errors import InputError
-from ._context import Context, pass_context, print_json
+from ._context import Context, dataset_names, echo_skipped, pass_context, print_json
 
 # store.LABEL_FORMATS, without importing the store
 _FORMATS = ("auto", "pandalm", "hh", "plain", "trl")
@@ -56,22 +55,12 @@ def labels_import(
     is not JSON, whose rows are not objects, or with no usable row at all, is refused with its
     file:line and nothing is imported. Importing the same file again changes nothing.
     """
-    from ..store import check_dataset, default_dataset, read_labelled_pairs
+    from ..store import read_labelled_pairs
 
-    if dataset:
-        check_dataset(dataset)
-    loaded = []
-    for path in files:
-        name = dataset or default_dataset(path)
-        try:
-            check_dataset(name)
-        except InputError:
-            raise InputError(
-                f"the file name makes the dataset name {name!r}, which cannot be used: "
-                "give --dataset",
-                source=str(path),
-            ) from None
-        loaded.append((path, name, read_labelled_pairs(path, fmt, obj.settings.limits)))
+    loaded = [
+        (path, name, read_labelled_pairs(path, fmt, obj.settings.limits))
+        for path, name in zip(files, dataset_names(files, dataset), strict=True)
+    ]
     with obj.open_store(create=True) as store, store.transaction():
         summaries = [
             {
@@ -84,11 +73,7 @@ def labels_import(
             }
             for path, name, pairs in loaded
         ]
-    for summary in summaries:
-        for reason, examples in sorted(summary["skip_examples"].items()):
-            more = summary["skipped"][reason] - len(examples)
-            tail = f" (and {more} more)" if more > 0 else ""
-            click.echo(f"skipped {reason}: {'; '.join(examples)}{tail}", err=True)
+    echo_skipped(summaries)
     if as_json:
         return print_json(summaries)
     for summary in summaries:

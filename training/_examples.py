@@ -42,6 +42,7 @@ class ExampleData:
     data_hash: str
     sources: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
+    row_sources: list[str] = field(default_factory=list)  # each row's source, for the checks
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -137,7 +138,7 @@ def load_sft_examples(
             add(rating["prompt_id"], rating["text"], f"rating:{rating['source']}", "human")
         else:
             skipped["rated bad (KTO learns from these)"] += 1
-    rows, weights, sources = [], [], Counter()
+    rows, weights, sources, row_sources = [], [], Counter(), []
     contexts: dict[str, list[dict[str, str]]] = {}
     for prompt_id, text in order:
         weight, source = found[(prompt_id, text)]
@@ -148,13 +149,14 @@ def load_sft_examples(
         )
         weights.append(weight)
         sources[source] += 1
-    return ExampleData(rows, weights, _hash(rows, weights), sources, skipped)
+        row_sources.append(source)
+    return ExampleData(rows, weights, _hash(rows, weights), sources, skipped, row_sources)
 
 
 def load_kto_examples(store: Store, heldout_percent: int) -> ExampleData:
     """Every rated answer outside the held-out prompts, labelled desirable or not."""
     skipped: Counter[str] = Counter()
-    rows, sources = [], Counter()
+    rows, sources, row_sources = [], Counter(), []
     contexts: dict[str, list[dict[str, str]]] = {}
     for rating, good in _rated_answers(store, heldout_percent, skipped):
         prompt_id = rating["prompt_id"]
@@ -168,8 +170,9 @@ def load_kto_examples(store: Store, heldout_percent: int) -> ExampleData:
             }
         )
         sources[f"rating:{rating['source']}"] += 1
+        row_sources.append(f"rating:{rating['source']}")
     weights = [1.0] * len(rows)
-    return ExampleData(rows, weights, _hash(rows, weights), sources, skipped)
+    return ExampleData(rows, weights, _hash(rows, weights), sources, skipped, row_sources)
 
 
 def kto_weights(desirable: int, undesirable: int, ratio: float = 7 / 6) -> tuple[float, float]:
@@ -228,10 +231,13 @@ def _checked(data: ExampleData, training: Any) -> ExampleData:
     duplicates and near-duplicates, format): what they remove is counted with the skips."""
     builder = DatasetBuilder(training.method, DatasetLimits.from_settings(training))
     kept = [
-        (row, weight)
-        for row, weight in zip(data.rows, data.weights, strict=True)
+        (row, weight, source)
+        for row, weight, source in zip(data.rows, data.weights, data.row_sources, strict=True)
         if builder.check(row) is None
     ]
-    rows, weights = [r for r, _ in kept], [w for _, w in kept]
+    rows, weights = [r for r, _, _ in kept], [w for _, w, _ in kept]
+    row_sources = [s for _, _, s in kept]
     skipped = data.skipped + Counter({f"check: {k}": n for k, n in builder.report.removed.items()})
-    return ExampleData(rows, weights, _hash(rows, weights), data.sources, skipped)
+    return ExampleData(
+        rows, weights, _hash(rows, weights), Counter(row_sources), skipped, row_sources
+    )
