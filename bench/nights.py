@@ -255,16 +255,9 @@ def probe(night: Home, evaluation: Home, eval_rows: list[dict], rm: dict, args) 
             with Store.open(night.settings().db_path, create=False) as store:
                 adapter = store.get_adapter(spec)
             e = evaluate(night, evaluation, eval_rows, rm, args, cache, adapter)
-            c, i, a, b = e["critics"], e["independent"], e["promoted"], e["base"]
-            lines.append(
-                f"| {spec} ({adapter['metrics'].get('steps')} steps) | {adapter['config'].get('learning_rate')} | "
-                f"{adapter['config'].get('beta')} | - | "
-                f"{c['win_rate']:.0%} (p={c['p_value']:.3g}) | {i['win_rate']:.0%} (p={i['p_value']:.3g}) | "
-                f"{a['independent']:.3f} / {b['independent']:.3f} | {a['words']:.0f} / {b['words']:.0f} | "
-                f"{a['violation_rate']:.0%} / {b['violation_rate']:.0%} | "
-                + ("-" if e["kl"] is None else f"{e['kl']:.2f}")
-                + " |"
-            )
+            config = adapter["config"]
+            steps = f"{spec} ({adapter['metrics'].get('steps')} steps)"
+            lines.append(_probe_row(steps, config.get("learning_rate"), config.get("beta"), "-", e))
             print(lines[-1], file=sys.stderr)
             continue
         steps, lr, *rest = spec.split(":")
@@ -277,17 +270,22 @@ def probe(night: Home, evaluation: Home, eval_rows: list[dict], rm: dict, args) 
         with Store.open(night.settings().db_path, create=False) as store:
             adapter = store.get_adapter(trained["adapter"])
         e = evaluate(night, evaluation, eval_rows, rm, args, cache, adapter)
-        c, i, a, b = e["critics"], e["independent"], e["promoted"], e["base"]
-        lines.append(
-            f"| {trained['metrics'].get('steps')} | {lr} | {beta} | {trained['metrics'].get('seconds')} | "
-            f"{c['win_rate']:.0%} (p={c['p_value']:.3g}) | {i['win_rate']:.0%} (p={i['p_value']:.3g}) | "
-            f"{a['independent']:.3f} / {b['independent']:.3f} | {a['words']:.0f} / {b['words']:.0f} | "
-            f"{a['violation_rate']:.0%} / {b['violation_rate']:.0%} | "
-            + ("-" if e["kl"] is None else f"{e['kl']:.2f}")
-            + " |"
-        )
+        metrics = trained["metrics"]
+        lines.append(_probe_row(metrics.get("steps"), lr, beta, metrics.get("seconds"), e))
         print(lines[-1], file=sys.stderr)
     return "\n".join(lines)
+
+
+def _probe_row(steps, lr, beta, seconds, e: dict) -> str:
+    c, i, a, b = e["critics"], e["independent"], e["promoted"], e["base"]
+    return (
+        f"| {steps} | {lr} | {beta} | {seconds} | "
+        f"{c['win_rate']:.0%} (p={c['p_value']:.3g}) | {i['win_rate']:.0%} (p={i['p_value']:.3g}) | "
+        f"{a['independent']:.3f} / {b['independent']:.3f} | {a['words']:.0f} / {b['words']:.0f} | "
+        f"{a['violation_rate']:.0%} / {b['violation_rate']:.0%} | "
+        + ("-" if e["kl"] is None else f"{e['kl']:.2f}")
+        + " |"
+    )
 
 
 def rule_rate(stats: dict, rule: str) -> float:
