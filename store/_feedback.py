@@ -74,7 +74,7 @@ from ..errors import InputError
 from ..vocab import TASK_TYPES
 from ._common import _key, now
 from ._files import _decode_utf8, read_input
-from ._labels import SHOWN_SKIPS, check_dataset
+from ._labels import Skip, SkippedRows, check_dataset
 from ._limits import Limits, decode_line, default_limits, json_decoder
 from ._records import Prompt
 from ._rows import GenerationRecord, ReviewRecord
@@ -136,7 +136,7 @@ class LoggedRating:
         return (self.thumbs, self.stars, self.comment, self.label, self.logged_at)
 
 
-class FeedbackLog(list[LoggedRating]):
+class FeedbackLog(SkippedRows, list[LoggedRating]):
     """What :func:`read_feedback_log` returns: the reviews to store in file order, the rows
     read (by shape), the ratings used, and the ratings skipped by reason (``first_skipped``: the
     first ``file:line`` of each, ``skip_examples``: the first few as ``file:line: why``)."""
@@ -147,25 +147,6 @@ class FeedbackLog(list[LoggedRating]):
         self.rows = 0
         self.shapes: dict[str, int] = {"conversation": 0, "flat": 0}
         self.ratings = 0
-        self.skipped: dict[str, int] = {}
-        self.first_skipped: dict[str, str] = {}
-        self.skip_examples: dict[str, list[str]] = {}
-
-    def skip(self, reason: str, origin: str, why: str = "") -> None:
-        self.skipped[reason] = self.skipped.get(reason, 0) + 1
-        self.first_skipped.setdefault(reason, origin)
-        shown = self.skip_examples.setdefault(reason, [])
-        if len(shown) < SHOWN_SKIPS:
-            shown.append(f"{origin}: {why}" if why else origin)
-
-
-class _Skip(Exception):
-    """A rating real logs hold but that cannot be used: counted under ``reason``."""
-
-    def __init__(self, reason: str, why: str = ""):
-        super().__init__(why or reason)
-        self.reason = reason
-        self.why = why
 
 
 class _Bad(Exception):
@@ -331,7 +312,7 @@ def _conversation(
         try:
             prompt, answer = _prompt_and_answer(turns[:turn], turns[turn]["content"], context)
             _within(prompt, answer, parts, limits)
-        except _Skip as skip:
+        except Skip as skip:
             log.skip(skip.reason, origin, f"{spot}: {skip.why}")
             continue
         out += [LoggedRating(origin=origin, prompt=prompt, answer=answer, **p) for p in parts]
@@ -395,7 +376,7 @@ def _flat(
     try:
         prompt_record, answer = _prompt_and_answer(turns, answer, context)
         _within(prompt_record, answer, parts, limits)
-    except _Skip as skip:
+    except Skip as skip:
         log.skip(skip.reason, origin, skip.why)
         return []
     return [LoggedRating(origin=origin, prompt=prompt_record, answer=answer, **p) for p in parts]
@@ -472,20 +453,20 @@ def _prompt_and_answer(
 ) -> tuple[Prompt, str]:
     answer = answer.strip()
     if not answer:
-        raise _Skip("empty_answer", "the rated answer is empty")
+        raise Skip("empty_answer", "the rated answer is empty")
     if not any(t["role"] == "user" for t in turns):
-        raise _Skip("not_after_user", "no user turn before the rated answer")
+        raise Skip("not_after_user", "no user turn before the rated answer")
     if turns[-1]["role"] != "user":
-        raise _Skip("not_after_user", "the turn before the rated answer is not the user's")
+        raise Skip("not_after_user", "the turn before the rated answer is not the user's")
     if any(not t["content"].strip() for t in turns):
-        raise _Skip("empty_turn", "a turn before the rated answer is empty")
+        raise Skip("empty_turn", "a turn before the rated answer is empty")
     try:
         prompt = Prompt.model_validate({**context, "messages": turns})
     except ValidationError as exc:  # the context was checked: the conversation is at fault
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"])
         message = error["msg"].removeprefix("Value error, ")
-        raise _Skip("invalid_conversation", f"{where + ': ' if where else ''}{message}") from None
+        raise Skip("invalid_conversation", f"{where + ': ' if where else ''}{message}") from None
     return prompt.model_copy(update={"id": "log-" + prompt.content_hash()[:16]}), answer
 
 
@@ -495,7 +476,7 @@ def _within(prompt: Prompt, answer: str, parts: list[dict[str, Any]], limits: Li
     texts += [p["comment"] or "" for p in parts] + [p["reviewer"] for p in parts]
     longest = max(len(t) for t in texts)
     if longest > limits.text_chars:
-        raise _Skip(
+        raise Skip(
             "too_long",
             f"a text of {longest} characters (at most {limits.text_chars}; "
             "CRITICLOOP_LIMITS__TEXT_CHARS)",

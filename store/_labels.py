@@ -109,16 +109,12 @@ SHOWN_SKIPS = 3
 """How many skipped rows of each reason are kept with their file:line and why."""
 
 
-class LabelledPairs(list[LabelledPair]):
-    """What :func:`read_labelled_pairs` returns: the pairs in file order, and the rows it read,
-    the format it used, and the rows it skipped by reason: ``first_skipped`` holds the first
-    ``file:line`` of each reason, ``skip_examples`` the first few as ``file:line: why``."""
+class SkippedRows:
+    """What a reader of real data skipped: counts by reason, the first ``file:line`` of each
+    (``first_skipped``) and the first few as ``file:line: why`` (``skip_examples``)."""
 
-    def __init__(self, pairs: Iterable[LabelledPair] = (), *, source: str = "", fmt: str = ""):
-        super().__init__(pairs)
-        self.source = source
-        self.format = fmt
-        self.rows = 0
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.skipped: dict[str, int] = {}
         self.first_skipped: dict[str, str] = {}
         self.skip_examples: dict[str, list[str]] = {}
@@ -131,7 +127,19 @@ class LabelledPairs(list[LabelledPair]):
             shown.append(f"{origin}: {why}" if why else origin)
 
 
-class _Skip(Exception):
+class LabelledPairs(SkippedRows, list[LabelledPair]):
+    """What :func:`read_labelled_pairs` returns: the pairs in file order, and the rows it read,
+    the format it used, and the rows it skipped by reason: ``first_skipped`` holds the first
+    ``file:line`` of each reason, ``skip_examples`` the first few as ``file:line: why``."""
+
+    def __init__(self, pairs: Iterable[LabelledPair] = (), *, source: str = "", fmt: str = ""):
+        super().__init__(pairs)
+        self.source = source
+        self.format = fmt
+        self.rows = 0
+
+
+class Skip(Exception):
     """A row that cannot be used: counted under ``reason``, ``why`` says what is wrong with it."""
 
     def __init__(self, reason: str, why: str = ""):
@@ -217,7 +225,7 @@ def read_labelled_pairs(
                     continue
                 result[index[slot]] = pair
                 continue
-        except _Skip as skip:
+        except Skip as skip:
             result.skip(skip.reason, origin, skip.why)
             continue
         index[slot] = len(result)
@@ -237,7 +245,7 @@ def _within(pair: LabelledPair, limits: Limits) -> None:
     texts = [m["content"] for m in pair.messages] + [pair.a, pair.b]
     longest = max(len(t) for t in texts)
     if longest > limits.text_chars:
-        raise _Skip(
+        raise Skip(
             "too_long",
             f"a text of {longest} characters (at most {limits.text_chars}; "
             "CRITICLOOP_LIMITS__TEXT_CHARS)",
@@ -337,13 +345,13 @@ def _merge(first: LabelledPair, again: LabelledPair, first_line: int) -> Labelle
         again.b,
         again.task_type,
     ):
-        raise _Skip(
+        raise Skip(
             "conflicting_id",
             f"id {again.key!r} is used twice with different content (first at line {first_line})",
         )
     for annotator, label in again.labels.items():
         if first.labels.get(annotator, label) != label:
-            raise _Skip(
+            raise Skip(
                 "conflicting_label",
                 f"{annotator!r} labels this pair {label!r} here and "
                 f"{first.labels[annotator]!r} at line {first_line}",
@@ -355,11 +363,11 @@ def _merge(first: LabelledPair, again: LabelledPair, first_line: int) -> Labelle
 def _text(obj: dict[str, Any], key: str, *, default: str | None = None) -> str:
     if key not in obj or (obj[key] is None and default is not None):
         if default is None:
-            raise _Skip("missing_key", f"missing key {key!r}")
+            raise Skip("missing_key", f"missing key {key!r}")
         return default
     value = obj[key]
     if not isinstance(value, str):
-        raise _Skip("wrong_type", f"{key!r} must be a string, not {_json_type(value)}")
+        raise Skip("wrong_type", f"{key!r} must be a string, not {_json_type(value)}")
     return value
 
 
@@ -386,10 +394,10 @@ def _pair(
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"])
         message = error["msg"].removeprefix("Value error, ")
-        raise _Skip("invalid_conversation", f"{where + ': ' if where else ''}{message}") from None
+        raise Skip("invalid_conversation", f"{where + ': ' if where else ''}{message}") from None
     a, b = a.strip(), b.strip()
     if a == b:
-        raise _Skip(
+        raise Skip(
             "identical_responses",
             f"{names[0]!r} and {names[1]!r} are the same text: nothing to compare",
         )
@@ -410,7 +418,7 @@ def _own_id(obj: dict[str, Any], key: str) -> str | None:
         return None
     value = obj[key]
     if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
-        raise _Skip("wrong_type", f"{key!r} must be a non-empty string or an integer")
+        raise Skip("wrong_type", f"{key!r} must be a non-empty string or an integer")
     return str(value)
 
 
@@ -419,18 +427,18 @@ def _pandalm_row(obj: dict[str, Any], origin: str) -> LabelledPair:
     extra = _text(obj, "input", default="")
     prompt = "\n\n".join(part for part in (instruction.strip(), extra.strip()) if part)
     if not prompt:
-        raise _Skip("empty_prompt", "empty prompt: 'instruction' and 'input' are both blank")
+        raise Skip("empty_prompt", "empty prompt: 'instruction' and 'input' are both blank")
     a, b = _pandalm_response(obj, "response1"), _pandalm_response(obj, "response2")
     annotators = sorted(
         (k for k in obj if _ANNOTATOR.fullmatch(k)), key=lambda k: int(k.removeprefix("annotator"))
     )
     if not annotators:
-        raise _Skip("no_labels", "no labels: expected annotator1, annotator2, ...")
+        raise Skip("no_labels", "no labels: expected annotator1, annotator2, ...")
     labels = {}
     for name in annotators:
         value = obj[name]
         if isinstance(value, bool) or value not in _PANDALM_LABELS:
-            raise _Skip(
+            raise Skip(
                 "bad_label",
                 f"{name!r} must be 0 (tie), 1 (response1) or 2 (response2), not {value!r}",
             )
@@ -448,10 +456,10 @@ def _pandalm_row(obj: dict[str, Any], origin: str) -> LabelledPair:
 
 def _pandalm_response(obj: dict[str, Any], key: str) -> str:
     if key not in obj:
-        raise _Skip("missing_key", f"missing key {key!r}")
+        raise Skip("missing_key", f"missing key {key!r}")
     value = obj[key]
     if value is None or isinstance(value, dict | list):
-        raise _Skip("wrong_type", f"{key!r} must be text, not {_json_type(value)}")
+        raise Skip("wrong_type", f"{key!r} must be text, not {_json_type(value)}")
     return str(value)  # the public file has JSON true for a few responses: "True"
 
 
@@ -460,13 +468,13 @@ def _hh_row(obj: dict[str, Any], origin: str) -> LabelledPair:
     conversation, chosen_last = _hh_split(chosen)
     other, rejected_last = _hh_split(rejected)
     if conversation != other:
-        raise _Skip("prefix_differs")
+        raise Skip("prefix_differs")
     if not conversation:
-        raise _Skip("no_human_turn")
+        raise Skip("no_human_turn")
     if conversation[-1]["role"] != "user":
-        raise _Skip("not_ending_with_human")
+        raise Skip("not_ending_with_human")
     if any(not turn["content"] for turn in conversation):
-        raise _Skip("empty_turn")
+        raise Skip("empty_turn")
     return _chosen_pair(origin, conversation, chosen_last, rejected_last, [chosen, rejected])
 
 
@@ -487,10 +495,10 @@ def _hh_split(transcript: str) -> tuple[list[dict[str, str]], str]:
     one speaker (a few public rows have two Assistant turns in a row) are joined."""
     parts = _HH_MARK.split(transcript)
     if parts[0].strip():
-        raise _Skip("text_before_first_turn")
+        raise Skip("text_before_first_turn")
     turns = [(_HH_ROLES[parts[i]], parts[i + 1].strip()) for i in range(1, len(parts), 2)]
     if not turns or turns[-1][0] != "assistant":
-        raise _Skip("no_final_assistant_turn")
+        raise Skip("no_final_assistant_turn")
     conversation: list[dict[str, str]] = []
     for role, content in turns[:-1]:
         if conversation and conversation[-1]["role"] == role:
@@ -503,41 +511,41 @@ def _hh_split(transcript: str) -> tuple[list[dict[str, str]], str]:
 def _plain_row(obj: dict[str, Any], origin: str) -> LabelledPair:
     unknown = sorted(set(obj) - set(_PLAIN_KEYS))
     if unknown:
-        raise _Skip(
+        raise Skip(
             "unknown_key", f"unknown key {unknown[0]!r} (expected {', '.join(_PLAIN_KEYS)})"
         )
     a, b = _text(obj, "a"), _text(obj, "b")
     label = obj.get("label")
     if "label" not in obj:
-        raise _Skip("missing_key", "missing key 'label'")
+        raise Skip("missing_key", "missing key 'label'")
     if label not in LABELS:
-        raise _Skip("bad_label", f"'label' must be a, b or tie, not {label!r}")
+        raise Skip("bad_label", f"'label' must be a, b or tie, not {label!r}")
     annotator = _text(obj, "annotator", default="label").strip()
     if not annotator:
-        raise _Skip("wrong_type", "'annotator' must not be empty")
+        raise Skip("wrong_type", "'annotator' must not be empty")
     task_type = _text(obj, "task_type", default="general")
     if task_type not in TASK_TYPES:
-        raise _Skip(
+        raise Skip(
             "unknown_task_type",
             f"unknown task_type {task_type!r} (expected {', '.join(TASK_TYPES)})",
         )
     dimension = _text(obj, "dimension", default="").strip()
     if dimension and not DIMENSION.fullmatch(dimension):
-        raise _Skip(
+        raise Skip(
             "bad_dimension",
             f"'dimension' must be a critic's name (lower case, digits, _), not {dimension!r}",
         )
     if ("prompt" in obj) == ("messages" in obj):
-        raise _Skip("invalid_conversation", "give either 'prompt' or 'messages'")
+        raise Skip("invalid_conversation", "give either 'prompt' or 'messages'")
     if "prompt" in obj:
         text = _text(obj, "prompt")
         if not text.strip():
-            raise _Skip("empty_prompt", "empty prompt")
+            raise Skip("empty_prompt", "empty prompt")
         messages = [{"role": "user", "content": text}]
     else:
         messages = obj["messages"]
         if not isinstance(messages, list) or not messages:
-            raise _Skip(
+            raise Skip(
                 "invalid_conversation", "'messages' must be a non-empty list of role/content turns"
             )
     pair = _pair(
@@ -561,12 +569,12 @@ def _trl_row(obj: dict[str, Any], origin: str) -> LabelledPair:
     conversation = prompt + chosen[:shared]
     chosen, rejected = chosen[shared:], rejected[shared:]
     if len(chosen) != 1 or len(rejected) != 1:
-        raise _Skip(
+        raise Skip(
             "invalid_conversation",
             "'chosen' and 'rejected' must each end in one response after the shared turns",
         )
     if chosen[0]["role"] != "assistant" or rejected[0]["role"] != "assistant":
-        raise _Skip("invalid_conversation", "the chosen and rejected responses must be assistant's")
+        raise Skip("invalid_conversation", "the chosen and rejected responses must be assistant's")
     return _chosen_pair(
         origin, conversation, chosen[0]["content"], rejected[0]["content"], [obj]
     )
@@ -576,7 +584,7 @@ def _turns(obj: dict[str, Any], key: str, *, user: bool = False) -> list[dict[st
     """``obj[key]`` as role/content turns: a string is one turn (the user's for a prompt,
     else the assistant's)."""
     if key not in obj:
-        raise _Skip("missing_key", f"missing key {key!r}")
+        raise Skip("missing_key", f"missing key {key!r}")
     value = obj[key]
     if isinstance(value, str):
         return [{"role": "user" if user else "assistant", "content": value}]
@@ -584,7 +592,7 @@ def _turns(obj: dict[str, Any], key: str, *, user: bool = False) -> list[dict[st
         isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
         for m in value
     ):
-        raise _Skip(
+        raise Skip(
             "wrong_type", f"{key!r} must be a string or a list of role/content messages"
         )
     return [{"role": m["role"], "content": m["content"]} for m in value]
