@@ -242,8 +242,9 @@ def judge(state: FeedbackState, runtime: Runtime[FeedbackResources], *, name: st
                 CritiqueRecord.of(candidate_id, name, score, backend, state["run_id"])
             )
             out[candidate_id] = {name: score.as_dict()}
-        for call in calls:
-            store.record_critic_call(call)
+        for i, call in enumerate(calls):
+            key = (state["run_id"], state["prompt_id"], name, *call.generation_ids, i)
+            store.record_critic_call(call, key=key)
     return {"scores": out} if out else {}
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from ._common import _decode, now
+from ._common import _decode, _key, now
 
 FEEDBACK_KEYS = {
     "preference": "human_preference",
@@ -190,11 +190,14 @@ class TraceVerbs:
 
     # ---- critic calls ------------------------------------------------------------------------
 
-    def record_critic_call(self, call: CriticCall) -> None:
+    def record_critic_call(self, call: CriticCall, key: tuple[Any, ...] | None = None) -> None:
+        """Record one critic call. With ``key`` (what makes the call itself: its run, prompt,
+        critic, candidates and place among the node's calls) a rerun of the same node after a
+        kill replaces the killed attempt's row instead of adding a second one."""
         with self.transaction():
             self.db["critic_calls"].insert(
                 {
-                    "id": call.id,
+                    "id": "cc-" + _key(*key) if key is not None else call.id,
                     "trace_id": call.trace_id,
                     "run_id": call.run_id,
                     "prompt_id": call.prompt_id,
@@ -210,7 +213,8 @@ class TraceVerbs:
                     "ok": int(call.ok),
                     "error": call.error,
                     "created_at": now(),
-                }
+                },
+                replace=True,
             )
 
     def critic_calls_for(self, trace_id: str) -> list[dict[str, Any]]:
