@@ -14,10 +14,11 @@ import json
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 import yaml
 from pydantic import TypeAdapter, ValidationError
@@ -277,47 +278,58 @@ def write_preference_jsonl(
     report = ExportReport(path=out, format=fmt, contradictions=list(contradictions))
     contradicted = {pair_id for pair in report.contradictions for pair_id in pair}
     seen: set[tuple[str, str, str]] = set()
+    with _replacing(out) as handle:
+        for pair in pairs:
+            messages = pair["messages"]
+            chosen, rejected = pair["chosen"].strip(), pair["rejected"].strip()
+            prompt_text = _render_prompt(messages)
+            if pair["id"] in contradicted:
+                report.skip("contradictory", pair["id"])
+                continue
+            if not chosen or not rejected:
+                report.skip("empty", pair["id"])
+                continue
+            if chosen == rejected:
+                report.skip("identical", pair["id"])
+                continue
+            if len(prompt_text) + max(len(chosen), len(rejected)) > max_chars:
+                report.skip("over_length", pair["id"])
+                continue
+            key = (prompt_text, chosen, rejected)
+            if key in seen:
+                report.skip("duplicate", pair["id"])
+                continue
+            seen.add(key)
+            if fmt == "conversational":
+                row = {
+                    "prompt": messages,
+                    "chosen": [{"role": "assistant", "content": chosen}],
+                    "rejected": [{"role": "assistant", "content": rejected}],
+                }
+            else:
+                row = {"prompt": prompt_text, "chosen": chosen, "rejected": rejected}
+            as_messages = {"prompt": messages, "chosen": chosen, "rejected": rejected}
+            reason = check(as_messages, pair["id"]) if check else None
+            if reason:
+                report.skip(reason, pair["id"])
+                continue
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            report.written += 1
+    return report
+
+
+@contextmanager
+def _replacing(out: Path) -> Iterator[TextIO]:
+    """A text handle whose contents replace ``out`` when the block ends, whole or not at all:
+    written to a temporary file beside it, synced (a full disk shows here, not after the
+    rename), then renamed over it. Any failure removes the temporary file; an OSError becomes
+    StoreError naming ``out``."""
     fd, tmp = _temp_beside(out)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for pair in pairs:
-                messages = pair["messages"]
-                chosen, rejected = pair["chosen"].strip(), pair["rejected"].strip()
-                prompt_text = _render_prompt(messages)
-                if pair["id"] in contradicted:
-                    report.skip("contradictory", pair["id"])
-                    continue
-                if not chosen or not rejected:
-                    report.skip("empty", pair["id"])
-                    continue
-                if chosen == rejected:
-                    report.skip("identical", pair["id"])
-                    continue
-                if len(prompt_text) + max(len(chosen), len(rejected)) > max_chars:
-                    report.skip("over_length", pair["id"])
-                    continue
-                key = (prompt_text, chosen, rejected)
-                if key in seen:
-                    report.skip("duplicate", pair["id"])
-                    continue
-                seen.add(key)
-                if fmt == "conversational":
-                    row = {
-                        "prompt": messages,
-                        "chosen": [{"role": "assistant", "content": chosen}],
-                        "rejected": [{"role": "assistant", "content": rejected}],
-                    }
-                else:
-                    row = {"prompt": prompt_text, "chosen": chosen, "rejected": rejected}
-                as_messages = {"prompt": messages, "chosen": chosen, "rejected": rejected}
-                reason = check(as_messages, pair["id"]) if check else None
-                if reason:
-                    report.skip(reason, pair["id"])
-                    continue
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-                report.written += 1
+            yield handle
             handle.flush()
-            os.fsync(handle.fileno())  # a full disk shows here, not after the rename
+            os.fsync(handle.fileno())
         os.replace(tmp, out)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -325,7 +337,6 @@ def write_preference_jsonl(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return report
 
 
 def _temp_beside(out: Path) -> tuple[int, str]:
@@ -363,31 +374,20 @@ def write_sft_jsonl(
     :func:`write_preference_jsonl`: whole or not at all, only as a regular file."""
     out = Path(out)
     report = ExportReport(path=out, format="conversational")
-    fd, tmp = _temp_beside(out)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for example in examples:
-                row = {
-                    "messages": [
-                        *example["messages"],
-                        {"role": "assistant", "content": example["answer"].strip()},
-                    ]
-                }
-                reason = check(row, example["id"]) if check else None
-                if reason:
-                    report.skip(reason, example["id"])
-                    continue
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-                report.written += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, out)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise StoreError(f"cannot write {out}: {exc.strerror or exc}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _replacing(out) as handle:
+        for example in examples:
+            row = {
+                "messages": [
+                    *example["messages"],
+                    {"role": "assistant", "content": example["answer"].strip()},
+                ]
+            }
+            reason = check(row, example["id"]) if check else None
+            if reason:
+                report.skip(reason, example["id"])
+                continue
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            report.written += 1
     return report
 
 
