@@ -162,6 +162,46 @@ def run_cli(
     return result
 
 
+def kill_after_first_checkpoint(*args: str, home: Path) -> dict:
+    """Start ``criticloop train ARGS`` (``--launcher subprocess --save-steps 1 --json``) as a
+    real process, SIGKILL its worker once the job's first checkpoint is complete
+    (``trainer_state.json`` is written last), and return the parent's JSON summary: the job as
+    a machine crash mid-training leaves it."""
+    import json
+    import signal
+    import time
+
+    exe = Path(sys.executable).parent / "criticloop"
+    parent = subprocess.Popen(
+        [str(exe), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    training = home / "training"
+    deadline = time.monotonic() + 300
+    while not list(training.glob("*/checkpoints/checkpoint-1/trainer_state.json")):
+        assert parent.poll() is None, parent.communicate()
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.5)
+    for pid in _worker_pids(training):
+        os.kill(pid, signal.SIGKILL)
+    out, err = parent.communicate(timeout=120)
+    assert parent.returncode == 1, err
+    return json.loads(out)
+
+
+def _worker_pids(job_dir_parent: Path) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "criticloop.training.worker" in cmdline and str(job_dir_parent) in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
 @pytest.fixture(scope="session")
 def bundled_policy(models_cache: Path):
     """The bundled SmolLM2 policy, loaded once per session."""

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import kill_after_first_checkpoint, run_cli
 from criticloop.errors import InputError
 from criticloop.settings import Settings, TrainingSettings
 from criticloop.store import GenerationRecord, PairRecord, ReviewRecord, Store
@@ -317,3 +317,24 @@ def test_sft_and_kto_train_a_lora_adapter_through_registry_and_gate(
         assert metrics["skipped"]["3 stars (neither good nor bad)"] > 0
     else:
         assert metrics["sources"]["rating:reviewer"] == job["examples"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["sft", "kto"])
+def test_a_killed_sft_or_kto_job_resumes_from_its_checkpoint(model_home, method, monkeypatch):
+    monkeypatch.setenv("CRITICLOOP_TRAINING__MAX_LENGTH", "128")
+    run_cli("init", check=True)
+    with Store.open(model_home / "criticloop.db", create=False) as store:
+        rate_answers(store, extra_good=True)
+    args = ["train", "--method", method, "--launcher", "subprocess", *TINY, "--no-gate", "--json"]
+    failed = kill_after_first_checkpoint(*args, home=model_home)
+    assert failed["status"] == "failed" and "killed by SIGKILL" in failed["reason"]
+
+    resumed = json.loads(run_cli(*args, check=True).stdout)
+    assert resumed["status"] == "done" and resumed["method"] == method
+    assert resumed["resumed"] is True and resumed["metrics"]["resumed_from"] == "checkpoint-1"
+    assert resumed["metrics"]["steps"] == 2
+    jobs = json.loads(run_cli("jobs", "--json", check=True).stdout)
+    assert [(j["id"], j["status"]) for j in jobs] == [(resumed["job_id"], "done")]
+    # the resumed job logged step 2 only once, after the step 1 its first run logged
+    assert [e["step"] for e in jobs[0]["metrics"]["log"] if "loss" in e] == [1, 2]

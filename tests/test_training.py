@@ -10,14 +10,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import kill_after_first_checkpoint, run_cli
 from criticloop.errors import InputError
 from criticloop.settings import GateSettings, Settings
 from criticloop.store import PairRecord, Store
@@ -595,40 +593,11 @@ def test_gate_report_decides_and_registry_commands_follow(dpo_trained, model_hom
     assert run_cli("adapters", "rollback").returncode == 2
 
 
-def _worker_pids(job_dir_parent: Path) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if "criticloop.training.worker" in cmdline and str(job_dir_parent) in cmdline:
-            pids.append(int(entry.name))
-    return pids
-
-
 @pytest.mark.slow
 def test_a_killed_job_is_failed_with_its_reason_and_the_next_one_resumes_it(pairs_home):
-    exe = Path(sys.executable).parent / "criticloop"
     args = ["train", "--launcher", "subprocess", "--max-steps", "2", "--batch-size", "1"]
     args += ["--save-steps", "1", "--no-gate", "--json"]
-    parent = subprocess.Popen(
-        [str(exe), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    training = pairs_home / "training"
-    deadline = time.monotonic() + 300
-    # Killed after its first checkpoint is complete (trainer_state.json is written last).
-    while not list(training.glob("*/checkpoints/checkpoint-1/trainer_state.json")):
-        assert parent.poll() is None, parent.communicate()
-        assert time.monotonic() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.5)
-    for pid in _worker_pids(training):
-        os.kill(pid, signal.SIGKILL)
-    out, err = parent.communicate(timeout=120)
-    assert parent.returncode == 1, err
-    failed = json.loads(out)
+    failed = kill_after_first_checkpoint(*args, home=pairs_home)
     assert failed["status"] == "failed" and "killed by SIGKILL" in failed["reason"]
     jobs = json.loads(run_cli("jobs", "--json", check=True).stdout)
     assert len(jobs) == 1 and jobs[0]["status"] == "failed" and jobs[0]["adapter_version"] is None
