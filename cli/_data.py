@@ -229,14 +229,38 @@ def status(obj: Context, as_json: bool) -> None:
             "reward_model": _reward_model_line(store.active_reward_model()),
             "last_graph_run": _run_line(store.latest_run("graph")),
             "counts": store.counts(),
+            "ratings": store.rating_stats(),
         }
     if as_json:
         print_json(result)
         return
     for key, value in result.items():
-        if key != "counts":
+        if key not in ("counts", "ratings"):
             click.echo(f"{key:<20}{value}")
     click.echo(f"{'counts':<20}" + ", ".join(f"{k} {v}" for k, v in result["counts"].items()))
+    for key, line in _rating_lines(result["ratings"]).items():
+        click.echo(f"{key:<20}{line}")
+
+
+def _rating_lines(stats: dict[str, Any]) -> dict[str, str]:
+    """Ratings of single answers by where they came from, the revise step's outcomes, and the
+    new data ``graph run --train auto`` weighs."""
+    rated = [
+        f"{source}: {c['good']} good, {c['bad']} bad, {c['neutral']} neither"
+        + (f" ({c['commented']} with a comment)" if c["commented"] else "")
+        for source, c in stats["by_source"].items()
+    ]
+    revised = [
+        f"{mode}: " + ", ".join(f"{n} {outcome}" for outcome, n in outcomes.items())
+        for mode, outcomes in stats["revisions"].items()
+    ]
+    new = stats["since_training"]
+    return {
+        "ratings": "; ".join(rated) or "none yet (criticloop feedback import, or the reviewer app)",
+        "log_revisions": "; ".join(revised) or "none yet (criticloop feedback revise)",
+        "since_training": f"{new['pairs']} pairs, {new['ratings']} ratings, "
+        f"{new['positives']} good ratings or rewrites (what graph run --train auto weighs)",
+    }
 
 
 def _run_line(run: dict[str, Any] | None) -> str:

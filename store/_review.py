@@ -462,6 +462,7 @@ class ReviewVerbs:
             ),
             "critics": critic_agreement(verdicts),
             "people": reviewer_agreement(verdicts),
+            "ratings": self.rating_stats(),
             "runs": runs,
         }
 

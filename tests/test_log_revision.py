@@ -260,3 +260,15 @@ def test_the_text_report_counts_pairs_made_and_not_made_by_reason():
     )  # fmt: skip
     assert "pairs made      1 (log-revision)" in text
     assert "not made        2" in text and "2  the rewrite did not score higher" in text
+
+
+def test_status_shows_ratings_by_source_and_what_revision_made_of_them(logged, settings):
+    assert "log_revisions       none yet" in run_cli("status", check=True).stdout
+    _revise(settings, FakeWriter(WORSE), "feedback")
+    _revise(settings, FakeWriter(BETTER), "alternative")
+    out = run_cli("status", check=True).stdout
+    assert "ratings             log: 1 good, 2 bad, 1 neither (1 with a comment)\n" in out
+    assert "log_revisions       alternative: 2 pair; feedback: 2 dropped\n" in out
+    assert "since_training      2 pairs, 4 ratings, 1 good ratings or rewrites" in out
+    ratings = json.loads(run_cli("status", "--json", check=True).stdout)["ratings"]
+    assert ratings["by_source"] == {"log": {"good": 1, "bad": 2, "neutral": 1, "commented": 1}}

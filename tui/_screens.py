@@ -236,6 +236,19 @@ def stats_markup(stats: dict[str, Any]) -> str:
     else:
         out.append("  none (set CRITICLOOP_REVIEW__REVIEWS_PER_ITEM=2 for double review)")
 
+    out += ["", "[b]Ratings of single answers[/b] (what SFT and KTO learn from)"]
+    ratings = stats.get("ratings") or {"by_source": {}, "revisions": {}}
+    for source, c in ratings["by_source"].items():
+        out.append(
+            f"  {escape(source):<10} {c['good']:>5} good {c['bad']:>5} bad {c['neutral']:>5} neither"
+            f" {c['commented']:>5} with a comment"
+        )
+    if not ratings["by_source"]:
+        out.append("  none yet (thumbs or stars here, or criticloop feedback import)")
+    for mode, outcomes in ratings["revisions"].items():
+        done = ", ".join(f"{n} {outcome}" for outcome, n in outcomes.items())
+        out.append(f"  rated down, rewritten ({escape(mode)}): {done}")
+
     out += ["", *calibration_markup(stats.get("calibration") or {})]
 
     out += ["", "[b]Recent runs[/b]"]
