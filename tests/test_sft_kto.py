@@ -1,8 +1,9 @@
 """SFT and KTO: what they learn from, SFT's completion-only labels, the auto method rule, and
 real few-step jobs on the bundled SmolLM2 through the same registry and gate as DPO.
 
-The ratings are constructed with the store's verbs: for every demo prompt two stored answers,
-a useful one rated well and a curt one rated badly, so the jobs run without a feedback run.
+For SFT the ratings are constructed with the store's verbs: for every demo prompt two stored
+answers, a useful one rated well and a curt one rated badly. KTO's job is the nightly one:
+`graph run --train auto` on the demo feedback log, which picks KTO for its new ratings.
 """
 
 from __future__ import annotations
@@ -273,50 +274,44 @@ def rated_home(tmp_path_factory, models_cache):
     return home
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("method", ["sft", "kto"])
-def test_sft_and_kto_train_a_lora_adapter_through_registry_and_gate(
-    rated_home, method, monkeypatch
-):
+def check_trained_adapter(home: Path, summary: dict, method: str, base_sha: str) -> dict:
+    """What every finished SFT or KTO job must show: a loss per step, the job and adapter in the
+    registry, LoRA weights that moved, the base model untouched, and the gate's decision on
+    held-out prompts. Returns the job's metrics."""
     from safetensors.torch import load_file
 
-    monkeypatch.setenv("CRITICLOOP_HOME", str(rated_home))
-    monkeypatch.setenv("CRITICLOOP_TRAINING__MAX_LENGTH", "256")
-    monkeypatch.setenv("CRITICLOOP_GATE__PROMPTS", "2")
-    monkeypatch.setenv("CRITICLOOP_GATE__SAMPLES_PER_PROMPT", "1")
-    monkeypatch.setenv("CRITICLOOP_GATE__MAX_NEW_TOKENS", "8")
-    base = rated_home / "models" / "smollm2-135m-instruct" / "model.safetensors"
-    before = _sha(base)
-    summary = json.loads(
-        run_cli("train", "--method", method, *TINY, "--json", check=True).stdout
-    )
     assert summary["status"] == "done" and summary["method"] == method
-    assert summary["metrics"]["steps"] == 2
-    with Store.open(rated_home / "criticloop.db", create=False) as store:
+    with Store.open(home / "criticloop.db", create=False) as store:
         job = store.get_job(summary["job_id"])
         adapter = store.get_adapter(summary["adapter"])
         reports = store.gate_reports(summary["adapter"])
+    steps = job["metrics"]["steps"]
     losses = [entry["loss"] for entry in job["metrics"]["log"] if "loss" in entry]
-    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+    assert len(losses) == steps and all(math.isfinite(x) for x in losses)
     assert job["status"] == "done" and job["method"] == method
     assert adapter["method"] == method and adapter["data_hash"] == job["data_hash"]
     assert summary["adapter"].startswith(f"{method}-")
     tensors = load_file(str(Path(adapter["path"]) / "adapter_model.safetensors"))
     assert tensors and all("lora_" in name for name in tensors)
     assert any(t.abs().sum() > 0 for name, t in tensors.items() if "lora_B" in name)
-    assert _sha(base) == before
-    # the gate ran on held-out prompts and decided
+    assert _sha(home / "models" / "smollm2-135m-instruct" / "model.safetensors") == base_sha
     assert summary["gate"]["decision"] in ("promote", "keep") and reports
-    metrics = job["metrics"]
-    assert metrics["skipped"]["held out for the gate"] > 0
-    if method == "kto":
-        d, u = metrics["desirable"], metrics["undesirable"]
-        assert d > 0 and u > 0 and d + u == metrics["examples"] == job["examples"]
-        assert d > u and metrics["desirable_weight"] == 1.0 < metrics["undesirable_weight"]
-        assert 1.0 <= metrics["weighted_ratio"] <= 4 / 3
-        assert metrics["skipped"]["3 stars (neither good nor bad)"] > 0
-    else:
-        assert metrics["sources"]["rating:reviewer"] == job["examples"]
+    assert job["metrics"]["skipped"]["held out for the gate"] > 0
+    return job["metrics"]
+
+
+@pytest.mark.slow
+def test_sft_trains_a_lora_adapter_through_registry_and_gate(rated_home, monkeypatch):
+    monkeypatch.setenv("CRITICLOOP_HOME", str(rated_home))
+    monkeypatch.setenv("CRITICLOOP_TRAINING__MAX_LENGTH", "256")
+    monkeypatch.setenv("CRITICLOOP_GATE__PROMPTS", "2")
+    monkeypatch.setenv("CRITICLOOP_GATE__SAMPLES_PER_PROMPT", "1")
+    monkeypatch.setenv("CRITICLOOP_GATE__MAX_NEW_TOKENS", "8")
+    before = _sha(rated_home / "models" / "smollm2-135m-instruct" / "model.safetensors")
+    summary = json.loads(run_cli("train", "--method", "sft", *TINY, "--json", check=True).stdout)
+    metrics = check_trained_adapter(rated_home, summary, "sft", before)
+    assert metrics["steps"] == 2
+    assert metrics["sources"]["rating:reviewer"] == metrics["examples"]
 
 
 @pytest.mark.slow
@@ -338,3 +333,42 @@ def test_a_killed_sft_or_kto_job_resumes_from_its_checkpoint(model_home, method,
     assert [(j["id"], j["status"]) for j in jobs] == [(resumed["job_id"], "done")]
     # the resumed job logged step 2 only once, after the step 1 its first run logged
     assert [e["step"] for e in jobs[0]["metrics"]["log"] if "loss" in e] == [1, 2]
+
+
+@pytest.mark.slow
+def test_the_nightly_job_trains_kto_on_new_ratings_and_not_again_on_the_same(
+    model_home, monkeypatch
+):
+    from criticloop.store import DEMO_FEEDBACK
+
+    for name, value in {
+        "TRAINING__MIN_NEW_PAIRS": "1000",  # the night's few pairs do not call for DPO
+        "TRAINING__MIN_NEW_RATINGS": "10",
+        "FEEDBACK__REVISE_NIGHTLY": "false",
+        "TRAINING__MAX_STEPS": "1",
+        "TRAINING__BATCH_SIZE": "2",
+        "TRAINING__MAX_LENGTH": "128",
+        "GATE__PROMPTS": "2",
+        "GATE__SAMPLES_PER_PROMPT": "1",
+        "GATE__MAX_NEW_TOKENS": "8",
+    }.items():
+        monkeypatch.setenv(f"CRITICLOOP_{name}", value)
+    run_cli("init", check=True)
+    run_cli("feedback", "import", str(DEMO_FEEDBACK), check=True)
+    before = _sha(model_home / "models" / "smollm2-135m-instruct" / "model.safetensors")
+    night = ("graph", "run", "-p", "general-001", "-k", "2", "--max-new-tokens", "8")
+    summary = json.loads(run_cli(*night, "--train", "auto", "--json", check=True).stdout)
+    training = summary["training"]
+    assert "new ratings since the last training (at least 10): kto" in training["chosen_because"]
+    assert training["new_data"]["ratings"] >= 30
+    metrics = check_trained_adapter(model_home, training, "kto", before)
+    # the demo log rates more answers good than bad: TRL's recommended weights even them out
+    d, u = metrics["desirable"], metrics["undesirable"]
+    assert d > u > 0 and d + u == metrics["examples"]
+    assert metrics["desirable_weight"] == 1.0 < metrics["undesirable_weight"]
+    assert 1.0 <= metrics["weighted_ratio"] <= 4 / 3
+    assert metrics["skipped"]["3 stars (neither good nor bad)"] > 0
+
+    again = json.loads(run_cli(*night, "--train", "auto", "--json", check=True).stdout)
+    assert again["training"]["status"] == "skipped"
+    assert "0 new ratings since the last training" in again["training"]["reason"]
