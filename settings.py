@@ -64,6 +64,42 @@ class PolicySettings(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weights dtype; 'auto' is float32 on CPU and bfloat16 on CUDA."
     )
+    base_url: str | None = Field(
+        None,
+        description="An OpenAI-compatible server that serves the policy (vLLM: `vllm serve "
+        "MODEL --enable-lora`; SGLang, llama.cpp's server): candidates, the gate's samples and "
+        "the coherence critic's likelihood come from it. Unset: the policy runs in-process.",
+    )
+    served_name: str | None = Field(
+        None,
+        description="The base model's name on the server (vLLM's --served-model-name); "
+        "default: MODEL, or SmolLM2-135M-Instruct for the bundled policy.",
+    )
+    api_key: SecretStr | None = Field(
+        None, description="Key for BASE_URL (environment or .env only); default: none sent."
+    )
+    timeout: float = Field(120.0, gt=0, description="Seconds one request to BASE_URL may take.")
+    max_retries: int = Field(
+        4, ge=0, le=20, description="Retries of a request that failed with 429 or 5xx."
+    )
+    max_in_flight: int = Field(
+        16, ge=1, le=1024, description="Requests to BASE_URL at once (per process)."
+    )
+    requests_per_minute: float | None = Field(
+        None, gt=0, description="Most requests to BASE_URL per minute; unset: no limit."
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return _http_url(value)
+
+    @property
+    def request_name(self) -> str:
+        """The name the base model is requested by from BASE_URL."""
+        if self.served_name:
+            return self.served_name
+        return "SmolLM2-135M-Instruct" if self.model == BUNDLED else self.model
 
 
 class EmbedderSettings(BaseModel):
@@ -278,7 +314,10 @@ class TrainingSettings(BaseModel):
         "across several.",
     )
     accelerate_config: Path | None = Field(
-        None, description="accelerate config file (DeepSpeed or FSDP) for the accelerate launcher."
+        None,
+        description="The accelerate launcher's config: ddp (bundled preset, the default: "
+        "data-parallel on this machine's GPUs), zero3 (bundled DeepSpeed ZeRO-3 preset; pip "
+        "install 'criticloop[deepspeed]') or your accelerate config file (FSDP, several machines).",
     )
     save_steps: int = Field(10, ge=1, description="Checkpoint every this many steps (resume).")
     seed: int = Field(0, description="Training seed.")
@@ -287,6 +326,20 @@ class TrainingSettings(BaseModel):
         4, ge=2, description="PPO/GRPO/RLOO: responses sampled per prompt."
     )
     rl_max_new_tokens: int = Field(64, ge=1, description="PPO/GRPO/RLOO: response length.")
+    use_vllm: bool = Field(
+        False,
+        description="GRPO/RLOO: generate with a vLLM server (TRL's server mode; start it with "
+        "'trl vllm-serve --model MODEL' on GPUs the training does not use) instead of generate().",
+    )
+    vllm_server_base_url: str = Field(
+        "http://127.0.0.1:8000", description="GRPO/RLOO with use_vllm: the vLLM server's URL."
+    )
+    vllm_server_timeout: float = Field(
+        240.0,
+        gt=0,
+        description="GRPO/RLOO with use_vllm: seconds the job waits for the server to come up "
+        "(it must answer when the job starts).",
+    )
     kl_coef: float = Field(0.05, ge=0, description="PPO/GRPO/RLOO: KL penalty to the reference.")
     veto_penalty: float = Field(
         -1.0, le=0, description="Reward of a response that breaks a hard rule (PPO/GRPO/RLOO)."

@@ -257,3 +257,17 @@ def test_ppo_takes_the_knobs_it_shares_from_the_job_config():
     assert ppo.clip_range == 0.1 and ppo.gamma == 1.0 and ppo.ppo_epochs == 2  # PPO's own
     with pytest.raises(TypeError):
         PPOSettings(steps=2)  # the shared knobs have one default: TrainingSettings'
+
+
+def test_ppo_refuses_to_run_as_one_of_several_processes(tmp_path: Path, monkeypatch):
+    # Every rank would train its own copy and rename the same checkpoint folders.
+    from criticloop.errors import InputError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    settings = PPOSettings(
+        steps=1, prompts_per_step=1, samples_per_prompt=2, max_new_tokens=4, temperature=1.0,
+        learning_rate=1e-3, kl_coef=0.05, seed=0,
+    )  # fmt: skip
+    with pytest.raises(InputError, match="PPO runs on one GPU: use --launcher subprocess"):
+        train_ppo(None, None, [[1, 2]], lambda i, r: [0.0] * len(r), settings, tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # refused before anything was loaded or written

@@ -203,6 +203,8 @@ def answers_of_both(
     if candidate is None and baseline is None:
         base = _generate(policy, requests, sampling, batch_size)
         return {k: (t, t) for k, t in base.items()}, dict.fromkeys(base, 0.0)
+    if getattr(policy, "served", False):
+        return _served_answers(policy, candidate, baseline, requests, sampling, kl=kl)
     from peft import PeftModel
 
     first = candidate or baseline
@@ -232,6 +234,39 @@ def answers_of_both(
         ratios = {
             k: c - b for k, c, b in zip(keys, logp["candidate"], logp["baseline"], strict=True)
         }
+    answers = {key: (texts["candidate"][key], texts["baseline"][key]) for key in texts["candidate"]}
+    return answers, ratios
+
+
+def _served_answers(policy, candidate, baseline, requests, sampling, *, kl: bool):
+    """:func:`answers_of_both` through a policy server: both adapters are loaded into it and
+    each side is requested by its name (the base model's for None). Without the server's
+    prompt logprobs there are no likelihood ratios (the KL guard is left out)."""
+    from ..agents import LikelihoodUnavailable
+
+    conversations = {key: conversation for key, conversation, _ in requests}
+    sides = {}
+    for side, row in (("candidate", candidate), ("baseline", baseline)):
+        if row:
+            policy.ensure_adapter(row["path"], row["version"])
+        sides[side] = policy.using(row["version"] if row else None)
+    texts = {side: _generate(view, requests, sampling, 0) for side, view in sides.items()}
+    ratios: dict[tuple[str, int], float] = {}
+    if kl:
+        keys = sorted(texts["candidate"])
+        items = [(conversations[pid], texts["candidate"][(pid, i)]) for pid, i in keys]
+        try:
+            logp = {
+                side: [sum(lps) for lps in view.response_logprobs(items, KL_MAX_TOKENS)]
+                for side, view in sides.items()
+            }
+        except LikelihoodUnavailable:
+            logp = None
+        if logp:
+            ratios = {
+                k: c - b
+                for k, c, b in zip(keys, logp["candidate"], logp["baseline"], strict=True)
+            }
     answers = {key: (texts["candidate"][key], texts["baseline"][key]) for key in texts["candidate"]}
     return answers, ratios
 

@@ -37,6 +37,10 @@ _NOT_IN_KEY = {"output_dir", "home", "launcher", "job_id"}
 _TRAINING_NOT_IN_KEY = {
     "launcher",
     "accelerate_config",
+    # Where generation runs. use_vllm itself stays in the key: GRPO then corrects its loss for
+    # vLLM's sampling (TRL's importance sampling correction).
+    "vllm_server_base_url",
+    "vllm_server_timeout",
     "device_hour_price",  # what the job costs, not what it learns
     "nightly",
     "min_new_pairs",

@@ -241,7 +241,7 @@ def run_gate(
 
     Promotes the candidate when the gate's rule says so, otherwise marks it rejected.
     """
-    from ..agents import Policy, Sampling, policy_ref
+    from ..agents import Sampling, open_policy, policy_ref
 
     gate = settings.gate
     with Store.open(settings.db_path, create=False) as store:
@@ -266,7 +266,7 @@ def run_gate(
     independent = independent_judge(settings, judge)  # a bad name fails before generating
     comparison = Comparison()
     if prompt_ids:
-        policy = Policy.load(settings, policy_ref(settings))
+        policy = open_policy(settings)
         sampling = Sampling(
             max_new_tokens=gate.max_new_tokens,
             temperature=gate.temperature,

@@ -9,8 +9,11 @@ which moves to ``$CRITICLOOP_HOME/adapters/<version>`` when it is registered.
 
 Launchers: ``inprocess`` (CPU), ``subprocess`` (one GPU: the job runs as
 ``python -m criticloop.training.worker DIR`` and its crash cannot take the CLI with it), and
-``accelerate`` (several GPUs: ``accelerate launch`` with the user's config file for DeepSpeed or
-FSDP). Only the launching process writes to the store. A job that fails (out of memory, a NaN
+``accelerate`` (several GPUs: ``accelerate launch --num_processes N`` with a bundled preset,
+``training/accelerate/ddp.yaml`` or ``zero3.yaml``, or the user's config file). PPO runs on one
+GPU: ``auto`` gives it the subprocess and an explicit ``accelerate`` is refused before the job
+starts. Only the launching process writes to the store, and only the worker's main process
+(rank 0) writes the job's files. A job that fails (out of memory, a NaN
 loss, killed) is recorded as failed with its reason and never registers an adapter; the next
 ``criticloop train`` with the same data and config resumes it from its last checkpoint.
 """
@@ -56,10 +59,90 @@ class TrainResult:
     resumed: bool
 
 
-def resolve_launcher(requested: str, cuda_devices: int) -> str:
+# The accelerate configs shipped in the package, by the name that picks them.
+ACCELERATE_PRESETS = {
+    name: Path(__file__).parent / "accelerate" / f"{name}.yaml" for name in ("ddp", "zero3")
+}
+
+
+def resolve_launcher(requested: str, cuda_devices: int, method: str = "") -> str:
+    """The launcher ``auto`` means on ``cuda_devices`` GPUs: in-process on CPU, a subprocess on
+    one GPU, accelerate across several (PPO, which runs on one, keeps the subprocess)."""
     if requested != "auto":
         return requested
-    return "inprocess" if cuda_devices == 0 else "subprocess" if cuda_devices == 1 else "accelerate"
+    if cuda_devices == 0:
+        return "inprocess"
+    if cuda_devices == 1 or method == "ppo":
+        return "subprocess"
+    return "accelerate"
+
+
+def check_launch(training: TrainingSettings, launcher: str) -> None:
+    """Refuse in one line, before the job starts and any model loads, what would fail in it:
+    PPO across processes, a missing accelerate config or DeepSpeed, an unreachable vLLM server."""
+    from ._ppo import ONE_GPU
+
+    if launcher == "accelerate":
+        if training.method == "ppo":
+            raise InputError(f"{ONE_GPU} (not --launcher accelerate)")
+        config = accelerate_config_file(training.accelerate_config)
+        if _accelerate_setting(config, "distributed_type") == "DEEPSPEED":
+            from importlib.util import find_spec
+
+            if find_spec("deepspeed") is None:
+                raise InputError(
+                    f"accelerate config {config} uses DeepSpeed, which is not installed "
+                    "(pip install 'criticloop[deepspeed]')"
+                )
+    if training.use_vllm and training.method in ("grpo", "rloo"):
+        check_vllm_server(training.vllm_server_base_url)
+
+
+def check_vllm_server(base_url: str, timeout: float = 5.0) -> None:
+    """The vLLM server answers ``/health`` (TRL's own check) and TRL's client can be loaded."""
+    import urllib.request
+    from importlib.util import find_spec
+
+    url = f"{base_url.rstrip('/')}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            pass
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise InputError(
+            f"use_vllm: no vLLM server answers at {base_url} ({reason}); start one with "
+            "'trl vllm-serve --model MODEL', or set CRITICLOOP_TRAINING__USE_VLLM=false"
+        ) from None
+    if find_spec("vllm") is None:
+        raise InputError(
+            "use_vllm: TRL's vLLM client needs vllm installed beside the training "
+            "(pip install 'trl[vllm]')"
+        )
+
+
+def accelerate_config_file(value: Path | str | None) -> Path:
+    """The accelerate config to launch with: a preset by name (``ddp``, the default, or
+    ``zero3``) or the user's file."""
+    name = str(value) if value else "ddp"
+    if name in ACCELERATE_PRESETS:
+        return ACCELERATE_PRESETS[name]
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise InputError(
+            f"accelerate config {value} does not exist (a file, or a preset: "
+            f"{', '.join(ACCELERATE_PRESETS)})"
+        )
+    return path
+
+
+def _accelerate_setting(config: Path, key: str) -> Any:
+    import yaml
+
+    try:
+        data = yaml.safe_load(config.read_text(encoding="utf-8"))  # YAML or JSON, as accelerate
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"accelerate config {config} cannot be read: {exc}") from None
+    return data.get(key) if isinstance(data, dict) else None
 
 
 def train(
@@ -75,9 +158,10 @@ def train(
 
     training = training or settings.training
     cuda = torch.cuda.device_count()
-    launcher = resolve_launcher(training.launcher, cuda)
+    launcher = resolve_launcher(training.launcher, cuda, training.method)
     if launcher != "inprocess" and cuda == 0 and training.launcher != "auto":
         log.warning("launcher %s with no CUDA device: the job will train on CPU", launcher)
+    check_launch(training, launcher)
     device = pick_device(settings.policy.device)
     if training.method == "reward":
         return train_reward_model(settings, training, device, launcher, run_id=run_id)
@@ -378,7 +462,11 @@ def _launch(config: TrainConfig, job_dir: Path, store: Store):
             raise
         except Exception as exc:  # noqa: BLE001 - any training error fails the job with its reason
             raise TrainingFailed(failure_reason(exc)) from exc
-    command = worker_command(config.launcher, job_dir, config.training.accelerate_config)
+    from ._costs import job_devices
+
+    command = worker_command(
+        config.launcher, job_dir, config.training.accelerate_config, job_devices(config.launcher)
+    )
     with open(job_dir / "train.log", "ab") as logfile:
         process = subprocess.Popen(command, stdout=logfile, stderr=subprocess.STDOUT)
         try:
@@ -401,18 +489,19 @@ def _launch(config: TrainConfig, job_dir: Path, store: Store):
     raise TrainingFailed(f"worker exited with {process.returncode} (see {job_dir / 'train.log'})")
 
 
-def worker_command(launcher: str, job_dir: Path, accelerate_config: Path | None) -> list[str]:
+def worker_command(
+    launcher: str, job_dir: Path, accelerate_config: Path | str | None, processes: int = 1
+) -> list[str]:
+    """The worker's command line. Under accelerate, one process per GPU (``processes``) unless
+    the config file sets ``num_processes`` itself (a config for several machines counts all)."""
     worker = ["-m", "criticloop.training.worker", str(job_dir)]
     if launcher == "subprocess":
         return [sys.executable, *worker]
     if launcher == "accelerate":
-        launch = [sys.executable, "-m", "accelerate.commands.launch"]
-        if accelerate_config:
-            if not Path(accelerate_config).exists():
-                raise InputError(f"accelerate config {accelerate_config} does not exist")
-            launch += ["--config_file", str(accelerate_config)]
-        else:
-            launch += ["--multi_gpu"]
+        config = accelerate_config_file(accelerate_config)
+        launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
+        if _accelerate_setting(config, "num_processes") is None:
+            launch += ["--num_processes", str(processes)]
         return [*launch, *worker]
     raise InputError(f"unknown launcher {launcher!r}")
 
@@ -440,9 +529,14 @@ def run_job(job_dir: Path, on_step=None) -> dict[str, Any]:
             if on_step:
                 on_step(_read_steps(job_dir))
 
-    for stale in ("result.json", "failure.json"):
-        (job_dir / stale).unlink(missing_ok=True)
+    if main_process:
+        for stale in ("result.json", "failure.json"):
+            (job_dir / stale).unlink(missing_ok=True)
     try:
+        if config.method == "ppo":
+            from ._ppo import check_one_process
+
+            check_one_process()  # before any model loads: PPO is not rank-aware
         if config.method == "dpo":
             from ._dpo import run_dpo
 

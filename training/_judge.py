@@ -12,7 +12,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ..agents import Case, Critic, Signals, load_embedder, policy_ref, run_critic
+from ..agents import Case, Critic, Signals, load_embedder, run_critic
 from ..reward import Profiles, Reward, aggregate
 from ..settings import Settings
 from ..store import Store
@@ -47,9 +47,9 @@ class CriticJudge:
 
     def signals(self) -> Signals:
         if self._signals is None:
-            from ..agents import Policy
+            from ..agents import open_policy
 
-            judge_policy = Policy.load(self.settings, policy_ref(self.settings))
+            judge_policy = open_policy(self.settings)
             self._signals = Signals(load_embedder(self.settings), judge_policy)
         return self._signals
 

@@ -10,6 +10,10 @@ For PPO it is one number per response. For GRPO and RLOO every critic is its own
 (averaged over the training prompts' task profiles, since TRL takes one weight per function),
 plus a ``veto`` function worth ``veto_penalty`` when a hard rule is broken. A critic that does not
 judge a prompt's task returns None, which TRL leaves out of that response's sum.
+
+GRPO and RLOO run under ``accelerate launch`` across GPUs (TRL is rank-aware) and, with
+``use_vllm``, generate with a vLLM server (``trl vllm-serve``) that TRL keeps in step with the
+policy's weights. PPO runs on one GPU (``_ppo.py``).
 """
 
 from __future__ import annotations
@@ -177,21 +181,12 @@ def run_trl_online(
         from trl import RLOOConfig as Args
         from trl import RLOOTrainer as Trainer
     funcs, weights = reward_functions(mixed, prompt_ids)
+    # Before the model loads: under DeepSpeed ZeRO-3 (the zero3 preset) the arguments make
+    # from_pretrained load the weights sharded across the GPUs, not whole on every rank.
+    args = online_args(config, Args, weights)
     model, tokenizer = load_base(config)
     dataset = Dataset.from_list(
         [{"prompt": c, "prompt_id": pid} for pid, c in zip(prompt_ids, conversations, strict=True)]
-    )
-    training = config.training
-    generations = training.rl_samples_per_prompt
-    args = trainer_args(
-        replace_steps(config),
-        Args,
-        per_device_train_batch_size=training.batch_size * generations,
-        num_generations=generations,
-        max_completion_length=training.rl_max_new_tokens,
-        temperature=config.temperature,
-        beta=training.kl_coef,
-        reward_weights=weights,
     )
     trainer = Trainer(
         model=model,
@@ -212,6 +207,32 @@ def run_trl_online(
         "seconds": round(seconds, 2),
         "peak_memory_mb": peak_memory_mb(),
     }
+
+
+def online_args(config: TrainConfig, args_class: type, reward_weights: list[float]) -> Any:
+    """GRPO's or RLOO's TRL config: the shared arguments, the RL knobs, and with ``use_vllm``
+    TRL's server mode (the launching process checked that the server answers)."""
+    training = config.training
+    generations = training.rl_samples_per_prompt
+    vllm = {}
+    if training.use_vllm:
+        vllm = {
+            "use_vllm": True,
+            "vllm_mode": "server",
+            "vllm_server_base_url": training.vllm_server_base_url,
+            "vllm_server_timeout": training.vllm_server_timeout,
+        }
+    return trainer_args(
+        replace_steps(config),
+        args_class,
+        per_device_train_batch_size=training.batch_size * generations,
+        num_generations=generations,
+        max_completion_length=training.rl_max_new_tokens,
+        temperature=config.temperature,
+        beta=training.kl_coef,
+        reward_weights=reward_weights,
+        **vllm,
+    )
 
 
 def replace_steps(config: TrainConfig) -> TrainConfig:

@@ -5,17 +5,25 @@ RLHF with PPO" (Huang et al., 2022): a per-token KL penalty against the referenc
 same PEFT model with its adapter disabled), the scalar score added at the last response token,
 GAE, whitened advantages, clipped policy and value losses and an entropy bonus. ``train_ppo``
 checkpoints after every iteration and resumes from the last complete checkpoint.
+
+It runs in one process on one device: it has no Accelerator, so under ``accelerate launch``
+every rank would train its own copy on the same device and rename the same checkpoint folders.
+``criticloop train`` refuses that before the job starts and the worker refuses it again
+(:func:`check_one_process`); GRPO and RLOO (TRL) train across several GPUs.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ..errors import InputError
 
 if TYPE_CHECKING:
     import torch
@@ -94,6 +102,20 @@ class PPOSettings:
             seed=training.seed,
             **own,
         )
+
+
+ONE_GPU = (
+    "PPO runs on one GPU: use --launcher subprocess, or --method grpo or rloo (TRL) to train "
+    "across several"
+)
+
+
+def check_one_process(environ: dict[str, str] | None = None) -> None:
+    """Raise InputError when this process is one of several ranks (``WORLD_SIZE`` > 1, as
+    ``accelerate launch`` and ``torchrun`` set it): PPO here would corrupt its checkpoints."""
+    world = int((os.environ if environ is None else environ).get("WORLD_SIZE", "1") or 1)
+    if world > 1:
+        raise InputError(f"{ONE_GPU} (this worker is one of {world} processes)")
 
 
 # ---- losses and advantage estimation -------------------------------------------------------------
@@ -492,6 +514,7 @@ def train_ppo(
     import torch
     from safetensors.torch import save_file
 
+    check_one_process()
     output_dir = Path(output_dir)
     state_root = output_dir / STATE_DIR
     if not resume:
