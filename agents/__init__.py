@@ -19,6 +19,7 @@ from ._critic import (
     critic_versions,
     run_critic,
 )
+from ._endpoints import endpoint_limits, reset_endpoint_limits
 from ._models import (
     ModelRef,
     embedder_ref,
@@ -29,11 +30,17 @@ from ._models import (
     quiet_transformers,
 )
 from ._policy import BatchStats, Candidate, Policy, Sampling, build_conversation, build_revision
+from ._served import LikelihoodUnavailable, ServedPolicy, open_policy
 from ._signals import Signals
 from ._teacher import Teacher
 from ._text import find_ad, find_phrases
 
 __all__ = [
+    "LikelihoodUnavailable",
+    "ServedPolicy",
+    "endpoint_limits",
+    "open_policy",
+    "reset_endpoint_limits",
     "CRITICS",
     "MAX_JUDGED_CHARS",
     "BaseCritic",

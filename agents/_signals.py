@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._served import LikelihoodUnavailable
 from ._text import encodable as _encodable
 from ._text import find_ad, sentences
 
@@ -57,6 +58,7 @@ class Signals:
         self._nll: dict[str, tuple[float, int]] = {}
         self._lock = threading.Lock()
         self.stats: Counter[str] = Counter()
+        self.likelihood_missing: str | None = None  # why, when the policy offers none
 
     # ---- embeddings --------------------------------------------------------------------------
 
@@ -120,7 +122,12 @@ class Signals:
                 ([{"role": r, "content": c} for r, c in case.conversation], case.judged_text)
                 for case in todo.values()
             ]
-            token_lp = self.policy.response_logprobs(items, NLL_MAX_RESPONSE_TOKENS)
+            try:
+                token_lp = self.policy.response_logprobs(items, NLL_MAX_RESPONSE_TOKENS)
+            except LikelihoodUnavailable as exc:  # a server without prompt logprobs
+                self.likelihood_missing = str(exc)
+                self.policy = None
+                return
             self.stats["forward_passes"] += 1
             self.stats["responses_scored"] += len(items)
             for key, lps in zip(todo, token_lp, strict=True):

@@ -171,6 +171,10 @@ def _echo_run(summary: dict[str, Any]) -> None:
         f"run {summary['run_id']}: {summary['prompts']} prompts, {summary['candidates']} candidates, "
         f"{summary['critic_calls']} critic calls ({summary['unscored']} unscored)"
     )
+    if summary.get("candidates_from"):
+        click.echo(f"  candidates  from {summary['candidates_from']}")
+    if summary.get("likelihood"):
+        click.echo(f"  likelihood  {summary['likelihood']}")
     pairs_by = ", ".join(f"{k} {v}" for k, v in sorted(summary["pairs"].items())) or "none"
     click.echo(f"  pairs       {sum(summary['pairs'].values())} ({pairs_by})")
     click.echo(

@@ -12,7 +12,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..agents import BatchStats, Candidate, Policy, Sampling, build_conversation, policy_ref
+from ..agents import (
+    BatchStats,
+    Candidate,
+    Policy,
+    Sampling,
+    build_conversation,
+    open_policy,
+    policy_ref,
+)
 from ..progress import progress as show_progress
 from ..settings import Settings
 from ..store import GenerationRecord, Store, content_hash
@@ -118,7 +126,7 @@ def run_generate(
         prompts = [store.get_prompt(pid) for pid in prompt_ids]
     else:
         prompts = store.list_prompts(task_types=task_types, limit=limit)
-    ref = policy_ref(settings)
+    ref = policy_ref(settings, convert=not settings.policy.base_url)
     config_hash = generation_config_hash(
         ref.name, None, sampling, settings.generation.max_prompt_tokens
     )
@@ -146,7 +154,7 @@ def run_generate(
     summary.run_id = store.start_run("generate", config)
     status = "failed"
     try:
-        policy = Policy.load(settings, ref)
+        policy = open_policy(settings, ref)
         total = sum(len(indices) for _, _, indices in requests)
         bar = show_progress(total, progress, "generating", "cand")
 

@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-from ..agents import Critic, Policy, Sampling, load_embedder, policy_ref
+from ..agents import Critic, Sampling, load_embedder, open_policy, policy_ref
 from ..errors import CriticloopError
 from ..reward import Profiles, build_critics
 from ..settings import Settings
@@ -42,16 +42,14 @@ def make_resources(
         writer_name, version, sampling, settings.generation.max_prompt_tokens
     )
 
-    def policy_with_adapter() -> Policy:
-        policy = Policy.load(settings, policy_ref(settings))
+    def policy_with_adapter() -> Any:
+        policy = open_policy(settings)
         if adapter:
             policy.load_adapter(adapter["path"], adapter["version"])
         return policy
 
-    def judge_policy() -> Policy:  # the base model judges, never the adapter being served
-        return (
-            resources.policy() if adapter is None else Policy.load(settings, policy_ref(settings))
-        )
+    def judge_policy() -> Any:  # the base model judges, never the adapter being served
+        return resources.policy() if adapter is None else open_policy(settings)
 
     resources = FeedbackResources(
         settings=settings,

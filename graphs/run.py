@@ -34,6 +34,7 @@ from ..agents import (
     Critic,
     Sampling,
     critic_versions,
+    endpoint_limits,
     policy_ref,
 )
 from ..progress import progress
@@ -391,8 +392,14 @@ def _summary(
         "critic_usage": store.critic_costs(run_id),
         "reward_model": _reward_model_summary(store, run_id, resources),
         "shared_signals": dict(signals.stats) if signals else {},
+        "candidates_from": candidates_from(resources),
+        "endpoints": _endpoint_summary(),
         "database": str(store.path),
     }
+    if signals and signals.likelihood_missing:
+        summary["likelihood"] = (
+            f"coherence ran without the policy's likelihood ({signals.likelihood_missing})"
+        )
     if tracer.enabled:
         summary["langsmith"] = {
             "project": tracer.project,
@@ -400,6 +407,28 @@ def _summary(
             "errors": tracer.errors,
         }
     return summary
+
+
+def candidates_from(r: FeedbackResources) -> str:
+    """Who wrote the run's candidates, in words: the teacher, a policy server (with the name
+    it was asked for: the promoted adapter's version, or the base model's), or this process."""
+    settings = r.settings
+    if r.load_teacher is not None and r.teacher_role in ("candidates", "both"):
+        return f"the teacher {settings.teacher.model}"
+    name = policy_ref(settings, convert=False).name
+    adapter = f" with adapter {r.adapter_version}" if r.adapter_version else ""
+    if settings.policy.base_url:
+        asked = r.adapter_version or settings.policy.request_name
+        return f"{settings.policy.base_url} as {asked!r} ({name}{adapter})"
+    return f"this process: {name}{adapter}"
+
+
+def _endpoint_summary() -> dict[str, dict[str, Any]]:
+    """Each served endpoint's requests and the most in flight at once, this process so far."""
+    return {
+        url: {"requests": limit.requests, "peak_in_flight": limit.peak_in_flight}
+        for url, limit in endpoint_limits().items()
+    }
 
 
 def _reward_model_summary(

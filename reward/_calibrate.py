@@ -27,7 +27,6 @@ from ..agents import (
     Signals,
     critic_versions,
     load_embedder,
-    policy_ref,
     run_critic,
 )
 from ..errors import ConfigError, NotFoundError
@@ -242,9 +241,9 @@ def signals_loader(settings: Settings) -> Callable[[], Signals]:
     coherence critic reads it), so calibration scores exactly as the graph does."""
 
     def load() -> Signals:
-        from ..agents import Policy
+        from ..agents import open_policy
 
-        return Signals(load_embedder(settings), Policy.load(settings, policy_ref(settings)))
+        return Signals(load_embedder(settings), open_policy(settings))
 
     return load
 

@@ -1,6 +1,7 @@
 """A JSON-over-HTTP server on 127.0.0.1 for the tests' stand-ins of real services (an
 OpenAI-compatible chat server, a vLLM pooling server): it records every POST and answers what
-``handle(path, body)`` returns. Subclasses give ``handle``.
+``handle(path, body)`` returns: ``(status, payload)`` or ``(status, payload, headers)``; a GET
+comes with a body of None. Subclasses give ``handle``.
 """
 
 from __future__ import annotations
@@ -30,11 +31,19 @@ class JSONServer:
                     server.requests.append(
                         {"path": self.path, "headers": dict(self.headers), "body": body}
                     )
-                status, payload = server.handle(self.path, body)
+                self._answer(server.handle(self.path, body))
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._answer(server.handle(self.path, None))
+
+            def _answer(self, result: tuple) -> None:
+                status, payload, *more = result
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in (more[0] if more else {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -42,7 +51,7 @@ class JSONServer:
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
-    def handle(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def handle(self, path: str, body: dict[str, Any] | None) -> tuple:
         raise NotImplementedError
 
     @property
