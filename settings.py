@@ -67,8 +67,9 @@ class PolicySettings(BaseModel):
     base_url: str | None = Field(
         None,
         description="An OpenAI-compatible server that serves the policy (vLLM: `vllm serve "
-        "MODEL --enable-lora`; SGLang, llama.cpp's server): candidates, the gate's samples and "
-        "the coherence critic's likelihood come from it. Unset: the policy runs in-process.",
+        "MODEL --enable-lora`; SGLang, llama.cpp's server), or several replicas of it, "
+        "comma-separated: candidates, the gate's samples and the coherence critic's likelihood "
+        "come from it. Unset: the policy runs in-process.",
     )
     served_name: str | None = Field(
         None,
@@ -91,8 +92,15 @@ class PolicySettings(BaseModel):
 
     @field_validator("base_url")
     @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        return _http_url(value)
+    def _http_urls(cls, value: str | None) -> str | None:
+        if not value:
+            return value
+        return ",".join(_http_url(url.strip()) or "" for url in value.split(",") if url.strip())
+
+    @property
+    def base_urls(self) -> list[str]:
+        """BASE_URL's servers: one, or several replicas (comma-separated)."""
+        return self.base_url.split(",") if self.base_url else []
 
     @property
     def request_name(self) -> str:

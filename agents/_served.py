@@ -30,11 +30,12 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError, ModelError
 from ..settings import PolicySettings, Settings
-from ._endpoints import endpoint_limit
+from ._endpoints import EndpointLimit, endpoint_limit
 from ._models import ModelRef, policy_ref
 from ._policy import BatchStats, Candidate, Policy, Sampling
 from ._teacher import NO_KEY
@@ -45,57 +46,91 @@ class LikelihoodUnavailable(ModelError):
     """The server offers no prompt logprobs: the coherence critic runs without likelihood."""
 
 
-class ServedPolicy:
-    """Candidates and likelihoods from a served model; duck-types :class:`Policy`."""
+@dataclass
+class Replica:
+    """One server of the policy: its URL, OpenAI client and in-flight limit."""
 
-    def __init__(self, settings: PolicySettings, ref: ModelRef, *, client: Any = None):
+    base_url: str
+    client: Any
+    limit: EndpointLimit
+
+
+class ServedPolicy:
+    """Candidates and likelihoods from a served model; duck-types :class:`Policy`.
+
+    Several servers (replicas, comma-separated in BASE_URL) share the work: each request goes
+    to the replica with the fewest requests in flight, and every replica is given the adapter.
+    Replicas serve the same weights, and the seed is in the request, so it does not matter
+    which one answers."""
+
+    def __init__(self, settings: PolicySettings, ref: ModelRef):
         if not settings.base_url:
             raise ConfigError("no policy server: set CRITICLOOP_POLICY__BASE_URL")
         from openai import OpenAI
 
         self.settings = settings
-        self.base_url = settings.base_url
+        self.base_url = settings.base_url  # as configured: one URL, or several
         # Records carry the policy's own name, so adapters trained on it are found for it.
         self.ref = ModelRef(name=ref.name, source=self.base_url)
         self.base_name = settings.request_name
         self.request_name = self.base_name  # the adapter's version once one is loaded
         self.adapter_version: str | None = None
         key = settings.api_key.get_secret_value() if settings.api_key else NO_KEY
-        self.client = client or OpenAI(
-            base_url=self.base_url,
-            api_key=key,
-            timeout=settings.timeout,
-            max_retries=settings.max_retries,
-        )
-        self.limit = endpoint_limit(
-            self.base_url, settings.max_in_flight, settings.requests_per_minute
-        )
+        self.replicas = [
+            Replica(
+                url,
+                OpenAI(
+                    base_url=url,
+                    api_key=key,
+                    timeout=settings.timeout,
+                    max_retries=settings.max_retries,
+                ),
+                endpoint_limit(url, settings.max_in_flight, settings.requests_per_minute),
+            )
+            for url in settings.base_urls
+        ]
+        self._pick = threading.Lock()
         self.lock = threading.Lock()  # Policy's; nothing here needs it
         self.served = True
 
+    @property
+    def limit(self) -> EndpointLimit:
+        """The first replica's limit (the only one, usually)."""
+        return self.replicas[0].limit
+
+    @property
+    def max_in_flight(self) -> int:
+        return sum(r.limit.max_in_flight for r in self.replicas)
+
+    def _replica(self) -> Replica:
+        with self._pick:
+            return min(self.replicas, key=lambda r: r.limit.in_flight)
+
     # ---- adapters ------------------------------------------------------------------------------
 
-    def served_models(self) -> set[str]:
-        """The names the server answers to (``GET /models``)."""
-        with self.limit:
+    def served_models(self, replica: Replica | None = None) -> set[str]:
+        """The names a server answers to (``GET /models``): the first one by default."""
+        replica = replica or self.replicas[0]
+        with replica.limit:
             try:
-                return {m.id for m in self.client.models.list()}
+                return {m.id for m in replica.client.models.list()}
             except Exception as exc:  # noqa: BLE001 - the client's errors come in many types
-                raise self._error("GET /models", exc) from None
+                raise _error(replica, "GET /models", exc) from None
 
     def ensure_adapter(self, path: str, version: str) -> None:
-        """Make the server serve adapter ``version`` (from ``path``) unless it does already."""
-        if version in self.served_models():
-            return
-        with self.limit:
-            try:
-                self.client.post(
-                    "/load_lora_adapter",
-                    body={"lora_name": version, "lora_path": str(path)},
-                    cast_to=str,
-                )
-            except Exception as exc:  # noqa: BLE001
-                raise self._error(f"loading adapter {version!r} from {path}", exc) from None
+        """Make every server serve adapter ``version`` (from ``path``) unless it does already."""
+        for replica in self.replicas:
+            if version in self.served_models(replica):
+                continue
+            with replica.limit:
+                try:
+                    replica.client.post(
+                        "/load_lora_adapter",
+                        body={"lora_name": version, "lora_path": str(path)},
+                        cast_to=str,
+                    )
+                except Exception as exc:  # noqa: BLE001
+                    raise _error(replica, f"loading adapter {version!r} from {path}", exc) from None
 
     def load_adapter(self, path: str, version: str) -> None:
         """Generate with a trained LoRA adapter: loaded into the server, requested by name."""
@@ -126,7 +161,7 @@ class ServedPolicy:
         del batch_size
         if not requests:
             return
-        workers = min(self.limit.max_in_flight, len(requests))
+        workers = min(self.max_in_flight, len(requests))
         with ThreadPoolExecutor(workers, thread_name_prefix="policy") as pool:
             futures = [pool.submit(self._complete, r, sampling) for r in requests]
             try:
@@ -149,9 +184,10 @@ class ServedPolicy:
         # Seeded by the prompt and its first candidate, so a resumed run asks for the same.
         seed = (sampling.seed * 1_000_003 + zlib.crc32(f"{key}#{indices[0]}".encode())) % 2**31
         began = time.perf_counter()
-        with self.limit:
+        replica = self._replica()
+        with replica.limit:
             try:
-                reply = self.client.chat.completions.create(
+                reply = replica.client.chat.completions.create(
                     model=self.request_name,
                     messages=_encodable(conversation),
                     n=len(indices),
@@ -162,12 +198,12 @@ class ServedPolicy:
                     extra_body=body,
                 )
             except Exception as exc:  # noqa: BLE001
-                raise self._error(f"generating for prompt {key!r}", exc) from None
+                raise _error(replica, f"generating for prompt {key!r}", exc) from None
         seconds = time.perf_counter() - began
         choices = sorted(reply.choices, key=lambda c: c.index)
         if len(choices) != len(indices):
             raise ModelError(
-                f"policy server {self.base_url} answered {len(choices)} choices for n="
+                f"policy server {replica.base_url} answered {len(choices)} choices for n="
                 f"{len(indices)} (prompt {key!r}): does it support n?"
             )
         usage = reply.usage
@@ -197,7 +233,7 @@ class ServedPolicy:
         """Each reply's token log-probabilities given its conversation (at most ``max_tokens``),
         from the server's prompt logprobs; an empty reply gets an empty list. Raises
         :class:`LikelihoodUnavailable` when the server offers none."""
-        workers = max(1, min(self.limit.max_in_flight, len(items)))
+        workers = max(1, min(self.max_in_flight, len(items)))
         with ThreadPoolExecutor(workers, thread_name_prefix="policy-lp") as pool:
             return list(pool.map(lambda item: self._logprobs(*item, max_tokens), items))
 
@@ -207,8 +243,10 @@ class ServedPolicy:
         if not reply.strip():
             return []
         messages = _encodable(conversation)
-        root = self.base_url.removesuffix("/v1")
+        replica = self._replica()
+        root = replica.base_url.removesuffix("/v1")
         prefix = self._post(
+            replica,
             root + "/tokenize",
             {"model": self.request_name, "messages": messages, "add_generation_prompt": True},
         )
@@ -220,12 +258,12 @@ class ServedPolicy:
             "max_tokens": 1,
             "prompt_logprobs": 0,
         }
-        answer = self._post(self.base_url + "/chat/completions", body)
+        answer = self._post(replica, replica.base_url + "/chat/completions", body)
         scored = answer.get("prompt_logprobs")
         ids = answer.get("prompt_token_ids")
         if not scored or "count" not in prefix:
             raise LikelihoodUnavailable(
-                f"policy server {self.base_url} returned no prompt logprobs"
+                f"policy server {replica.base_url} returned no prompt logprobs"
             )
         ids = ids or [int(next(iter(entry))) if entry else None for entry in scored]
         out = []
@@ -236,7 +274,7 @@ class ServedPolicy:
             out.append(float(chosen["logprob"]))
         return out[:max_tokens]
 
-    def _post(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _post(self, replica: Replica, url: str, body: dict[str, Any]) -> dict[str, Any]:
         """A vLLM extension's request, past the OpenAI client (whose types drop the extra
         fields of the answer; vLLM's /tokenize sits beside /v1, not under it)."""
         import httpx
@@ -244,7 +282,7 @@ class ServedPolicy:
         headers = {}
         if self.settings.api_key:
             headers["Authorization"] = f"Bearer {self.settings.api_key.get_secret_value()}"
-        with self.limit:
+        with replica.limit:
             try:
                 response = httpx.post(url, json=body, headers=headers, timeout=self.settings.timeout)
             except httpx.HTTPError as exc:
@@ -259,13 +297,15 @@ class ServedPolicy:
             )
         return response.json()
 
-    def _error(self, doing: str, exc: BaseException) -> ModelError:
-        status = getattr(exc, "status_code", None)
-        what = f"answered {status}" if status else type(exc).__name__
-        body = getattr(exc, "body", None)  # the server's error object, when it sent one
-        detail = body.get("message") if isinstance(body, dict) else None
-        detail = str(detail or getattr(exc, "message", "") or exc).splitlines()[0][:200]
-        return ModelError(f"policy server {self.base_url} {what} {doing}: {detail}")
+
+
+def _error(replica: Replica, doing: str, exc: BaseException) -> ModelError:
+    status = getattr(exc, "status_code", None)
+    what = f"answered {status}" if status else type(exc).__name__
+    body = getattr(exc, "body", None)  # the server's error object, when it sent one
+    detail = body.get("message") if isinstance(body, dict) else None
+    detail = str(detail or getattr(exc, "message", "") or exc).splitlines()[0][:200]
+    return ModelError(f"policy server {replica.base_url} {what} {doing}: {detail}")
 
 
 def _encodable(conversation: list[dict[str, str]]) -> list[dict[str, str]]:

@@ -210,6 +210,23 @@ def test_a_server_without_prompt_logprobs_says_so(stand_in):
         stand_in.offers_logprobs = True
 
 
+def test_replicas_share_the_work_and_each_gets_the_adapter(stand_in, models_cache, lora):
+    with StandInPolicyServer(models_cache / "smollm2-135m-instruct") as second:
+        policy = ServedPolicy(
+            PolicySettings(base_url=f"{stand_in.base_url}, {second.base_url}", max_in_flight=1),
+            REF,
+        )
+        assert [r.base_url for r in policy.replicas] == [stand_in.base_url, second.base_url]
+        policy.load_adapter(str(lora), "dpo-replicas-1")
+        assert "dpo-replicas-1" in stand_in.adapters and "dpo-replicas-1" in second.adapters
+        seen = len(stand_in.chat_bodies())
+        requests = [(f"p{i}", COLOUR, [0]) for i in range(4)]
+        assert len(texts(policy, requests, Sampling(4, 0.0, 1.0, 0))) == 4
+        first, other = len(stand_in.chat_bodies()) - seen, len(second.chat_bodies())
+    assert first + other == 4 and first >= 1 and other >= 1
+    assert policy.max_in_flight == 2
+
+
 # ---- graph run and the gate through the server ---------------------------------------------------
 
 
