@@ -530,6 +530,23 @@ class JudgeSettings(BaseModel):
     retries: int = Field(
         2, ge=0, le=5, description="Re-asks after a malformed verdict before it is unscored."
     )
+    max_retries: int = Field(
+        2,
+        ge=0,
+        le=20,
+        description="Retries of a judge request that failed with 429, 5xx or no connection, "
+        "waiting as Retry-After says (else exponential backoff); then the case is unscored.",
+    )
+    max_in_flight: int = Field(
+        16,
+        ge=1,
+        le=1024,
+        description="Judge requests to one endpoint at once (per process; shared with the "
+        "policy when BASE_URL is its server too).",
+    )
+    requests_per_minute: float | None = Field(
+        None, gt=0, description="Most judge requests to one endpoint per minute; unset: no limit."
+    )
     structured_output: Literal["schema", "prompt"] = Field(
         "schema",
         description="How a verdict is asked for: 'schema' sends its JSON schema "

@@ -11,10 +11,18 @@ model, which becomes the same :class:`Score` the local critics return.
 Judging discipline:
 
 - **Pairs, both orders.** The graph compares candidates pairwise; each pair is judged as A-B
-  and as B-A. Orders that prefer different candidates, or move the scores, lower the
-  confidence, and a low confidence escalates the case to a person.
+  and as B-A, both at once. Orders that prefer different candidates, or move the scores, lower
+  the confidence, and a low confidence escalates the case to a person.
 - **Bounded retries.** A verdict that is not valid JSON of the right shape is asked again up to
   ``judge.retries`` times; then the result is unscored (the graph escalates it), never a crash.
+- **Rate-limited.** Every call waits on its endpoint's limit (:mod:`._endpoints`: the base URL,
+  else the provider; ``judge.max_in_flight`` at once, ``judge.requests_per_minute``), shared by
+  everything in the process that calls it. The OpenAI client under CrewAI retries 408, 409,
+  429, 5xx and lost connections ``judge.max_retries`` times, waiting as ``Retry-After`` says
+  (CrewAI itself tries a 429 that outlasts them up to twice more); what still fails is not
+  asked again but unscored with the status in its reason.
+- **Traced.** With LangSmith tracing on, each call is an ``llm`` run under its critic's node,
+  with its tokens, and its cost where ``judge.prices`` knows the model.
 - **Untrusted text.** Every judged text goes through :func:`neutralize` and sits between
   markers with a random nonce. Instructions aimed at the judge are quoted as data and set the
   candidate's score on that dimension to 0 with confidence 0: a person decides such a case,
@@ -30,11 +38,12 @@ verdicts are malformed and escalate.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +54,7 @@ from pydantic import BaseModel, Field
 from ..errors import ConfigError
 from ..settings import BUNDLED, JudgeSettings
 from ._critic import Case, Critic, Score
+from ._endpoints import endpoint_limit
 from ._text import parse_verdict
 from ._untrusted import fence, neutralize
 
@@ -152,7 +162,7 @@ class JudgeLLM:
             "temperature": s.temperature,
             "max_tokens": s.max_tokens,
             "timeout": s.timeout,
-            "max_retries": 1,
+            "max_retries": s.max_retries,  # the OpenAI client's: 429/5xx, with Retry-After
         }
         if s.base_url:
             kwargs["base_url"] = s.base_url
@@ -170,6 +180,32 @@ class JudgeLLM:
                 f"CRITICLOOP_JUDGE__MODEL={s.model!r}: not a native CrewAI provider; install "
                 f"criticloop[litellm] for it ({str(exc).splitlines()[0][:120]})"
             ) from None
+
+    def limit(self, llm: Any) -> Any:
+        """The limit a call through ``llm`` (from :meth:`make`) waits on: its endpoint's, shared
+        with every caller of the same URL or provider; none for the bundled model, whose calls
+        the policy's own lock takes one at a time."""
+        s = self.settings
+        if s.model == BUNDLED:
+            return contextlib.nullcontext()
+        endpoint = s.base_url or getattr(llm, "provider", None) or s.model
+        return endpoint_limit(endpoint, s.max_in_flight, s.requests_per_minute)
+
+    def usage(self, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+        """A call's tokens, and its cost when priced, as LangSmith's ``usage_metadata``."""
+        usage: dict[str, Any] = {
+            "input_tokens": prompt_tokens,
+            "output_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        cost_in, cost_out = self.cost(prompt_tokens, 0), self.cost(0, completion_tokens)
+        if cost_in is not None and cost_out is not None:
+            usage |= {
+                "input_cost": cost_in,
+                "output_cost": cost_out,
+                "total_cost": round(cost_in + cost_out, 8),
+            }
+        return usage
 
     def policy(self) -> Any:
         with self._lock:
@@ -244,12 +280,14 @@ class CrewCritic:
     # ---- two responses, both orders ----------------------------------------------------------
 
     def compare(self, x: Case, y: Case, x_id: str = "", y_id: str = "") -> Judgement:
+        """The pair judged as A-B and (with ``both_orders``) B-A, the two calls at once."""
+        from langchain_core.runnables.config import ContextThreadPoolExecutor
+
         nx, ny = neutralize(x.judged_text), neutralize(y.judged_text)
         orders = [("ab", nx, ny)]
         if self.llm.settings.both_orders:
             orders.append(("ba", ny, nx))
-        results: list[tuple[str, PairVerdict]] = []
-        calls: list[CallRecord] = []
+        asks = []
         for label, first, second in orders:
             description = _template("judge_pair").format(
                 dimension=self.dimension,
@@ -259,18 +297,28 @@ class CrewCritic:
                 response_b=fence("RESPONSE B", second.text),
             )
             ids = (x_id, y_id) if label == "ab" else (y_id, x_id)
-            verdict, call = self._ask(description, PairVerdict, label, ids)
-            calls.append(call)
-            if verdict is not None:
-                results.append((label, verdict))
-        return Judgement(self._combine(results, nx, ny, len(orders)), calls)
+            asks.append((description, PairVerdict, label, ids))
+        # The context travels to each thread, so both calls trace under the critic's node.
+        with ContextThreadPoolExecutor(len(asks), thread_name_prefix="judge") as pool:
+            answers = list(pool.map(lambda ask: self._ask(*ask), asks))
+        calls = [call for _, call in answers]
+        results = [(c.order, v) for v, c in answers if v is not None]
+        return Judgement(self._combine(results, nx, ny, len(orders), calls), calls)
 
     def _combine(
-        self, results: list[tuple[str, PairVerdict]], nx: Any, ny: Any, asked: int
+        self,
+        results: list[tuple[str, PairVerdict]],
+        nx: Any,
+        ny: Any,
+        asked: int,
+        calls: Sequence[CallRecord] = (),
     ) -> tuple[Score, Score]:
         evidence: dict[str, Any] = {"judge": self.llm.name, "orders": {}}
         if not results:
+            errors = list(dict.fromkeys(c.error for c in calls if c.error))
             reason = "judge gave no valid verdict in either order"
+            if errors:
+                reason += ": " + "; ".join(errors)
             return (
                 Score.unscored(self.dimension, reason, self.version, evidence),
                 Score.unscored(self.dimension, reason, self.version, evidence),
@@ -337,25 +385,30 @@ class CrewCritic:
         began = time.perf_counter()
         for _ in range(1 + self.llm.settings.retries):
             call.attempts += 1
-            raw, usage, error = self._kickoff(description, model)
+            raw, usage, error = self._kickoff(description, model, order)
             call.prompt_tokens += usage[0]
             call.completion_tokens += usage[1]
+            if error is not None:  # the client has retried what a retry can mend
+                call.error = error
+                break
             verdict = raw if isinstance(raw, BaseModel) else parse_verdict(raw, model)
             if verdict is not None:
                 call.ok, call.error = True, None
                 break
-            call.error = error or f"malformed verdict: {str(raw)[:160]!r}"
+            call.error = f"malformed verdict: {str(raw)[:160]!r}"
         call.seconds = time.perf_counter() - began
         call.cost_usd = self.llm.cost(call.prompt_tokens, call.completion_tokens)
         return (verdict if call.ok else None), call
 
     def _kickoff(
-        self, description: str, model: type[BaseModel]
+        self, description: str, model: type[BaseModel], order: str | None = None
     ) -> tuple[Any, tuple[int, int], str | None]:
-        """One CrewAI run of this critic's task: (verdict or raw text, tokens, error)."""
+        """One CrewAI run of this critic's task, within its endpoint's limit and traced as an
+        ``llm`` run: (verdict or raw text, tokens, error)."""
         quiet_crewai()
         from crewai import Agent, Crew, Task
         from crewai_core.printer import set_suppress_console_output
+        from langsmith import trace
 
         from ._crew_llm import LocalConverter
 
@@ -382,15 +435,45 @@ class CrewCritic:
             converter_cls=LocalConverter if schema else None,
         )
         crew = Crew(agents=[agent], tasks=[task], verbose=False, memory=False)
+        # The task as the judge gets it; CrewAI adds its own framing around these two.
+        messages = [
+            {"role": "system", "content": f"{agent.role}\n{agent.goal}\n{agent.backstory}"},
+            {"role": "user", "content": description},
+        ]
+        metadata = {
+            "ls_provider": "local" if self.llm.settings.model == BUNDLED else llm.provider,
+            "ls_model_name": self.llm.name,
+            "ls_model_type": "chat",
+            "ls_temperature": self.llm.settings.temperature,
+            "ls_max_tokens": self.llm.settings.max_tokens,
+            "critic": self.name,
+            "order": order,
+        }
         try:
-            out = crew.kickoff()
+            with (
+                self.llm.limit(llm),
+                trace(
+                    f"judge {self.llm.name}",
+                    "llm",
+                    inputs={"messages": messages},
+                    metadata=metadata,
+                ) as run,
+            ):
+                out = crew.kickoff()
+                usage = (out.token_usage.prompt_tokens, out.token_usage.completion_tokens)
+                reply = {"role": "assistant", "content": str(out.raw)}
+                run.end(
+                    outputs={
+                        "choices": [{"message": reply}],
+                        "usage_metadata": self.llm.usage(*usage),
+                    }
+                )
         except Exception as exc:  # noqa: BLE001 - transport or provider failure: an attempt lost
             usage = _usage(llm)
             error = f"{type(exc).__name__}: {str(exc)[:200]}"
             if schema and "response_format" in str(exc):
                 error += " (the server rejects structured output: CRITICLOOP_JUDGE__STRUCTURED_OUTPUT=prompt)"
             return None, usage, error
-        usage = (out.token_usage.prompt_tokens, out.token_usage.completion_tokens)
         return (out.pydantic if out.pydantic is not None else out.raw), usage, None
 
 

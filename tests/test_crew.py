@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -81,11 +82,15 @@ def test_parse_verdict_finds_the_first_valid_object():
 
 
 class ScriptedJudge(JudgeLLM):
-    """A fake judge model: each call returns the next scripted reply (the last one repeats)."""
+    """A fake judge model. The two orders of a pair are judged at once, so each has its own
+    script: ``ab`` for the prompt that shows GOOD as response A, ``ba`` (default: the same
+    script) for the other; each call returns its order's next reply (the last one repeats)."""
 
-    def __init__(self, settings: Settings, replies: list[str]):
+    def __init__(self, settings: Settings, ab: list[str], ba: list[str] | None = None):
         super().__init__(settings.judge.model_copy(update={"model": "scripted", "retries": 2}))
-        self.replies, self.prompts = replies, []
+        self.replies = {"ab": ab, "ba": ba or ab}
+        self.prompts: dict[str, list[str]] = {"ab": [], "ba": []}
+        self._script_lock = threading.Lock()
 
     def make(self) -> Any:
         from crewai import BaseLLM
@@ -95,8 +100,12 @@ class ScriptedJudge(JudgeLLM):
         class Scripted(BaseLLM):
             def call(self, messages, tools=None, callbacks=None, available_functions=None,
                      from_task=None, from_agent=None, response_model=None):  # fmt: skip
-                judge.prompts.append(messages[-1]["content"])
-                reply = judge.replies[min(len(judge.prompts), len(judge.replies)) - 1]
+                prompt = messages[-1]["content"]
+                order = "ab" if fenced_responses({"messages": messages})[0] == GOOD else "ba"
+                with judge._script_lock:
+                    judge.prompts[order].append(prompt)
+                    replies, asked = judge.replies[order], len(judge.prompts[order])
+                reply = replies[min(asked, len(replies)) - 1]
                 self._track_token_usage_internal(
                     {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}
                 )
@@ -122,20 +131,20 @@ def _pair(a: float, b: float, preferred: str, confidence: float = 0.9, **extra) 
 
 
 def test_both_orders_agreeing_keep_confidence(settings):
-    judge = ScriptedJudge(settings, [_pair(8, 3, "a"), _pair(3, 8, "b")])
+    judge = ScriptedJudge(settings, ab=[_pair(8, 3, "a")], ba=[_pair(3, 8, "b")])
     critic = CrewCritic("helpfulness", build_critic("helpfulness"), judge)
     x, y = critic.compare(_case(GOOD), _case(SHORT), "x", "y").scores
     assert (x.score, y.score) == (0.8, 0.3)
     assert x.confidence == pytest.approx(0.9) and y.confidence == pytest.approx(0.9)
-    assert len(judge.prompts) == 2 and "<<<RESPONSE A" in judge.prompts[0]
+    (ab,), (ba,) = judge.prompts["ab"], judge.prompts["ba"]
+    assert "<<<RESPONSE A" in ab
     # the second order shows the candidates swapped
-    assert judge.prompts[0].index(GOOD) < judge.prompts[0].index(SHORT)
-    assert judge.prompts[1].index(SHORT) < judge.prompts[1].index(GOOD)
+    assert ab.index(GOOD) < ab.index(SHORT) and ba.index(SHORT) < ba.index(GOOD)
 
 
 def test_orders_that_disagree_lower_confidence_below_escalation(settings):
     # Position bias: the judge prefers whatever comes first.
-    judge = ScriptedJudge(settings, [_pair(8, 4, "a"), _pair(8, 4, "a")])
+    judge = ScriptedJudge(settings, ab=[_pair(8, 4, "a")])
     critic = CrewCritic("helpfulness", build_critic("helpfulness"), judge)
     x, y = critic.compare(_case(GOOD), _case(SHORT)).scores
     assert x.score == y.score == 0.6
@@ -155,7 +164,7 @@ def test_malformed_verdicts_are_retried_a_bounded_number_of_times_then_unscored(
     assert all(not c.ok and "malformed" in c.error for c in judgement.calls)
     assert judgement.calls[0].prompt_tokens == 300  # every attempt counted
 
-    recovers = ScriptedJudge(settings, ["garbage", _pair(8, 3, "a"), _pair(3, 8, "b")])
+    recovers = ScriptedJudge(settings, ab=["garbage", _pair(8, 3, "a")], ba=[_pair(3, 8, "b")])
     critic = CrewCritic("helpfulness", build_critic("helpfulness"), recovers)
     judgement = critic.compare(_case(GOOD), _case(SHORT))
     assert judgement.scores[0].score == 0.8
@@ -165,13 +174,14 @@ def test_malformed_verdicts_are_retried_a_bounded_number_of_times_then_unscored(
 def test_compliance_vetoes_only_when_both_orders_flag_the_violation(settings):
     both = ScriptedJudge(
         settings,
-        [_pair(9, 1, "a", violation_b=True), _pair(1, 9, "b", violation_a=True)],
+        ab=[_pair(9, 1, "a", violation_b=True)],
+        ba=[_pair(1, 9, "b", violation_a=True)],
     )
     critic = CrewCritic("compliance", build_critic("compliance"), both)
     x, y = critic.compare(_case(GOOD), _case(SHORT)).scores
     assert not x.veto and y.veto
 
-    one = ScriptedJudge(settings, [_pair(9, 1, "a", violation_b=True), _pair(1, 9, "b")])
+    one = ScriptedJudge(settings, ab=[_pair(9, 1, "a", violation_b=True)], ba=[_pair(1, 9, "b")])
     critic = CrewCritic("compliance", build_critic("compliance"), one)
     x, y = critic.compare(_case(GOOD), _case(SHORT)).scores
     assert not y.veto and y.confidence < 0.3  # unsure: a person decides
@@ -404,6 +414,13 @@ def test_graph_run_with_the_crew_on_a_served_judge_traced_to_langsmith(tmp_path,
         scores = children["critic_helpfulness"]["outputs"]["scores"]
         values = sorted(s["helpfulness"]["score"] for s in scores.values())
         assert values == [pytest.approx(0.056), pytest.approx(0.967)]  # SHORT, GOOD
+        # -- each judge call an llm run under its critic's node, with its tokens and cost
+        judged = sink.children(children["critic_helpfulness"]["id"])
+        assert len(judged) == 2 and {r["run_type"] for r in judged} == {"llm"}
+        for run in judged:
+            tokens = run["outputs"]["usage_metadata"]
+            assert (tokens["input_tokens"], tokens["output_tokens"]) == USAGE
+            assert tokens["total_cost"] == pytest.approx(per_call)
         bodies = b"".join(r["body"] for r in sink.requests)
         assert API_KEY.encode() not in bodies and b"judge-secret-key" not in bodies
         assert all(
@@ -463,7 +480,7 @@ def test_an_unreachable_judge_leaves_cases_to_judge_again_never_dropped(tmp_path
     run_cli("import", str(_prompts_file(tmp_path)), check=True)
     with FakeOpenAIServer(fake_judge(gullible_score)) as server:
         dead = {**_env(server, None), "CRITICLOOP_JUDGE__BASE_URL": "http://127.0.0.1:9/v1"}
-        dead["CRITICLOOP_JUDGE__RETRIES"] = "0"
+        dead["CRITICLOOP_JUDGE__MAX_RETRIES"] = "0"  # no client retries of the refused connection
         summary = json.loads(run_cli("graph", "run", "--json", check=True, env=dead).stdout)
         assert summary["prompts"] == 0 and summary["outcomes"] == {}  # no decision at all
         assert summary["unjudged"] == {
