@@ -111,6 +111,8 @@ class Signals:
 
     def _score_missing(self, cases: Sequence[Case]) -> None:
         with self._lock:
+            if self.policy is None:  # another thread found the server offers no likelihood
+                return
             todo = {}
             for case in cases:
                 key = _nll_key(case)

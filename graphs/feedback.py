@@ -57,28 +57,50 @@ if TYPE_CHECKING:
 
 
 class ThreadStores:
-    """One store connection per thread: SQLite connections must not interleave transactions."""
+    """One store connection per live thread: SQLite connections must not interleave
+    transactions. LangGraph runs each invoke's nodes on fresh threads, so a thread's connection
+    goes back to a free list once the thread has ended and the next new thread takes it: the
+    connections open are at most the threads alive at once, not one per thread ever started
+    (2,000 prompts opened about 12,000 and ran out of file descriptors)."""
 
     def __init__(self, path: Path):
         self.path = path
         self._local = threading.local()
+        self._owners: dict[int, tuple[threading.Thread, Store]] = {}
+        self._free: list[Store] = []
         self._all: list[Store] = []
         self._lock = threading.Lock()
 
     def get(self) -> Store:
         store = getattr(self._local, "store", None)
         if store is None:
-            store = Store.open(self.path, create=False)
-            self._local.store = store
             with self._lock:
-                self._all.append(store)
+                for key, (thread, owned) in list(self._owners.items()):
+                    if not thread.is_alive():
+                        del self._owners[key]
+                        self._free.append(owned)
+                store = self._free.pop() if self._free else None
+            if store is None:
+                store = Store.open(self.path, create=False)
+                with self._lock:
+                    self._all.append(store)
+            with self._lock:
+                self._owners[id(store)] = (threading.current_thread(), store)
+            self._local.store = store
         return store
+
+    @property
+    def open_connections(self) -> int:
+        with self._lock:
+            return len(self._all)
 
     def close(self) -> None:
         with self._lock:
             for store in self._all:
                 store.close()
             self._all.clear()
+            self._owners.clear()
+            self._free.clear()
 
 
 @dataclass

@@ -43,3 +43,27 @@ def test_two_writers_at_once(demo_store: Store):
     counts = demo_store.counts()
     assert counts["generations"] == 2 * n
     assert counts["pairs"] == 2 * n
+
+
+def test_a_thread_per_invoke_reuses_the_connections_of_threads_that_ended(store, settings):
+    # LangGraph runs every invoke's nodes on fresh threads: a connection per thread ever
+    # started ran out of file descriptors over a night's prompts.
+    import threading
+
+    from criticloop.graphs.feedback import ThreadStores
+
+    stores = ThreadStores(settings.db_path)
+    seen = []
+
+    def node() -> None:
+        seen.append(stores.get().counts()["prompts"])
+
+    for _ in range(40):
+        pair = [threading.Thread(target=node) for _ in range(2)]
+        for thread in pair:
+            thread.start()
+        for thread in pair:
+            thread.join()
+    assert len(seen) == 80 and stores.open_connections <= 3
+    stores.close()
+    assert stores.open_connections == 0
