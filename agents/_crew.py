@@ -28,7 +28,9 @@ Judging discipline:
   candidate's score on that dimension to 0 with confidence 0: a person decides such a case,
   and a policy cannot learn to buy a verdict.
 - **Quiet.** CrewAI telemetry and tracing are off, memory is off, nothing reaches stdout, and
-  its task database lives in the data home.
+  it keeps no task database (:class:`._crew_llm.JudgeCrew`; the critic records every call).
+- **Cheap per call.** An LLM object is reused by one call at a time (:meth:`JudgeLLM.borrow`)
+  instead of built per call: about 100 ms of CPU a call instead of about 240.
 
 LLMs: any CrewAI model string (native OpenAI, Anthropic, Gemini, Azure, Bedrock, Ollama; others
 through the ``litellm`` extra), any OpenAI-compatible base URL, or ``bundled``: SmolLM2 through
@@ -141,14 +143,34 @@ class Judgement:
 
 
 class JudgeLLM:
-    """Makes the CrewAI LLM for each call (fresh, so token counts are per call) and prices it."""
+    """Lends the CrewAI LLM a call runs on, and prices the call.
+
+    An LLM is lent to one call at a time and kept for the next (:meth:`borrow`): building one
+    costs about 50 ms of CPU (two OpenAI clients, each loading the CA bundle), more than CrewAI's
+    whole kickoff. A call's tokens are the difference in its LLM's running totals."""
 
     def __init__(self, settings: JudgeSettings, load_policy: Callable[[], Any] | None = None):
         self.settings = settings
         self._load_policy = load_policy
         self._policy: Any = None
         self._lock = threading.Lock()
+        self._policy_lock = threading.Lock()
+        self._idle: list[Any] = []
         self.name = "bundled-smollm2" if settings.model == BUNDLED else settings.model
+
+    @contextlib.contextmanager
+    def borrow(self):
+        """An idle LLM, or a new one when every one is busy; back to the pool after the call.
+        The pool never holds more than the calls that ran at once."""
+        with self._lock:
+            llm = self._idle.pop() if self._idle else None
+        if llm is None:
+            llm = self.make()
+        try:
+            yield llm
+        finally:
+            with self._lock:
+                self._idle.append(llm)
 
     def make(self) -> Any:
         s = self.settings
@@ -208,7 +230,7 @@ class JudgeLLM:
         return usage
 
     def policy(self) -> Any:
-        with self._lock:
+        with self._policy_lock:
             if self._policy is None:
                 if self._load_policy is None:
                     raise ConfigError(
@@ -406,75 +428,76 @@ class CrewCritic:
         """One CrewAI run of this critic's task, within its endpoint's limit and traced as an
         ``llm`` run: (verdict or raw text, tokens, error)."""
         quiet_crewai()
-        from crewai import Agent, Crew, Task
+        from crewai import Agent, Task
         from crewai_core.printer import set_suppress_console_output
         from langsmith import trace
 
-        from ._crew_llm import LocalConverter
+        from ._crew_llm import JudgeCrew, LocalConverter
 
         set_suppress_console_output(True)  # a context variable: set in the calling thread
-        llm = self.llm.make()
-        agent = Agent(
-            role=self.rubric.role,
-            goal=self.rubric.goal,
-            backstory=self.rubric.backstory,
-            llm=llm,
-            verbose=False,
-            allow_delegation=False,
-            max_iter=1,
-            max_retry_limit=0,
-            respect_context_window=False,
-        )
-        schema = self.llm.settings.structured_output == "schema"
-        task = Task(
-            description=description,
-            expected_output="Only the JSON verdict object.",
-            agent=agent,
-            # 'prompt': no response_format on the wire; the raw reply is parsed by _ask
-            output_pydantic=model if schema else None,
-            converter_cls=LocalConverter if schema else None,
-        )
-        crew = Crew(agents=[agent], tasks=[task], verbose=False, memory=False)
-        # The task as the judge gets it; CrewAI adds its own framing around these two.
-        messages = [
-            {"role": "system", "content": f"{agent.role}\n{agent.goal}\n{agent.backstory}"},
-            {"role": "user", "content": description},
-        ]
-        metadata = {
-            "ls_provider": "local" if self.llm.settings.model == BUNDLED else llm.provider,
-            "ls_model_name": self.llm.name,
-            "ls_model_type": "chat",
-            "ls_temperature": self.llm.settings.temperature,
-            "ls_max_tokens": self.llm.settings.max_tokens,
-            "critic": self.name,
-            "order": order,
-        }
-        try:
-            with (
-                self.llm.limit(llm),
-                trace(
-                    f"judge {self.llm.name}",
-                    "llm",
-                    inputs={"messages": messages},
-                    metadata=metadata,
-                ) as run,
-            ):
-                out = crew.kickoff()
-                usage = (out.token_usage.prompt_tokens, out.token_usage.completion_tokens)
-                reply = {"role": "assistant", "content": str(out.raw)}
-                run.end(
-                    outputs={
-                        "choices": [{"message": reply}],
-                        "usage_metadata": self.llm.usage(*usage),
-                    }
-                )
-        except Exception as exc:  # noqa: BLE001 - transport or provider failure: an attempt lost
-            usage = _usage(llm)
-            error = f"{type(exc).__name__}: {str(exc)[:200]}"
-            if schema and "response_format" in str(exc):
-                error += " (the server rejects structured output: CRITICLOOP_JUDGE__STRUCTURED_OUTPUT=prompt)"
-            return None, usage, error
-        return (out.pydantic if out.pydantic is not None else out.raw), usage, None
+        with self.llm.borrow() as llm:
+            before = _usage(llm)
+            agent = Agent(
+                role=self.rubric.role,
+                goal=self.rubric.goal,
+                backstory=self.rubric.backstory,
+                llm=llm,
+                verbose=False,
+                allow_delegation=False,
+                max_iter=1,
+                max_retry_limit=0,
+                respect_context_window=False,
+            )
+            schema = self.llm.settings.structured_output == "schema"
+            task = Task(
+                description=description,
+                expected_output="Only the JSON verdict object.",
+                agent=agent,
+                # 'prompt': no response_format on the wire; the raw reply is parsed by _ask
+                output_pydantic=model if schema else None,
+                converter_cls=LocalConverter if schema else None,
+            )
+            crew = JudgeCrew(agents=[agent], tasks=[task], verbose=False, memory=False)
+            # The task as the judge gets it; CrewAI adds its own framing around these two.
+            messages = [
+                {"role": "system", "content": f"{agent.role}\n{agent.goal}\n{agent.backstory}"},
+                {"role": "user", "content": description},
+            ]
+            metadata = {
+                "ls_provider": "local" if self.llm.settings.model == BUNDLED else llm.provider,
+                "ls_model_name": self.llm.name,
+                "ls_model_type": "chat",
+                "ls_temperature": self.llm.settings.temperature,
+                "ls_max_tokens": self.llm.settings.max_tokens,
+                "critic": self.name,
+                "order": order,
+            }
+            try:
+                with (
+                    self.llm.limit(llm),
+                    trace(
+                        f"judge {self.llm.name}",
+                        "llm",
+                        inputs={"messages": messages},
+                        metadata=metadata,
+                    ) as run,
+                ):
+                    out = crew.kickoff()
+                    usage = _spent(llm, before)
+                    reply = {"role": "assistant", "content": str(out.raw)}
+                    run.end(
+                        outputs={
+                            "choices": [{"message": reply}],
+                            "usage_metadata": self.llm.usage(*usage),
+                        }
+                    )
+            except Exception as exc:  # noqa: BLE001 - transport or provider failure: an attempt lost
+                usage = _spent(llm, before)
+                error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                if schema and "response_format" in str(exc):
+                    error += " (the server rejects structured output: CRITICLOOP_JUDGE__STRUCTURED_OUTPUT=prompt)"
+                return None, usage, error
+            return (out.pydantic if out.pydantic is not None else out.raw), usage, None
 
 
 def context_of(case: Case) -> str:
@@ -519,6 +542,12 @@ def _why(rationale: str, suspicious: bool) -> str:
     return rationale
 
 
+def _spent(llm: Any, before: tuple[int, int]) -> tuple[int, int]:
+    """The tokens of the call that moved ``llm``'s running totals from ``before``."""
+    after = _usage(llm)
+    return after[0] - before[0], after[1] - before[1]
+
+
 def _usage(llm: Any) -> tuple[int, int]:
     try:
         summary = llm.get_token_usage_summary()
@@ -538,7 +567,7 @@ _quieted = False
 def quiet_crewai() -> None:
     """CrewAI off the network and off stdout, once per process: telemetry and its trace prompt
     off, loggers muted, an in-process lock instead of its polling file lock (threads judge at
-    once), its task database in the data home (CREWAI_STORAGE_DIR, set by the settings)."""
+    once); whatever it stores goes to the data home (CREWAI_STORAGE_DIR, set by the settings)."""
     global _quieted
     with _QUIET:
         if _quieted:

@@ -4,14 +4,18 @@
   under its chat template), so the crew runs offline. It reports its token counts to CrewAI.
 - :class:`LocalConverter`: parses a verdict locally. CrewAI's own converter asks the LLM again
   (up to three more calls) and can raise; the critic owns retries and their bound instead.
+- :class:`JudgeCrew`: a ``Crew`` without CrewAI's task-output database. Every kickoff empties
+  and rewrites that one shared table (it serves ``crewai replay`` of the latest kickoff), which
+  cost about 26 ms a judge call; the critic records each call itself.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from crewai import BaseLLM
+from crewai import BaseLLM, Crew
 from crewai.utilities.converter import Converter, ConverterError
+from pydantic import PrivateAttr
 
 from ._policy import Sampling
 
@@ -78,3 +82,23 @@ class LocalConverter(Converter):
     def to_json(self, current_attempt: int = 1) -> Any:
         verdict = self.to_pydantic(current_attempt)
         return verdict if isinstance(verdict, ConverterError) else verdict.model_dump()
+
+
+class _NoTaskLog:
+    """Stands where CrewAI's ``TaskOutputStorageHandler`` would: keeps nothing."""
+
+    def update(self, task_index: int, log: dict[str, Any]) -> None:
+        pass
+
+    def add(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def reset(self) -> None:
+        pass
+
+    def load(self) -> None:
+        return None
+
+
+class JudgeCrew(Crew):
+    _task_output_handler: Any = PrivateAttr(default_factory=_NoTaskLog)

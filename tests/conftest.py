@@ -89,6 +89,35 @@ def models_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cache
 
 
+def tiny_llama(models_cache: Path, path: Path, head: str, **extra) -> Path:
+    """A Llama of random weights, 2 layers of width 32, with SmolLM2's tokenizer and chat
+    template, saved to ``path``: for what does not depend on a model's quality (resuming, the
+    wiring of a head), at a fraction of the bundled model's cost."""
+    import transformers
+    from transformers import AutoTokenizer, LlamaConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(models_cache / "smollm2-135m-instruct")
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+        **extra,
+    )
+    getattr(transformers, head)(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_policy(tmp_path_factory: pytest.TempPathFactory, models_cache: Path) -> Path:
+    """A tiny causal Llama to train as the policy (``CRITICLOOP_POLICY__MODEL``)."""
+    return tiny_llama(models_cache, tmp_path_factory.mktemp("tiny") / "policy", "LlamaForCausalLM")
+
+
 @pytest.fixture
 def model_home(hermetic: Path, models_cache: Path) -> Path:
     """The test's data home with the converted policy already in place."""

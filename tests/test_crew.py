@@ -357,7 +357,7 @@ def _env(server: FakeOpenAIServer, sink_url: str | None) -> dict[str, str]:
     return env
 
 
-def test_graph_run_with_the_crew_on_a_served_judge_traced_to_langsmith(tmp_path, hermetic):
+def test_graph_run_with_the_crew_on_a_served_judge_traced_to_langsmith(tmp_path, model_home):
     """The issue's "done when": CRITICLOOP_JUDGE__* at an OpenAI-compatible endpoint makes
     graph run use the crew; with the LangSmith variables, runs and review feedback arrive."""
     run_cli("init", "--no-demo", check=True)
@@ -382,7 +382,7 @@ def test_graph_run_with_the_crew_on_a_served_judge_traced_to_langsmith(tmp_path,
         assert judge_requests[0]["headers"]["Authorization"] == "Bearer judge-secret-key-xyz"
         assert judge_requests[0]["body"]["model"] == "gpt-4o-mini"
 
-        with Store.open(hermetic / "criticloop.db", create=False) as store:
+        with Store.open(model_home / "criticloop.db", create=False) as store:
             backends = {r["backend"] for r in store.db["critiques"].rows}
             decisions = {d["prompt_id"]: d for d in store.db["decisions"].rows}
             pairs = list(store.db["pairs"].rows)
@@ -461,7 +461,7 @@ def test_graph_run_with_the_crew_on_a_served_judge_traced_to_langsmith(tmp_path,
     assert escalate[0]["error"] == "interrupted: waiting for a person"
 
 
-def test_tracing_to_a_dead_endpoint_never_breaks_the_run(tmp_path, hermetic):
+def test_tracing_to_a_dead_endpoint_never_breaks_the_run(tmp_path, model_home):
     run_cli("init", "--no-demo", check=True)
     run_cli("import", str(_prompts_file(tmp_path)), check=True)
     with FakeOpenAIServer(fake_judge(gullible_score)) as server:
@@ -473,7 +473,7 @@ def test_tracing_to_a_dead_endpoint_never_breaks_the_run(tmp_path, hermetic):
     assert result.stderr.count("\n") < 20  # a warning, not pages of tracebacks
 
 
-def test_an_unreachable_judge_leaves_cases_to_judge_again_never_dropped(tmp_path, hermetic):
+def test_an_unreachable_judge_leaves_cases_to_judge_again_never_dropped(tmp_path, model_home):
     """Every critic unscored is no verdict on the answers: no decision is recorded, the run
     says why, and the next run (with the judge back) judges the same prompts."""
     run_cli("init", "--no-demo", check=True)
@@ -494,7 +494,7 @@ def test_an_unreachable_judge_leaves_cases_to_judge_again_never_dropped(tmp_path
     assert again["unjudged"] == {}
 
 
-def test_a_prompt_that_kills_the_run_twice_is_set_aside_and_the_rest_finish(tmp_path, hermetic):
+def test_a_prompt_that_kills_the_run_twice_is_set_aside_and_the_rest_finish(tmp_path, model_home):
     """A real process killed (SIGKILL, as the OOM killer would) whenever it judges one prompt:
     the continued run judges the suspects alone, a second death quarantines the prompt, and
     the run after that finishes without it; later runs skip it until it is named."""
@@ -535,7 +535,7 @@ def test_a_prompt_that_kills_the_run_twice_is_set_aside_and_the_rest_finish(tmp_
         assert code == 0, out
         summary = json.loads(out)
         assert summary["failed"] == {"pill": "the run died 2 times while judging it"}
-        with Store.open(hermetic / "criticloop.db", create=False) as store:
+        with Store.open(model_home / "criticloop.db", create=False) as store:
             decided = {d["prompt_id"] for d in store.db["decisions"].rows}
             runs = [r["status"] for r in store.db["runs"].rows]
             (failure,) = store.db["prompt_failures"].rows

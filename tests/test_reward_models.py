@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, tiny_llama
 from criticloop.agents import Case, run_critic
 from criticloop.errors import ConfigError
 from criticloop.reward import (
@@ -63,31 +63,11 @@ def encoder_rm(tmp_path_factory) -> Path:
     return path
 
 
-def _tiny_llama(models_cache: Path, path: Path, head: str, **extra) -> Path:
-    import transformers
-    from transformers import AutoTokenizer, LlamaConfig
-
-    tokenizer = AutoTokenizer.from_pretrained(models_cache / "smollm2-135m-instruct")
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
-        **extra,
-    )
-    getattr(transformers, head)(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def chat_rm(tmp_path_factory, models_cache) -> Path:
     """A tiny Llama sequence classifier (one label) with SmolLM2's tokenizer and chat template."""
     path = tmp_path_factory.mktemp("rm") / "tiny-chat"
-    return _tiny_llama(models_cache, path, "LlamaForSequenceClassification", num_labels=1)
+    return tiny_llama(models_cache, path, "LlamaForSequenceClassification", num_labels=1)
 
 
 def _cases(prompt_id: str = "p1", answers=ANSWERS) -> list[Case]:
@@ -176,15 +156,21 @@ def test_a_served_reward_model_answers_over_http_as_the_local_one_does(chat_rm):
         assert body["model"] == "tiny-rm" and server.requests[0]["path"] == "/pooling"
         assert body["messages"][0] == {"role": "user", "content": CONVERSATION[0][1]}
         assert body["messages"][-1]["role"] == "assistant"
-    direct = local.score_many([([{"role": "user", "content": CONVERSATION[0][1]}], t) for t in ANSWERS])
+    direct = local.score_many(
+        [([{"role": "user", "content": CONVERSATION[0][1]}], t) for t in ANSWERS]
+    )
     assert [s.evidence["raw"] for s in served] == pytest.approx(direct, abs=1e-5)
     assert all(s.dimension == "helpfulness" for s in served)
 
     with PoolingServer(score, status=503) as busy:
-        critic = RewardModelCritic("r", "reward_model", RewardScorer(RewardModelSpec(name="busy", url=busy.base_url)))
+        critic = RewardModelCritic(
+            "r", "reward_model", RewardScorer(RewardModelSpec(name="busy", url=busy.base_url))
+        )
         result = run_critic(critic, _cases()[0], None)
     assert result.score is None and "answered 503" in result.rationale
-    dead = RewardModelCritic("r", "reward_model", RewardScorer(RewardModelSpec(name="dead", url=busy.base_url)))
+    dead = RewardModelCritic(
+        "r", "reward_model", RewardScorer(RewardModelSpec(name="dead", url=busy.base_url))
+    )
     result = run_critic(dead, _cases()[0], None)
     assert result.score is None and "ConnectError" in result.rationale
 
@@ -195,7 +181,7 @@ def test_a_served_reward_model_answers_over_http_as_the_local_one_does(chat_rm):
 def test_what_is_not_a_reward_model_is_refused_in_one_line(
     tmp_path, models_cache, encoder_rm, monkeypatch
 ):
-    causal = _tiny_llama(models_cache, tmp_path / "causal", "LlamaForCausalLM")
+    causal = tiny_llama(models_cache, tmp_path / "causal", "LlamaForCausalLM")
     two = tmp_path / "two-labels"
     from transformers import AutoModelForSequenceClassification
 
@@ -232,7 +218,7 @@ def test_what_is_not_a_reward_model_is_refused_in_one_line(
         ('[backends]\nhelpfulness = "reward_model:nope"\n', "no [reward_models.nope] table"),
         ('[backends]\nhelpfulness = "remote"\n', "must be local, crew or reward_model:NAME"),
         ('[reward_models.x]\nurl = "ftp://h"\n', "must start with http"),
-        ('[reward_models.x]\ncenter = 1\n', "give model"),
+        ("[reward_models.x]\ncenter = 1\n", "give model"),
     ],
 )
 def test_profiles_that_misname_a_reward_model_are_refused(tmp_path, text, message):
@@ -254,7 +240,9 @@ def _separable_labels(path: Path, n: int = 48) -> Path:
         good = f"Here is a careful, useful answer to question {i}, with the steps to follow."
         bad = "whatever, no idea"
         a, b, label = (good, bad, "a") if i % 2 else (bad, good, "b")
-        rows.append({"prompt": f"Question {i}: how do I do task {i}?", "a": a, "b": b, "label": label})
+        rows.append(
+            {"prompt": f"Question {i}: how do I do task {i}?", "a": a, "b": b, "label": label}
+        )
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -417,19 +405,28 @@ def test_an_aggregator_fitted_before_the_reward_model_critic_still_loads():
 
 def test_a_server_that_returns_probabilities_is_read_back_as_logits():
     raw = [2.0, -1.0]
-    with PoolingServer(lambda messages: 1 / (1 + math.exp(-raw[len(messages[-1]["content"]) % 2]))) as server:
+    with PoolingServer(
+        lambda messages: 1 / (1 + math.exp(-raw[len(messages[-1]["content"]) % 2]))
+    ) as server:
         spec = RewardModelSpec(name="p", url=server.base_url, activation="sigmoid")
-        got = RewardScorer(spec).score_many([([{"role": "user", "content": "q"}], "ab"), ([{"role": "user", "content": "q"}], "abc")])
+        got = RewardScorer(spec).score_many(
+            [
+                ([{"role": "user", "content": "q"}], "ab"),
+                ([{"role": "user", "content": "q"}], "abc"),
+            ]
+        )
     assert got == pytest.approx(raw, abs=1e-6)
 
 
 @pytest.mark.slow
-def test_a_lora_reward_model_on_a_causal_lm_base_trains_and_judges(model_home, tmp_path, models_cache):
+def test_a_lora_reward_model_on_a_causal_lm_base_trains_and_judges(
+    model_home, tmp_path, models_cache
+):
     """--rm-tuning lora on a causal LM (as --rm-base smollm2 is): the adapter carries the score
     head, so the registered model loads as a critic on its causal base."""
     from criticloop.reward import Profiles, reward_model_spec
 
-    base = _tiny_llama(models_cache, tmp_path / "causal-base", "LlamaForCausalLM")
+    base = tiny_llama(models_cache, tmp_path / "causal-base", "LlamaForCausalLM")
     run_cli("init", "--no-demo", check=True)
     run_cli("labels", "import", str(_separable_labels(tmp_path / "labels.jsonl", 16)), check=True)
     args = ("--rm-base", str(base), "--rm-tuning", "lora", "--max-steps", "3", "--batch-size", "4")

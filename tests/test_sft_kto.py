@@ -46,17 +46,21 @@ def rate_answers(store: Store, *, extra_good: bool = False) -> dict[str, int]:
         good = {"thumbs": "up"} if kind == "thumbs" else {"stars": 5}
         bad = {"thumbs": "down"} if kind == "thumbs" else {"stars": 1}
         for gen, verdict, key in ((gens[0], good, "good"), (gens[1], bad, "bad")):
-            store.record_review(
-                ReviewRecord(pid, "ana", kind, generation_id=gen.id, **verdict)
-            )
+            store.record_review(ReviewRecord(pid, "ana", kind, generation_id=gen.id, **verdict))
             counts[key] += 1
         if i % 3 == 0:
-            store.record_review(ReviewRecord(pid, "ana", "stars", generation_id=gens[2].id, stars=3))
+            store.record_review(
+                ReviewRecord(pid, "ana", "stars", generation_id=gens[2].id, stars=3)
+            )
             counts["three"] += 1
         if extra_good and i % 2 == 0:
-            more = GenerationRecord(pid, "cfg", 3, f"Sure: {request[:40].lower()}, answered.", "m", {})
+            more = GenerationRecord(
+                pid, "cfg", 3, f"Sure: {request[:40].lower()}, answered.", "m", {}
+            )
             store.record_generations([more])
-            store.record_review(ReviewRecord(pid, "bo", "thumbs", generation_id=more.id, thumbs="up"))
+            store.record_review(
+                ReviewRecord(pid, "bo", "thumbs", generation_id=more.id, thumbs="up")
+            )
             counts["good"] += 1
     return counts
 
@@ -98,7 +102,9 @@ def test_sft_learns_good_answers_rewrites_and_accepted_revisions_never_held_out(
     row = data.rows[0]
     assert row["prompt"][0]["role"] == "system" and row["prompt"][-1]["role"] == "user"
     assert [turn["role"] for turn in row["completion"]] == ["assistant"]
-    weight = dict(zip((r["completion"][0]["content"] for r in data.rows), data.weights, strict=True))
+    weight = dict(
+        zip((r["completion"][0]["content"] for r in data.rows), data.weights, strict=True)
+    )
     assert weight["A revision the critics took."] == 1.5 and weight["A person's rewrite."] == 3.0
     assert weight["A person chose this."] == 3.0
     no_ratings = load_sft_examples(demo_store, {**WEIGHTS, "human": 0.0}, 20)
@@ -134,7 +140,9 @@ def test_kto_weights_lie_in_trl_recommended_range():
         assert dw == 1.0 or uw == 1.0  # TRL: raise one of the two, not both
         # TRL's own check (KTOTrainer warns outside it), with its rounding
         low = round(undesirable * uw / desirable, 2)
-        assert desirable == undesirable or low <= dw <= round(undesirable * uw / desirable * 1.33, 2)
+        assert desirable == undesirable or low <= dw <= round(
+            undesirable * uw / desirable * 1.33, 2
+        )
 
 
 def test_too_little_data_is_one_line_naming_what_is_missing(demo_store):
@@ -246,7 +254,9 @@ def test_sft_masks_every_token_but_the_last_assistant_turn(model_home):
     first = next(i for i, label in enumerate(labels) if label != -100)
     # everything before the answer is masked: system, both user turns, the earlier assistant turn
     assert all(label == -100 for label in labels[:first])
-    assert "Paris" in tokenizer.decode(ids[:first]) and "And of Italy?" in tokenizer.decode(ids[:first])
+    assert "Paris" in tokenizer.decode(ids[:first]) and "And of Italy?" in tokenizer.decode(
+        ids[:first]
+    )
     assert tokenizer.decode(ids[:first]).endswith("<|im_start|>assistant\n")
     # and everything from the answer on is learned, as it is, up to the end of the turn
     assert labels[first:] == ids[first:]
@@ -316,8 +326,9 @@ def test_sft_trains_a_lora_adapter_through_registry_and_gate(rated_home, monkeyp
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["kto"])  # SFT resumes through the same fit() (and DPO's test)
-def test_a_killed_kto_job_resumes_from_its_checkpoint(model_home, method, monkeypatch):
+def test_a_killed_kto_job_resumes_from_its_checkpoint(model_home, method, tiny_policy, monkeypatch):
     monkeypatch.setenv("CRITICLOOP_TRAINING__MAX_LENGTH", "128")
+    monkeypatch.setenv("CRITICLOOP_POLICY__MODEL", str(tiny_policy))  # resuming is model-blind
     run_cli("init", check=True)
     with Store.open(model_home / "criticloop.db", create=False) as store:
         rate_answers(store, extra_good=True)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import kill_after_first_checkpoint, run_cli
+from conftest import kill_after_first_checkpoint, run_cli, tiny_llama
 from criticloop.errors import InputError
 from criticloop.settings import GateSettings, Settings
 from criticloop.store import PairRecord, Store
@@ -142,7 +142,13 @@ def _compared(
             )
         ind = None
         if independent is not None:
-            ind = 1.0 if independent[0] > independent[1] else 0.0 if independent[0] < independent[1] else 0.5
+            ind = (
+                1.0
+                if independent[0] > independent[1]
+                else 0.0
+                if independent[0] < independent[1]
+                else 0.5
+            )
         rows.append(
             Compared(f"p{i}", 0, "general", False, sides[0], sides[1], critics, False, 0.2, ind, kl)
         )
@@ -160,7 +166,10 @@ def test_the_gate_refuses_an_adapter_whose_answers_break_more_hard_rules():
     assert clean.decision == "promote" and clean.candidate_stats["violations"] == 0
     worse = _filled(_compared(12, rules=(3, 1)))  # wins every prompt, but breaks more rules
     assert worse.win_rate == 1.0 and worse.p_value < 0.05
-    assert worse.decision == "keep" and "break hard rules more often (3 of 12 against 1" in worse.reason
+    assert (
+        worse.decision == "keep"
+        and "break hard rules more often (3 of 12 against 1" in worse.reason
+    )
     assert worse.candidate_stats["rules"] == {"banned_claim": 3}
     assert _filled(_compared(12, rules=(3, 1)), max_violation_rise=2).decision == "promote"
     assert _filled(_compared(12, rules=(3, 1)), violation_guard=False).decision == "promote"
@@ -594,7 +603,11 @@ def test_gate_report_decides_and_registry_commands_follow(dpo_trained, model_hom
 
 
 @pytest.mark.slow
-def test_a_killed_job_is_failed_with_its_reason_and_the_next_one_resumes_it(pairs_home):
+def test_a_killed_job_is_failed_with_its_reason_and_the_next_one_resumes_it(
+    pairs_home, tiny_policy, monkeypatch
+):
+    # Resuming is the same for any model: a tiny one keeps the two runs' steps cheap.
+    monkeypatch.setenv("CRITICLOOP_POLICY__MODEL", str(tiny_policy))
     args = ["train", "--launcher", "subprocess", "--max-steps", "2", "--batch-size", "1"]
     args += ["--save-steps", "1", "--no-gate", "--json"]
     failed = kill_after_first_checkpoint(*args, home=pairs_home)
@@ -614,14 +627,21 @@ def test_a_killed_job_is_failed_with_its_reason_and_the_next_one_resumes_it(pair
 
 
 @pytest.mark.slow
-def test_the_accelerate_launcher_runs_the_worker_under_accelerate_launch(pairs_home, tmp_path):
-    # One CPU process: the same launch path a DeepSpeed or FSDP config file takes on GPUs.
+def test_the_accelerate_launcher_runs_the_worker_under_accelerate_launch(
+    pairs_home, tmp_path, tiny_policy
+):
+    # One CPU process: the same launch path a DeepSpeed or FSDP config file takes on GPUs, with
+    # a tiny policy (the launch is what is tested).
     config = tmp_path / "accelerate.yaml"
     config.write_text(
         "compute_environment: LOCAL_MACHINE\ndistributed_type: 'NO'\nnum_processes: 1\n"
         "num_machines: 1\nmachine_rank: 0\nuse_cpu: true\nmixed_precision: 'no'\n"
     )
-    env = {**os.environ, "CRITICLOOP_TRAINING__ACCELERATE_CONFIG": str(config)}
+    env = {
+        **os.environ,
+        "CRITICLOOP_TRAINING__ACCELERATE_CONFIG": str(config),
+        "CRITICLOOP_POLICY__MODEL": str(tiny_policy),
+    }
     args = ("train", "--launcher", "accelerate", "--max-steps", "1", "--batch-size", "1")
     summary = json.loads(
         run_cli(*args, "--no-gate", "--json", check=True, timeout=600, env=env).stdout
@@ -645,12 +665,13 @@ RL_ENV = {
 def tiny_rm_profile(tmp_path_factory, models_cache) -> Path:
     """A profile naming a tiny reward model (random weights, SmolLM2's chat template) 'tiny'."""
     from criticloop.reward import DEFAULT_PROFILES
-    from test_reward_models import _tiny_llama
 
     folder = tmp_path_factory.mktemp("tiny-rm")
-    model = _tiny_llama(models_cache, folder / "rm", "LlamaForSequenceClassification", num_labels=1)
+    model = tiny_llama(models_cache, folder / "rm", "LlamaForSequenceClassification", num_labels=1)
     profile = folder / "profile.toml"
-    profile.write_text(DEFAULT_PROFILES.read_text() + f'\n[reward_models.tiny]\nmodel = "{model}"\n')
+    profile.write_text(
+        DEFAULT_PROFILES.read_text() + f'\n[reward_models.tiny]\nmodel = "{model}"\n'
+    )
     return profile
 
 
@@ -659,9 +680,13 @@ def tiny_rm_profile(tmp_path_factory, models_cache) -> Path:
     ("method", "reward"),
     [("ppo", "critics"), ("grpo", "mix:tiny"), ("rloo", "critics"), ("ppo", "rm:tiny")],
 )
-def test_rl_methods_learn_from_the_critics(pairs_home, monkeypatch, tiny_rm_profile, method, reward):
+def test_rl_methods_learn_from_the_critics(
+    pairs_home, monkeypatch, tiny_rm_profile, tiny_policy, method, reward
+):
     for name, value in RL_ENV.items():
         monkeypatch.setenv(name, value)
+    if (method, reward) != ("ppo", "critics"):  # that one trains the bundled model; the rest
+        monkeypatch.setenv("CRITICLOOP_POLICY__MODEL", str(tiny_policy))  # check the wiring
     monkeypatch.setenv("CRITICLOOP_PROFILES", str(tiny_rm_profile))
     args = ("train", "--method", method, "--reward", reward, "--no-gate", "--json")
     summary = json.loads(run_cli(*args, check=True, timeout=600).stdout)
