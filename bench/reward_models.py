@@ -246,11 +246,31 @@ def main() -> None:
             for k in range(5):
                 fit = [r for r in rows if fold[r["group"]] != k]
                 test = [r for r in rows if fold[r["group"]] == k]
-                with tempfile.TemporaryDirectory() as tmp:
-                    seconds, out = train(base, fit, Path(tmp) / f"cv{k}", args, settings)
-                    scorer, spec = scorer_of(out, settings, base, max_length)
-                    held = evaluate_pairs(Recording(scorer, spec, oof), test)
-                    tuning = json.loads((out / "metrics.json").read_text())["tuning"]
+                # A finished fold is kept (a SmolLM2 fold takes 10-20 minutes on 2 cores): a
+                # stopped run picks up at the first fold without a result of the same settings.
+                key = {"base": base, "file": path.name, "fold": k, "seed": args.seed,
+                       "max_steps": args.max_steps, "max_length": max_length, "pairs": len(test)}  # fmt: skip
+                done = CACHE / "folds" / ("-".join(str(v) for v in key.values()) + ".json")
+                if done.exists() and json.loads(done.read_text())["key"] == key:
+                    kept = json.loads(done.read_text())
+                    held, seconds, tuning = kept["held"], kept["seconds"], kept["tuning"]
+                    oof.update(kept["oof"])
+                    print(f"fold {k} of {path.name}: kept from {done}", file=sys.stderr)
+                else:
+                    mine: dict[str, float] = {}
+                    with tempfile.TemporaryDirectory() as tmp:
+                        seconds, out = train(base, fit, Path(tmp) / f"cv{k}", args, settings)
+                        scorer, spec = scorer_of(out, settings, base, max_length)
+                        held = evaluate_pairs(Recording(scorer, spec, mine), test)
+                        tuning = json.loads((out / "metrics.json").read_text())["tuning"]
+                    oof.update(mine)
+                    done.parent.mkdir(parents=True, exist_ok=True)
+                    partial = done.with_suffix(".partial")
+                    partial.write_text(json.dumps({"key": key, "held": held, "seconds": seconds,
+                                                   "tuning": tuning, "oof": mine}))  # fmt: skip
+                    partial.replace(done)
+                    print(f"fold {k} of {path.name}: {held['accuracy']:.1%} ({seconds:.0f} s)",
+                          file=sys.stderr)  # fmt: skip
                 accs.append(held["accuracy"] * held["n"])
                 eces.append(held["ece"] * held["n"])
                 secs.append(seconds)
