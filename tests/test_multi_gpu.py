@@ -255,3 +255,45 @@ def _config(settings: Settings, job_dir: Path, **training):
     changes = settings.training.model_copy(update=training)
     launcher = training.get("launcher", "subprocess")
     return TrainConfig.build(settings, changes, ref, "cpu", launcher).for_job("train-x", job_dir)
+
+
+class _Loaded(Exception):
+    """Stops a job at its model load: what came before is all the test needs."""
+
+
+@pytest.mark.parametrize("method", ["dpo", "sft", "kto"])
+def test_the_trainer_arguments_come_before_the_model_loads(settings, tmp_path, monkeypatch, method):
+    """Under DeepSpeed ZeRO-3 from_pretrained shards the weights only when the trainer's
+    arguments (which carry the DeepSpeed config) exist already; else every rank loads them whole."""
+    from criticloop.training import _dpo, _kto, _sft
+
+    order: list[str] = []
+    real_args = _dpo.trainer_args
+
+    def trainer_args(*args, **kwargs):
+        order.append("arguments")
+        return real_args(*args, **kwargs)
+
+    def load_base(config, **_):
+        order.append("model")
+        raise _Loaded
+
+    module = {"dpo": _dpo, "sft": _sft, "kto": _kto}[method]
+    monkeypatch.setattr(module, "trainer_args", trainer_args)
+    monkeypatch.setattr(module, "load_base", load_base)
+    config = _config(settings, tmp_path, method=method)
+    row = {"prompt": [{"role": "user", "content": "Hi?"}], "completion": [
+        {"role": "assistant", "content": "Hello."}]}  # fmt: skip
+    with pytest.raises(_Loaded):
+        if method == "dpo":
+            pair = {
+                "prompt": row["prompt"],
+                "chosen": row["completion"],
+                "rejected": row["completion"],
+            }
+            _dpo.run_dpo(config, [pair], [1.0], lambda entry: None)
+        elif method == "sft":
+            _sft.run_sft(config, [row], [1.0], lambda entry: None)
+        else:
+            _kto.run_kto(config, [{**row, "label": True}], lambda entry: None)
+    assert order == ["arguments", "model"]

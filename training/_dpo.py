@@ -181,12 +181,14 @@ def run_dpo(
                 dataset["weight"], num_samples=len(dataset), replacement=True, generator=generator
             )
 
+    training = config.training
+    # Before the model loads: under DeepSpeed ZeRO-3 (the zero3 preset) the arguments make
+    # from_pretrained load the weights sharded across the GPUs, not whole on every rank.
+    args = trainer_args(config, DPOConfig, beta=training.beta, max_length=training.max_length)
     model, tokenizer = load_base(config)
     dataset = Dataset.from_list(
         [{**row, "weight": w} for row, w in zip(rows, weights, strict=True)]
     )
-    training = config.training
-    args = trainer_args(config, DPOConfig, beta=training.beta, max_length=training.max_length)
     trainer = WeightedDPOTrainer(
         model=model,
         args=args,

@@ -25,9 +25,8 @@ def run_kto(config: TrainConfig, rows: list[dict[str, Any]], log: LogFn) -> dict
     desirable = sum(1 for row in rows if row["label"])
     undesirable = len(rows) - desirable
     desirable_weight, undesirable_weight = kto_weights(desirable, undesirable)
-    model, tokenizer = load_base(config)
     training = config.training
-    args = trainer_args(
+    args = trainer_args(  # before the model loads, for ZeRO-3 (see run_dpo)
         config,
         KTOConfig,
         beta=training.beta,
@@ -35,6 +34,7 @@ def run_kto(config: TrainConfig, rows: list[dict[str, Any]], log: LogFn) -> dict
         desirable_weight=desirable_weight,
         undesirable_weight=undesirable_weight,
     )
+    model, tokenizer = load_base(config)
     trainer = KTOTrainer(
         model=model,
         args=args,

@@ -17,10 +17,14 @@ from ._dpo import LogFn, _number, fit, load_base, lora_config, peak_memory_mb, t
 
 
 def sft_trainer(
-    config: TrainConfig, rows: list[dict[str, Any]], weights: list[float], model: Any, tokenizer: Any
+    config: TrainConfig,
+    rows: list[dict[str, Any]],
+    weights: list[float],
+    model: Any = None,
+    tokenizer: Any = None,
 ) -> Any:
     """The job's SFTTrainer over ``rows`` (its ``train_dataset`` holds the tokenized rows with
-    their ``labels``, prompt tokens at -100)."""
+    their ``labels``, prompt tokens at -100), on ``model`` or the job's base."""
     import torch
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -34,7 +38,9 @@ def sft_trainer(
                 dataset["weight"], num_samples=len(dataset), replacement=True, generator=generator
             )
 
-    dataset = Dataset.from_list([{**row, "weight": w} for row, w in zip(rows, weights, strict=True)])
+    dataset = Dataset.from_list(
+        [{**row, "weight": w} for row, w in zip(rows, weights, strict=True)]
+    )
     args = trainer_args(
         config,
         SFTConfig,
@@ -43,6 +49,8 @@ def sft_trainer(
         assistant_only_loss=False,  # that would train every assistant turn of the prompt too
         packing=False,
     )
+    if model is None:  # loaded after the arguments, for ZeRO-3 (see run_dpo)
+        model, tokenizer = load_base(config)
     trainer = WeightedSFTTrainer(
         model=model,
         args=args,
@@ -62,8 +70,7 @@ def run_sft(
     config: TrainConfig, rows: list[dict[str, Any]], weights: list[float], log: LogFn
 ) -> dict[str, Any]:
     """Train a LoRA adapter with SFT; save it to ``output_dir/adapter``; return the metrics."""
-    model, tokenizer = load_base(config)
-    trainer = sft_trainer(config, rows, weights, model, tokenizer)
+    trainer = sft_trainer(config, rows, weights)
     result, resumed_from, seconds = fit(trainer, config, log)
     steps = [h for h in trainer.state.log_history if "loss" in h]
     last = steps[-1] if steps else {}
