@@ -1,7 +1,8 @@
 """The architecture holds: the import contracts in pyproject.toml (floors, no circles, private
 modules kept private) and import hygiene (a module imports only what it needs: the headless
 floors never load the reviewer app, the training stack or CrewAI, and ``--help`` loads no
-torch). Each module is imported alone in a fresh interpreter, as a user's process would."""
+torch). Each module is imported alone, as a user's process would: in a process forked from
+one that holds only the third-party floor (see FLOOR), no criticloop module."""
 
 from __future__ import annotations
 
