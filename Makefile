@@ -33,8 +33,14 @@ demo: $(VENV)/.installed
 # FAKETIME_DONT_FAKE_MONOTONIC: under `faketime DATE make test` only the calendar moves. A faked
 # monotonic clock makes every timed wait in Python (Event.wait, Queue.get) block forever with
 # libfaketime 0.9; without faketime the variable does nothing.
+# The suite runs in up to 4 worker processes (pytest-xdist; 2 on a 2-core machine), each with
+# one torch thread: two workers of two threads each on two cores spin against each other and
+# run slower than one. Many slow tests wait on subprocesses, so the cores are shared well.
+TEST_WORKERS ?= auto --maxprocesses=4
+PYTEST_ARGS ?= -n $(TEST_WORKERS) --dist worksteal
+
 test: $(VENV)/.installed-test
-	FAKETIME_DONT_FAKE_MONOTONIC=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 FAKETIME_DONT_FAKE_MONOTONIC=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The served-policy client against a real vLLM engine (its CPU build) instead of the suite's
 # stand-in: a separate environment (3.5 GB; vLLM pins its own transformers), about 5 minutes to

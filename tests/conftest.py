@@ -81,10 +81,14 @@ def demo_store(store: Store) -> Store:
 
 @pytest.fixture(scope="session")
 def models_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A models dir holding the converted bundled policy, shared by the whole session."""
+    """A models dir holding the converted bundled policy, shared by the whole session (and by
+    the session's xdist workers: the conversion takes a file lock, the second waits for it)."""
     from criticloop.agents import ensure_bundled_policy
 
-    cache = tmp_path_factory.mktemp("models")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        cache = tmp_path_factory.getbasetemp().parent / "models"
+    else:
+        cache = tmp_path_factory.mktemp("models")
     ensure_bundled_policy(cache)
     return cache
 
