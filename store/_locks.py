@@ -12,11 +12,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import BusyError, StoreError
 from ._common import now
+
+_WIDTH = 96
 
 
 @contextlib.contextmanager
@@ -32,13 +35,26 @@ def run_lock(db_path: Path, kind: str) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            holder = _holder(fd) or "another process"
             raise BusyError(
                 f"{kind} run is still running ({holder}); a second one would do the same work. "
                 "Let it finish, or stop it: the next run continues where it stopped"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"process {os.getpid()}, started {now()[:19]}Z".encode(), 0)
+        # One fixed-width write over the last holder's line: never empty or mixed, but at first.
+        line = f"process {os.getpid()}, started {now()[:19]}Z".ljust(_WIDTH)
+        os.pwrite(fd, line.encode()[:_WIDTH], 0)
+        os.ftruncate(fd, _WIDTH)
         yield
     finally:
         os.close(fd)  # closing the last descriptor releases the lock
+
+
+def _holder(fd: int, wait_s: float = 1.0) -> str:
+    """The holder's line. A holder that has just taken the lock writes it a moment later (on
+    a new lock file there is nothing before that): wait for it briefly."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        holder = os.pread(fd, _WIDTH, 0).decode("utf-8", "replace").strip()
+        if holder or time.monotonic() > deadline:
+            return holder
+        time.sleep(0.02)

@@ -308,3 +308,28 @@ def test_a_database_from_before_the_review_app_migrates(hermetic):
         assert store.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         store.record_pair(PairRecord("p1", "better", "a", "human-revision", run_id="r1"))
         assert store.db["pairs"].count == 2
+
+
+def test_a_refused_run_names_the_holder_that_has_only_just_taken_the_lock(tmp_path):
+    """The holder writes its line just after taking the lock; a run refused in between waits
+    for the line instead of saying 'another process'."""
+    import fcntl
+    import os
+    import threading
+
+    from criticloop.errors import BusyError
+    from criticloop.store._locks import run_lock
+
+    fd = os.open(tmp_path / "graph-run.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held, nothing written yet
+        late = threading.Timer(0.2, os.pwrite, (fd, b"process 4242, started now", 0))
+        late.start()
+        with pytest.raises(BusyError, match=r"graph run is still running \(process 4242"):
+            with run_lock(tmp_path / "criticloop.db", "graph"):
+                pass
+        late.join()
+    finally:
+        os.close(fd)
+    with run_lock(tmp_path / "criticloop.db", "graph"):  # released: taken, its line written
+        assert (tmp_path / "graph-run.lock").read_text().startswith(f"process {os.getpid()},")
