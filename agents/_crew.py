@@ -19,7 +19,7 @@ Judging discipline:
   else the provider; ``judge.max_in_flight`` at once, ``judge.requests_per_minute``), shared by
   everything in the process that calls it. The OpenAI client under CrewAI retries 408, 409,
   429, 5xx and lost connections ``judge.max_retries`` times, waiting as ``Retry-After`` says
-  (CrewAI itself tries a 429 that outlasts them up to twice more); what still fails is not
+  (CrewAI's own rate-limit loop is turned off for these calls); what still fails is not
   asked again but unscored with the status in its reason.
 - **Traced.** With LangSmith tracing on, each call is an ``llm`` run under its critic's node,
   with its tokens, and its cost where ``judge.prices`` knows the model.
@@ -432,7 +432,7 @@ class CrewCritic:
         from crewai_core.printer import set_suppress_console_output
         from langsmith import trace
 
-        from ._crew_llm import JudgeCrew, LocalConverter
+        from ._crew_llm import JudgeCrew, LocalConverter, client_retries_only
 
         set_suppress_console_output(True)  # a context variable: set in the calling thread
         with self.llm.borrow() as llm:
@@ -482,7 +482,8 @@ class CrewCritic:
                         metadata=metadata,
                     ) as run,
                 ):
-                    out = crew.kickoff()
+                    with client_retries_only():
+                        out = crew.kickoff()
                     usage = _spent(llm, before)
                     reply = {"role": "assistant", "content": str(out.raw)}
                     run.end(

@@ -4,6 +4,9 @@
   under its chat template), so the crew runs offline. It reports its token counts to CrewAI.
 - :class:`LocalConverter`: parses a verdict locally. CrewAI's own converter asks the LLM again
   (up to three more calls) and can raise; the critic owns retries and their bound instead.
+- :func:`client_retries_only`: CrewAI wraps every LLM call in its own rate-limit loop (3
+  tries); inside this context the OpenAI client's retries (``judge.max_retries``, honouring
+  ``Retry-After``) are the only ones, so a throttled endpoint is asked 1 + max_retries times.
 - :class:`JudgeCrew`: a ``Crew`` without CrewAI's task-output database. Every kickoff empties
   and rewrites that one shared table (it serves ``crewai replay`` of the latest kickoff), which
   cost about 26 ms a judge call; the critic records each call itself.
@@ -11,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from crewai import BaseLLM, Crew
@@ -102,3 +106,21 @@ class _NoTaskLog:
 
 class JudgeCrew(Crew):
     _task_output_handler: Any = PrivateAttr(default_factory=_NoTaskLog)
+
+
+@contextlib.contextmanager
+def client_retries_only():
+    """CrewAI's rate-limit loop off for the calls made inside (it skips itself when its context
+    variable says a loop is already running). Where a CrewAI release drops that variable, the
+    loop stays on: calls still work, with more retries."""
+    from crewai.llms import retry
+
+    active = getattr(retry, "_active_llm_rate_limit_retry", None)
+    if active is None:
+        yield
+        return
+    token = active.set(True)
+    try:
+        yield
+    finally:
+        active.reset(token)

@@ -95,6 +95,18 @@ def test_a_429_waits_as_long_as_retry_after_says(settings):
     assert second - first >= 1.0  # the client's own first backoff is at most 0.5 s
 
 
+def test_a_429_that_persists_is_tried_only_as_often_as_max_retries_says(settings):
+    """CrewAI wraps every LLM call in its own 3-try rate-limit loop; on top of the client's
+    retries that would ask a throttled endpoint 3 x (1 + max_retries) times."""
+    with FlakyOpenAIServer(fake_judge(longer_is_better)) as server:
+        server.fail_next(429, times=10, retry_after=0)
+        critic = _critic(settings, server, max_retries=1, retries=0)
+        score = critic(_case(GOOD))
+        asked = len(server.arrivals)
+    assert not score.scored and "429" in score.rationale
+    assert asked == 2  # the first try and the client's one retry
+
+
 def test_an_endpoint_that_keeps_failing_leaves_the_pair_unscored_with_the_status(settings):
     def down(body):
         raise RuntimeError("judge host is down")  # the fake server answers 500 with this
