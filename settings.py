@@ -627,6 +627,14 @@ class Settings(BaseSettings):
     concurrency: int = Field(
         2, ge=1, le=64, description="Prompts the feedback graph works on at once."
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Processes that judge a graph run's prompts. Each takes CONCURRENCY/N of "
+        "the prompts in flight and 1/N of each served endpoint's limits; one process judges "
+        "a few prompts a second, whatever its concurrency (it runs under one interpreter lock).",
+    )
     review: ReviewSettings = Field(default_factory=ReviewSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     gate: GateSettings = Field(default_factory=GateSettings)

@@ -41,6 +41,10 @@ from helpfulness_agreement import machine  # bench/ is on the path when run as a
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 CACHE = Path(__file__).with_name(".cache") / "rm"
+FOLDS = Path(__file__).with_name("rm-folds")
+"""Finished cross-validation folds: their held-out figures and out-of-fold scores (keyed by a
+hash of conversation and response, no text). Kept in git: a SmolLM2 fold takes 15-25 minutes
+on 2 cores, so a 5-fold CV may span several sessions of work on a fresh checkout."""
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 FILES = ("pandalm_testset-v1.json", "hh_harmless-base_test.jsonl.gz")
 
@@ -246,11 +250,11 @@ def main() -> None:
             for k in range(5):
                 fit = [r for r in rows if fold[r["group"]] != k]
                 test = [r for r in rows if fold[r["group"]] == k]
-                # A finished fold is kept (a SmolLM2 fold takes 10-20 minutes on 2 cores): a
-                # stopped run picks up at the first fold without a result of the same settings.
+                # A finished fold is kept (FOLDS): a stopped run picks up at the first fold
+                # without a result of the same settings.
                 key = {"base": base, "file": path.name, "fold": k, "seed": args.seed,
                        "max_steps": args.max_steps, "max_length": max_length, "pairs": len(test)}  # fmt: skip
-                done = CACHE / "folds" / ("-".join(str(v) for v in key.values()) + ".json")
+                done = FOLDS / ("-".join(str(v) for v in key.values()) + ".json")
                 if done.exists() and json.loads(done.read_text())["key"] == key:
                     kept = json.loads(done.read_text())
                     held, seconds, tuning = kept["held"], kept["seconds"], kept["tuning"]

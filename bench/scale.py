@@ -117,6 +117,12 @@ def main() -> None:
     parser.add_argument("--latency-ms", default="0,200", help="Server latencies, comma-separated.")
     parser.add_argument("--concurrency", default="1,8,16,32,64", help="Concurrency settings.")
     parser.add_argument(
+        "--workers",
+        default="1",
+        help="Judging processes (graph run --workers), comma-separated; the concurrency is "
+        "shared among them. Not with --critics constant (its fakes live in this process).",
+    )
+    parser.add_argument(
         "--source", default="served", help="served, supplied (comma-separated: both)."
     )
     parser.add_argument(
@@ -147,11 +153,17 @@ def main() -> None:
         try:
             for critics in args.critics.split(","):
                 for source in args.source.split(","):
-                    for c in [int(x) for x in args.concurrency.split(",")]:
+                    for c, w in [
+                        (int(c), int(w))
+                        for w in args.workers.split(",")
+                        for c in args.concurrency.split(",")
+                        if critics != "constant" or w == "1"
+                    ]:
                         n = prompts_for(latency, c, source, args)
                         config = {
                             "prompts": n,
                             "concurrency": c,
+                            "workers": w,
                             "latency_ms": latency,
                             "source": source,
                             "critics": critics,
@@ -177,7 +189,8 @@ def main() -> None:
 
 def line(row: dict[str, Any]) -> str:
     return (
-        f"{row['latency_ms']:g} ms c={row['concurrency']} {row['source']} {row['critics']}: "
+        f"{row['latency_ms']:g} ms c={row['concurrency']} w={row['workers']} {row['source']} "
+        f"{row['critics']}: "
         f"{row['prompts']} prompts {row['prompts_per_s']:.1f}/s, cpu {row['cpu_ms_per_prompt']:.0f} "
         f"ms/prompt, in flight {row['servers']['policy']['peak_in_flight']}/"
         f"{row['servers']['judge']['peak_in_flight']}, outcomes {row['outcomes']}"
@@ -189,28 +202,30 @@ def ideal(row: dict[str, Any], instant: dict[tuple, float]) -> float | None:
     c: what the orchestrator would do if one round trip a prompt were all it waited for."""
     if not row["latency_ms"]:
         return None
-    cap = instant.get((row["source"], row["critics"], row["concurrency"]), math.inf)
+    cap = instant.get((row["source"], row["critics"], row["concurrency"], row["workers"]), math.inf)
     return min(row["concurrency"] / (row["latency_ms"] / 1000), cap)
 
 
 def render(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     instant = {
-        (r["source"], r["critics"], r["concurrency"]): r["prompts_per_s"]
+        (r["source"], r["critics"], r["concurrency"], r["workers"]): r["prompts_per_s"]
         for r in rows
         if not r["latency_ms"] and "error" not in r
     }
     header = (
-        "| latency | c | candidates | critics | prompts | wall s | prompts/s | steady/s | "
-        "ideal/s | % of ideal | CPU ms/prompt | peak in flight policy/judge | peak RSS MiB | "
-        "peak fds | SQLite ms/prompt store+ckpt | store opens/prompt | top stages s | outcomes |\n"
-        "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
+        "| latency | c | workers | candidates | critics | prompts | wall s | prompts/s | "
+        "steady/s | ideal/s | % of ideal | CPU ms/prompt | peak in flight policy/judge | "
+        "peak RSS MiB | peak fds | SQLite ms/prompt store+ckpt | store opens/prompt | "
+        "top stages s | outcomes |\n"
+        "|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "---|---|"
     )
     lines = [header]
     for r in rows:
         if "error" in r:
             lines.append(
-                f"| {r['latency_ms']:g} ms | {r['concurrency']} | {r['source']} | {r['critics']} | "
-                f"{r['prompts']} | failed: {r['error']} |"
+                f"| {r['latency_ms']:g} ms | {r['concurrency']} | {r['workers']} | {r['source']} | "
+                f"{r['critics']} | {r['prompts']} | failed: {r['error']} |"
             )
             continue
         best = ideal(r, instant)
@@ -218,15 +233,23 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         steady = r["steady_judging_prompts_per_s"]
         stages = ", ".join(f"{k} {v:.0f}" for k, v in list(r["stage_seconds"].items())[:3])
         opens = r["sqlite_calls"].get("store_open", 0) / r["prompts"]
+        sqlite = (  # the write timer patches this process only, not the workers
+            f"{r['sqlite_store_ms_per_prompt']:.0f}+{r['sqlite_checkpoint_ms_per_prompt']:.0f} | "
+            f"{opens:.1f}"
+            if r["workers"] == 1
+            else "- | -"
+        )
+        rss = f"{r['peak_rss_mib']:.0f}"
+        if r.get("peak_worker_rss_mib"):
+            rss += f" + {r['workers']}x{r['peak_worker_rss_mib']:.0f}"
         lines.append(
-            f"| {r['latency_ms']:g} ms | {r['concurrency']} | {r['source']} | {r['critics']} | "
+            f"| {r['latency_ms']:g} ms | {r['concurrency']} | {r['workers']} | {r['source']} | "
+            f"{r['critics']} | "
             f"{r['prompts']} | {r['wall_s']:.1f} | {r['prompts_per_s']:.1f} | "
             f"{f'{steady:.1f}' if steady else '-'} | {f'{best:.1f}' if best else '-'} | "
             f"{share} | {r['cpu_ms_per_prompt']:.0f} | "
             f"{r['servers']['policy']['peak_in_flight']}/{r['servers']['judge']['peak_in_flight']} | "
-            f"{r['peak_rss_mib']:.0f} | {r['peak_open_fds']} | "
-            f"{r['sqlite_store_ms_per_prompt']:.0f}+{r['sqlite_checkpoint_ms_per_prompt']:.0f} | "
-            f"{opens:.1f} | {stages} | "
+            f"{rss} | {r['peak_open_fds']} | {sqlite} | {stages} | "
             f"{', '.join(f'{k} {v}' for k, v in sorted(r['outcomes'].items()))} |"
         )
     import torch
@@ -248,8 +271,10 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"80% of prompts finishing judging. ideal = c / latency, bounded by the instant-server "
         f"rate at the same c (a served prompt waits for 2 round trips: its generation, then its "
         f"pair judged in both orders at once; a supplied one 1). Judge in-flight limit 2c. "
-        f"Peak fds: open file descriptors of the run's process. SQLite ms/prompt: seconds in "
-        f"the outermost store "
+        f"workers: judging processes (`graph run --workers`), which share c; their CPU is in "
+        f"CPU ms/prompt, peak RSS is the run's process + workers x the largest worker. "
+        f"Peak fds: open file descriptors of the run's process. SQLite ms/prompt (one process "
+        f"only): seconds in the outermost store "
         f"transactions of all threads + checkpoint writes, summed over threads (lock waits "
         f"included), per prompt.\n\n" + "\n".join(lines) + "\n"
     )
@@ -532,15 +557,32 @@ def child(config: dict[str, Any], out: Path) -> None:
         return state
 
     graph_run.advance = timed_advance
+    workers = config.get("workers", 1)
+    if workers > 1:  # the workers' advance is not this one: time their results as they come
+        from criticloop.graphs import _workers
+
+        in_workers = _workers.judge_in_workers
+
+        def timed_workers(*a, on_result, **kw):
+            def timed(*r):
+                done.append(time.perf_counter())
+                on_result(*r)
+
+            return in_workers(*a, on_result=timed, **kw)
+
+        _workers.judge_in_workers = timed_workers
+        embedder = None  # each worker loads its own: their start-up is in the wall
     options = RunOptions(
         sampling=Sampling(96, 0.8, 0.95, seed=0),
         candidates=2,
         concurrency=c,
         progress=False,
         human_budget=None,
+        workers=workers,
     )
     sampler = StackSampler() if config.get("sample") else contextlib.nullcontext()
     cpu0, began = time.process_time(), time.perf_counter()
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     with sampler, Watch() as watch:
         summary = run_feedback(
             settings,
@@ -549,6 +591,8 @@ def child(config: dict[str, Any], out: Path) -> None:
             load_embedder_fn=(lambda: embedder) if embedder else None,
         )
     wall, cpu = time.perf_counter() - began, time.process_time() - cpu0
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers, once joined
+    cpu += (children.ru_utime - children0.ru_utime) + (children.ru_stime - children0.ru_stime)
     n = summary["prompts"]
     steady = None
     if len(done) >= 20:  # the middle 80% of the judging phase, past start-up and tail
@@ -557,6 +601,8 @@ def child(config: dict[str, Any], out: Path) -> None:
         steady = (hi - lo) / max(done[hi] - done[lo], 1e-9)
     result = {
         **{k: config[k] for k in ("concurrency", "latency_ms", "source", "critics")},
+        "workers": workers,
+        "peak_worker_rss_mib": children.ru_maxrss / 1024 if workers > 1 else None,
         "prompts": n,
         "wall_s": round(wall, 2),
         "prompts_per_s": n / wall,

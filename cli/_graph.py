@@ -83,6 +83,11 @@ def graph() -> None:
 @sampling_options
 @click.option("--concurrency", type=click.IntRange(1, 64), help="Prompts in flight at once.")
 @click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    help="Processes that judge, sharing the concurrency (default: CRITICLOOP_WORKERS, 1).",
+)
+@click.option(
     "--human-budget", type=click.IntRange(min=0), help="Escalations this run may leave for people."
 )
 @click.option(
@@ -98,6 +103,7 @@ def graph_run(
     selection: Selection,
     choice: SamplingChoice,
     concurrency,
+    workers,
     human_budget,
     train_mode,
     as_json,
@@ -125,6 +131,7 @@ def graph_run(
             sampling=choice.sampling(settings),
             candidates=choice.k(settings),
             concurrency=concurrency or settings.concurrency,
+            workers=workers or settings.workers,
             prompt_ids=selection.prompt_ids,
             task_types=selection.task_types,
             limit=selection.limit,

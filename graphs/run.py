@@ -23,8 +23,8 @@ the pairs this run recorded (``pairs.run_id``).
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -47,12 +47,20 @@ from ..settings import Settings
 from ..store import SUPPLIED, Store
 from ._generate import generate_and_record, missing_requests
 from ._resources import _prompt_fault, _why, make_resources
+from ._threads import (  # noqa: F401 - graphs.run.thread_config etc., as before
+    RUN_KIND,
+    advance,
+    open_checkpointer,
+    thread_config,
+    trace_metadata,
+    waiting_for_review,
+)
+from ._workers import WorkerReport
 from .feedback import FeedbackResources, ThreadStores, build_feedback_graph
 from .routing import active_policy
 from .tracing import Tracer, post_feedback
 
 log = logging.getLogger(__name__)
-RUN_KIND = "graph"
 
 
 @dataclass(frozen=True)
@@ -65,56 +73,7 @@ class RunOptions:
     limit: int | None = None
     human_budget: int | None = None  # None: the profile's
     progress: bool = True
-
-
-def open_checkpointer(settings: Settings):
-    """The SQLite checkpointer that keeps graph threads across processes."""
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
-    settings.home.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(settings.checkpoints_path, check_same_thread=False, timeout=60)
-    saver = SqliteSaver(conn)
-    saver.setup()
-    return saver
-
-
-def thread_config(run_id: str, prompt_id: str) -> dict[str, Any]:
-    return {
-        "configurable": {"thread_id": f"{run_id}/{prompt_id}"},
-        "run_name": f"feedback {prompt_id}",
-        "tags": ["criticloop", RUN_KIND],
-        "metadata": {"run_id": run_id, "prompt_id": prompt_id},
-    }
-
-
-def advance(
-    graph: Any, tracer: Tracer, resources: FeedbackResources, run_id: str, prompt_id: str
-) -> str:
-    """Run (or continue) one prompt's thread as far as it goes, with ``resources`` as the
-    runs' context; return where it stands."""
-    config = thread_config(run_id, prompt_id)
-    start = {"run_id": run_id, "prompt_id": prompt_id, "revisions": 0}
-    snapshot = graph.get_state(config)
-    stores = resources.stores
-    thread = {"run_id": run_id, "prompt_id": prompt_id, "context": resources}  # every invoke's
-    if not snapshot.values:
-        tracer.invoke(graph, start, config, stores.get(), kind="start", **thread)
-    elif snapshot.next and not waiting_for_review(snapshot):
-        # A crash left it mid-way: continue from the checkpoint.
-        tracer.invoke(graph, None, config, stores.get(), kind="continue", **thread)
-    elif not waiting_for_review(snapshot) and not snapshot.values.get("outcome"):
-        # A kill can leave a thread whose last checkpoint has nowhere to go and no outcome.
-        # Run it again from the start: every node's records are keyed, so nothing doubles.
-        log.warning("thread %s/%s stopped without an outcome; running it again", run_id, prompt_id)
-        tracer.invoke(graph, start, config, stores.get(), kind="restart", **thread)
-    snapshot = graph.get_state(config)
-    if waiting_for_review(snapshot):
-        return "escalated"
-    return (snapshot.values.get("outcome") or {}).get("outcome", "unfinished")
-
-
-def waiting_for_review(snapshot: Any) -> bool:
-    return any(task.interrupts for task in snapshot.tasks)
+    workers: int = 1  # processes that judge (graphs/_workers.py); 1: this one
 
 
 def run_feedback(
@@ -128,6 +87,8 @@ def run_feedback(
     """Run the feedback graph over the prompts that need it; return the run's summary."""
     from langgraph.types import Command
 
+    if options.workers > 1 and any(x is not None for x in (critics, load_policy, load_embedder_fn)):
+        raise ValueError("workers build their own critics and models: pass none to run_feedback")
     began = time.perf_counter()
     profiles = Profiles.load(settings.profiles)
     with Store.open(settings.db_path, create=False) as store:
@@ -202,6 +163,7 @@ def run_feedback(
     tracer = Tracer(settings, trace_metadata(store.get_run(run_id), resources))
     states: dict[str, str] = {}
     failed: dict[str, str] = {}  # prompt -> why it was quarantined in this run
+    report = None  # the workers', when there are workers
     status = "failed"
     try:
         # The process died inside these prompts' graphs before (a kill, or one of them).
@@ -232,13 +194,34 @@ def run_feedback(
 
         for pid in (p for p in todo if p in suspects):  # alone: one of them may kill us
             judge(pid)
-        with ThreadPoolExecutor(
-            max_workers=options.concurrency, thread_name_prefix="feedback"
-        ) as pool:
-            for future in as_completed(
-                [pool.submit(judge, pid) for pid in todo if pid not in suspects]
-            ):
-                future.result()
+        rest = [pid for pid in todo if pid not in suspects]
+        if options.workers > 1 and len(rest) > 1:
+            from ._workers import judge_in_workers
+
+            def done(pid: str, state: str, why: str | None) -> None:
+                if why is None:
+                    states[pid] = state
+                else:
+                    failed[pid] = why
+                bar.update(1)
+
+            report = judge_in_workers(
+                settings,
+                run_id=run_id,
+                sampling=resources.sampling,
+                candidates=resources.candidates,
+                config_hash=resources.config_hash,
+                prompt_ids=rest,
+                workers=min(options.workers, len(rest)),
+                concurrency=options.concurrency,
+                on_result=done,
+            )
+        else:
+            with ThreadPoolExecutor(
+                max_workers=options.concurrency, thread_name_prefix="feedback"
+            ) as pool:
+                for future in as_completed([pool.submit(judge, pid) for pid in rest]):
+                    future.result()
         bar.close()
         budget = profiles.human_budget if options.human_budget is None else options.human_budget
         waiting = store.waiting_decisions(run_id)
@@ -261,7 +244,7 @@ def run_feedback(
                 post_feedback(settings, store)  # decisions an earlier review could not send
             except Exception:  # noqa: BLE001 - LangSmith is an observer, never the run
                 log.warning("could not send review feedback to LangSmith", exc_info=True)
-        summary = _summary(store, run_id, resources, began, states, tracer, graph, failed)
+        summary = _summary(store, run_id, resources, began, states, tracer, graph, failed, report)
         store.finish_run(run_id, status, summary)
         stores.close()
         checkpointer.conn.close()
@@ -286,19 +269,6 @@ def _revise_logs(
         log.warning("the revise step of feedback logs failed", exc_info=True)
         summary["log_revision"] = {"error": _why(exc)}
     return summary
-
-
-def trace_metadata(run: dict[str, Any], resources: FeedbackResources) -> dict[str, Any]:
-    """What every trace of a run carries: the run, the model and adapter, the versions."""
-    config = run["config"]
-    return {
-        "criticloop_run": run["id"],
-        "model": config.get("model"),
-        "adapter": config.get("adapter"),
-        "profile_version": resources.profiles.version,
-        "critic_versions": dict(config.get("critics") or {}),
-        "generation_config": config.get("config_hash"),
-    }
 
 
 def _pregenerate(
@@ -371,6 +341,7 @@ def _summary(
     tracer: Tracer,
     graph: Any,
     failed: dict[str, str],
+    workers: WorkerReport | None = None,
 ) -> dict[str, Any]:
     report = store.run_report(run_id)
     unjudged: dict[str, int] = {}  # why no critic could judge -> prompts (judged again next run)
@@ -396,15 +367,25 @@ def _summary(
         "endpoints": _endpoint_summary(),
         "database": str(store.path),
     }
-    if signals and signals.likelihood_missing:
-        summary["likelihood"] = (
-            f"coherence ran without the policy's likelihood ({signals.likelihood_missing})"
+    missing = signals.likelihood_missing if signals else None
+    if workers is not None:  # what the workers did, added to what this process did
+        times = resources.times.seconds + workers.stage_seconds
+        summary["stage_seconds"] = {k: round(v, 3) for k, v in times.most_common()}
+        summary["shared_signals"] = dict(
+            Counter(summary["shared_signals"]) + workers.shared_signals
         )
+        for url, counts in workers.endpoints.items():
+            mine = summary["endpoints"].setdefault(url, {"requests": 0, "peak_in_flight": 0})
+            mine["requests"] += counts["requests"]
+            mine["peak_in_flight"] = max(mine["peak_in_flight"], counts["peak_in_flight"])
+        missing = missing or workers.likelihood_missing
+    if missing:
+        summary["likelihood"] = f"coherence ran without the policy's likelihood ({missing})"
     if tracer.enabled:
         summary["langsmith"] = {
             "project": tracer.project,
             "url": tracer.host_url(),
-            "errors": tracer.errors,
+            "errors": tracer.errors + (workers.trace_errors if workers else 0),
         }
     return summary
 

@@ -67,3 +67,23 @@ def test_a_thread_per_invoke_reuses_the_connections_of_threads_that_ended(store,
     assert len(seen) == 80 and stores.open_connections <= 3
     stores.close()
     assert stores.open_connections == 0
+
+
+def test_each_judging_worker_gets_its_share_of_the_concurrency_and_endpoint_limits(settings):
+    from criticloop.graphs._workers import worker_settings
+
+    settings = settings.model_copy(
+        update={
+            "concurrency": 9,
+            "policy": settings.policy.model_copy(update={"max_in_flight": 16}),
+            "judge": settings.judge.model_copy(
+                update={"max_in_flight": 5, "requests_per_minute": 600.0}
+            ),
+        }
+    )
+    share = worker_settings(settings, 4)
+    assert share.concurrency == 3  # rounded up: 4 workers x 3 >= 9
+    assert share.policy.max_in_flight == 4 and share.policy.requests_per_minute is None
+    assert share.judge.max_in_flight == 1 and share.judge.requests_per_minute == 150.0
+    assert worker_settings(settings, 8).judge.max_in_flight == 1  # never none at all
+    assert settings.concurrency == 9  # the run's own settings are left as they were

@@ -553,3 +553,95 @@ def test_the_nodes_take_their_resources_from_the_run_and_checkpoint_none(
             assert name not in data
     with _db(model_home) as store:
         assert store.generations_for("sums")  # the nodes wrote through the bound resources
+
+
+# ---- judging in worker processes (graph run --workers) ---------------------------------------
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The spawned worker processes of ``pid`` (not multiprocessing's resource tracker)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"spawn_main" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _wait_for(check, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if got := check():
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_workers_judge_as_one_process_does_and_a_dead_one_stops_the_run(
+    model_home, models_cache, tmp_path, monkeypatch
+):
+    exe = Path(sys.executable).parent / "criticloop"
+    args = [str(exe), "graph", "run", *SMALL, "--workers", "2", "--json", "--train", "never"]
+
+    reference_home = tmp_path / "reference"  # the same cases judged in one process
+    reference_home.mkdir()
+    (reference_home / "models").symlink_to(models_cache, target_is_directory=True)
+    monkeypatch.setenv("CRITICLOOP_HOME", str(reference_home))
+    _setup(tmp_path)
+    run_cli("graph", "run", *SMALL, "--json", "--train", "never", check=True)
+    expected = _counts(reference_home)
+
+    monkeypatch.setenv("CRITICLOOP_HOME", str(model_home))
+    _setup(tmp_path)
+    # 1. The run's process dies while its workers start: they take no prompt and exit.
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    workers = _wait_for(lambda: len(_workers_of(proc.pid)) == 2 and _workers_of(proc.pid), 120,
+                        "two workers")  # fmt: skip
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    _wait_for(lambda: not any(_running(w) for w in workers), 120, "the orphaned workers to exit")
+    assert _counts(model_home)["decisions"] == []
+
+    # 2. A worker dies mid-run: the run stops with one line and is recorded as failed.
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def judging() -> bool:
+        with _db(model_home) as store:
+            return store.db["decisions"].count >= 1
+
+    _wait_for(judging, 300, "a decision")
+    victim = _workers_of(proc.pid)[0]
+    subprocess.run(["kill", "-9", str(victim)], check=True)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    lines = [x for x in err.splitlines() if x.startswith("criticloop: error:")]
+    assert lines and "died (exit -9)" in lines[0] and "continues the run" in lines[0], err
+    assert _counts(model_home)["runs"] == [("graph", "failed")]
+
+    # 3. The next run continues it to the end: what one process records, nothing twice.
+    rerun = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "continuing unfinished run" in rerun.stderr
+    summary = json.loads(rerun.stdout)
+    assert summary["prompts"] == 6 and sum(summary["outcomes"].values()) == 6
+    assert summary["shared_signals"]["embedding_passes"] >= 1  # the workers' counts came back
+    assert summary["stage_seconds"]["compliance"] > 0
+    got = _counts(model_home)
+    assert got["runs"] == [("graph", "done")]
+    total, distinct = got["critiques"]
+    assert total == distinct
+    assert got["decisions"] == expected["decisions"]
+    assert got["pairs"] == expected["pairs"]
+    assert got["critiques"] == expected["critiques"]
