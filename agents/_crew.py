@@ -41,6 +41,7 @@ verdicts are malformed and escalate.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import threading
@@ -449,6 +450,8 @@ class CrewCritic:
                 respect_context_window=False,
             )
             schema = self.llm.settings.structured_output == "schema"
+            if schema:
+                _parsed_types()
             task = Task(
                 description=description,
                 expected_output="Only the JSON verdict object.",
@@ -499,6 +502,24 @@ class CrewCritic:
                     error += " (the server rejects structured output: CRITICLOOP_JUDGE__STRUCTURED_OUTPUT=prompt)"
                 return None, usage, error
             return (out.pydantic if out.pydantic is not None else out.raw), usage, None
+
+
+@functools.cache
+def _parsed_types() -> tuple[type, ...]:
+    """The OpenAI SDK's parsed-response classes for the verdicts, built once and kept.
+
+    The SDK parses a structured reply into ``ParsedChatCompletion[PairVerdict]`` (and its
+    choice and message). Pydantic caches such generic classes only while something holds
+    them, so each judge call built all three again, schemas included: about 15 ms of CPU a
+    call, a third of the judge's CPU (40-60 pairs, both orders, against bench/_loopback.py's
+    judge: 92-99 -> 64-68 ms of CPU a pair). Holding them keeps pydantic's cache warm."""
+    from openai.types.chat import ParsedChatCompletion, ParsedChatCompletionMessage, ParsedChoice
+
+    return tuple(
+        generic[verdict]
+        for verdict in (PairVerdict, SingleVerdict)
+        for generic in (ParsedChatCompletion, ParsedChoice, ParsedChatCompletionMessage)
+    )
 
 
 def context_of(case: Case) -> str:

@@ -567,3 +567,25 @@ def test_bundled_smollm2_judges_through_the_crewai_adapter(bundled_policy, setti
     for score in judgement.scores:  # a 135M model rarely writes a valid verdict: unscored is fine
         assert score.score is None or 0 <= score.score <= 1
         assert score.critic_version.endswith("@bundled-smollm2")
+
+
+def test_the_sdks_parsed_verdict_classes_are_built_once_and_kept(settings):
+    """Pydantic keeps a generic class such as ParsedChatCompletion[PairVerdict] only while
+    something holds it; the OpenAI SDK rebuilt the three classes (schemas and all) on every
+    judge call, about a third of the judge's CPU. The critic holds them from its first call."""
+    import gc
+    import weakref
+
+    from criticloop.agents._crew import PairVerdict
+    from openai.types.chat import ParsedChatCompletion
+
+    with FakeOpenAIServer(fake_judge(gullible_score)) as server:
+        update = {"base_url": server.base_url, "model": "served-7b"}
+        judge = JudgeLLM(settings.judge.model_copy(update=update))
+        critic = CrewCritic("helpfulness", build_critic("helpfulness"), judge)
+        judgement = critic.compare(_case(GOOD), _case(SHORT), "x", "y")
+        assert all(c.ok for c in judgement.calls)
+        assert all("response_format" in r["body"] for r in server.requests)
+    built = weakref.ref(ParsedChatCompletion[PairVerdict])
+    gc.collect()
+    assert built() is ParsedChatCompletion[PairVerdict]  # the same class, not built again
