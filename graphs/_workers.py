@@ -13,9 +13,10 @@ The limits of a served endpoint are per process, so each worker gets 1/N of them
 down, at least one request in flight): N workers never send more than ``MAX_IN_FLIGHT``
 requests at once (N, where that is more), nor more than ``REQUESTS_PER_MINUTE`` a minute.
 
-A worker that dies stops the run as the death of the run's process would: the run is
-recorded as failed and the next ``graph run`` continues it from the checkpoints. A worker
-whose parent died stops taking prompts.
+A worker that dies, or fails outside any one prompt, stops the run: the others take no more
+prompts and finish the ones they hold, the run is recorded as failed, and the next
+``graph run`` continues it from the checkpoints. When the run's process dies its workers exit
+at once, as its own threads would: a kill leaves the same state with workers as without.
 """
 
 from __future__ import annotations
@@ -23,16 +24,17 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
+import multiprocessing.connection
 import os
 import queue
 import threading
-import traceback
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..agents import Sampling, endpoint_limits
+from ..agents import endpoint_limits
 from ..errors import CriticloopError
 from ..settings import Settings
 
@@ -90,41 +92,32 @@ def judge_in_workers(
     settings: Settings,
     *,
     run_id: str,
-    sampling: Sampling,
-    candidates: int,
-    config_hash: str,
+    state: dict[str, Any],
     prompt_ids: Sequence[str],
     workers: int,
     concurrency: int,
     on_result: Callable[[str, str, str | None], None],
 ) -> WorkerReport:
-    """Judge ``prompt_ids`` in ``workers`` spawned processes of ``concurrency / workers``
-    threads each; call ``on_result(prompt_id, state, why_failed)`` as each one is done.
-    Raises WorkerDied when a worker exits before its share is done."""
+    """Judge ``prompt_ids`` in ``workers`` spawned processes sharing ``concurrency`` threads;
+    call ``on_result(prompt_id, state, why_failed)`` as each one is done. ``state`` is what the
+    run fixed when it began (see :func:`run_state`), so every worker judges with the same
+    versions. Raises WorkerDied when a worker exits or fails before its share is done."""
+    workers = max(1, min(workers, concurrency))
     context = multiprocessing.get_context("spawn")  # never fork a process holding threads
     tasks: Any = context.Queue()
     results: Any = context.Queue()
+    stop = context.Event()  # set: take no more prompts, finish the ones held
+    threads = [concurrency // workers + (i < concurrency % workers) for i in range(workers)]
     for pid in prompt_ids:
         tasks.put(pid)
-    threads = math.ceil(concurrency / workers)
-    for _ in range(workers * threads):
+    for _ in range(concurrency):
         tasks.put(None)  # one stop for each thread
     mine = worker_settings(settings.model_copy(update={"concurrency": concurrency}), workers)
+    level = logging.getLogger("criticloop").getEffectiveLevel()
     procs = [
         context.Process(
             target=_worker,
-            args=(
-                mine,
-                run_id,
-                sampling,
-                candidates,
-                config_hash,
-                threads,
-                tasks,
-                results,
-                os.getpid(),
-                logging.getLogger("criticloop").getEffectiveLevel(),
-            ),
+            args=(i, mine, run_id, state, threads[i], tasks, results, stop, level),
             name=f"criticloop-judge-{i}",
             daemon=True,
         )
@@ -132,50 +125,81 @@ def judge_in_workers(
     ]
     for proc in procs:
         proc.start()
-    report, done = WorkerReport(), 0
+    report, done = WorkerReport(), set()
     try:
-        while done < workers:
-            gone = [p for p in procs if p.exitcode]  # checked between results too: the
-            if gone:  # others may go on answering while one is dead
+        while len(done) < workers:
+            # A worker that said it was done may still exit badly (a library's thread at
+            # exit): only one that had not is a death. Checked between results too: the others
+            # may go on answering while one is dead.
+            dead = [p for i, p in enumerate(procs) if p.exitcode and i not in done]
+            if dead:
                 raise WorkerDied(
-                    f"judging worker {gone[0].name} died (exit {gone[0].exitcode}); "
+                    f"judging worker {dead[0].name} died (exit {dead[0].exitcode}); "
                     "the next `criticloop graph run` continues the run"
                 )
             try:
-                kind, *rest = results.get(timeout=_POLL_S)
+                kind, worker, *rest = results.get(timeout=_POLL_S)
             except queue.Empty:
                 continue
             if kind == "result":
                 on_result(*rest)
             elif kind == "done":
                 report.add(rest[0])
-                done += 1
+                done.add(worker)
             else:  # "fatal": a failure that is not one prompt's
-                raise WorkerDied(f"a judging worker failed: {rest[0]}")
+                raise WorkerDied(f"judging worker {procs[worker].name} failed: {rest[0]}")
     finally:
-        for proc in procs:
-            proc.join(timeout=10 if done == workers else 0)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(timeout=5)
+        stop.set()
+        _drain_and_join(procs, results, on_result, grace_s=0 if len(done) == workers else 120)
         tasks.cancel_join_thread()
     return report
 
 
+def _drain_and_join(procs: list, results: Any, on_result: Callable, grace_s: float) -> None:
+    """Wait up to ``grace_s`` for the workers to finish the prompts they hold (their results
+    still count), then stop any left. A prompt cut off here is one the next run continues."""
+    deadline = time.monotonic() + grace_s
+    while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
+        try:
+            kind, _, *rest = results.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        if kind == "result":
+            on_result(*rest)
+    for proc in procs:
+        proc.join(timeout=10 if grace_s == 0 else 0)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(timeout=5)
+
+
+def run_state(resources: Any) -> dict[str, Any]:
+    """What a run fixed when it began and its workers must judge with, not re-read: the
+    profiles, the generation config (the adapter's version is in it) and the escalation
+    policy of the active reward model."""
+    return {
+        "profiles": resources.profiles,
+        "sampling": resources.sampling,
+        "candidates": resources.candidates,
+        "config_hash": resources.config_hash,
+        "calibrated": resources.calibrated,
+    }
+
+
 def _worker(
+    index: int,
     settings: Settings,
     run_id: str,
-    sampling: Sampling,
-    candidates: int,
-    config_hash: str,
+    state: dict[str, Any],
     threads: int,
     tasks: Any,
     results: Any,
-    parent: int,
+    stop: Any,
     log_level: int,
 ) -> None:
     """One judging worker: the run's graph with critics of its own, ``threads`` prompts at a
-    time, until the queue says stop or the parent is gone."""
+    time, until the queue says stop, the run says stop, or the run's process is gone."""
+    _exit_with_parent()
     logger = logging.getLogger("criticloop")  # as the CLI logs: one line a message
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("criticloop: %(message)s"))
@@ -183,88 +207,110 @@ def _worker(
     logger.setLevel(log_level)
     logger.propagate = False
     try:
-        _work(settings, run_id, sampling, candidates, config_hash, threads, tasks, results, parent)
-    except BaseException:  # noqa: BLE001 - told to the parent, which stops the run and says why
+        report = _work(settings, run_id, state, threads, tasks, results, stop, index)
+    except BaseException as exc:  # noqa: BLE001 - told to the parent, which stops the run
         log.debug("judging worker failed", exc_info=True)
-        results.put(("fatal", traceback.format_exc().strip().splitlines()[-1]))
+        first = str(exc).splitlines()[0][:300] if str(exc) else ""
+        results.put(("fatal", index, f"{type(exc).__name__}: {first}".rstrip(": ")))
+        return
+    results.put(("done", index, report))
+
+
+def _exit_with_parent() -> None:
+    """Exit the moment the run's process does (its threads would have died with it): a worker
+    left running would go on writing threads that the next run is continuing."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(70)  # no cleanup: as a kill would; SQLite keeps what was committed
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _work(
     settings: Settings,
     run_id: str,
-    sampling: Sampling,
-    candidates: int,
-    config_hash: str,
+    state: dict[str, Any],
     threads: int,
     tasks: Any,
     results: Any,
-    parent: int,
-) -> None:
-    from ..reward import Profiles
+    stop: Any,
+    index: int,
+) -> dict[str, Any]:
     from ._resources import _prompt_fault, _why, make_resources
     from ._threads import advance, open_checkpointer, trace_metadata
     from .feedback import ThreadStores, build_feedback_graph
-    from .routing import active_policy
     from .tracing import Tracer
 
     stores = ThreadStores(settings.db_path)
     resources = make_resources(
-        settings, stores, Profiles.load(settings.profiles), sampling, candidates
+        settings, stores, state["profiles"], state["sampling"], state["candidates"]
     )
-    resources.config_hash = config_hash
+    if resources.config_hash != state["config_hash"]:  # e.g. an adapter promoted meanwhile
+        raise WorkerDied(
+            "the policy or its adapter changed since the run began (generation config "
+            f"{state['config_hash']} -> {resources.config_hash})"
+        )
     if resources.load_teacher is not None:
         resources._teacher = resources.load_teacher()
+    resources.calibrated = state["calibrated"]
     store = stores.get()
-    resources.calibrated = active_policy(store)
     checkpointer = open_checkpointer(settings)
     graph = build_feedback_graph(resources, checkpointer)
     tracer = Tracer(settings, trace_metadata(store.get_run(run_id), resources))
-    fatal: list[BaseException] = []
+    failed: list[BaseException] = []
 
     def loop() -> None:
-        while not fatal and os.getppid() == parent:
-            try:
-                pid = tasks.get(timeout=_POLL_S)
-            except queue.Empty:
-                continue
-            if pid is None:
-                return
-            try:
-                results.put(("result", pid, advance(graph, tracer, resources, run_id, pid), None))
-            except Exception as exc:  # noqa: BLE001 - one prompt's failure quarantines it
-                if not _prompt_fault(exc):
-                    fatal.append(exc)
+        try:
+            while not failed and not stop.is_set():
+                try:
+                    pid = tasks.get(timeout=_POLL_S)
+                except queue.Empty:
+                    continue
+                if pid is None:
                     return
-                why = f"judging failed: {_why(exc)}"
-                log.warning("prompt %s failed and is set aside: %s", pid, _why(exc))
-                stores.get().record_prompt_failure(pid, "judge", why, run_id)
-                results.put(("result", pid, "failed", why))
+                try:
+                    where = advance(graph, tracer, resources, run_id, pid)
+                except Exception as exc:  # noqa: BLE001 - one prompt's failure quarantines it
+                    if not _prompt_fault(exc):
+                        raise
+                    why = f"judging failed: {_why(exc)}"
+                    log.warning("prompt %s failed and is set aside: %s", pid, _why(exc))
+                    stores.get().record_prompt_failure(pid, "judge", why, run_id)
+                    results.put(("result", index, pid, "failed", why))
+                else:
+                    results.put(("result", index, pid, where, None))
+        except BaseException as exc:  # noqa: BLE001 - the run's failure: the worker reports it
+            failed.append(exc)
 
+    pool = [threading.Thread(target=loop, name=f"feedback-{i}") for i in range(threads)]
     try:
-        pool = [threading.Thread(target=loop, name=f"feedback-{i}") for i in range(threads)]
         for thread in pool:
             thread.start()
         for thread in pool:
             thread.join()
-        if fatal:
-            raise fatal[0]
+    except BaseException:  # Ctrl-C: the threads take no more prompts, finish theirs
+        stop.set()
+        for thread in pool:
+            thread.join()
+        raise
     finally:
         tracer.flush()
         stores.close()
         checkpointer.conn.close()
+    if failed:
+        raise failed[0]
     signals = resources._signals
-    results.put(
-        (
-            "done",
-            {
-                "stage_seconds": dict(resources.times.seconds),
-                "shared_signals": dict(signals.stats) if signals else {},
-                "likelihood_missing": signals.likelihood_missing if signals else None,
-                "endpoints": {
-                    url: {"requests": lim.requests, "peak_in_flight": lim.peak_in_flight}
-                    for url, lim in endpoint_limits().items()
-                },
-                "trace_errors": tracer.errors,
-            },
-        )
-    )
+    return {
+        "stage_seconds": dict(resources.times.seconds),
+        "shared_signals": dict(signals.stats) if signals else {},
+        "likelihood_missing": signals.likelihood_missing if signals else None,
+        "endpoints": {
+            url: {"requests": lim.requests, "peak_in_flight": lim.peak_in_flight}
+            for url, lim in endpoint_limits().items()
+        },
+        "trace_errors": tracer.errors,
+    }

@@ -196,7 +196,7 @@ def run_feedback(
             judge(pid)
         rest = [pid for pid in todo if pid not in suspects]
         if options.workers > 1 and len(rest) > 1:
-            from ._workers import judge_in_workers
+            from ._workers import judge_in_workers, run_state
 
             def done(pid: str, state: str, why: str | None) -> None:
                 if why is None:
@@ -208,9 +208,7 @@ def run_feedback(
             report = judge_in_workers(
                 settings,
                 run_id=run_id,
-                sampling=resources.sampling,
-                candidates=resources.candidates,
-                config_hash=resources.config_hash,
+                state=run_state(resources),
                 prompt_ids=rest,
                 workers=min(options.workers, len(rest)),
                 concurrency=options.concurrency,
