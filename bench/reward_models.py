@@ -254,7 +254,8 @@ def main() -> None:
                 # without a result of the same settings.
                 key = {"base": base, "file": path.name, "fold": k, "seed": args.seed,
                        "max_steps": args.max_steps, "max_length": max_length, "pairs": len(test)}  # fmt: skip
-                done = FOLDS / ("-".join(str(v) for v in key.values()) + ".json")
+                digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+                done = FOLDS / f"{base}-fold{k}-{digest[:12]}.json"  # the key is inside
                 if done.exists() and json.loads(done.read_text())["key"] == key:
                     kept = json.loads(done.read_text())
                     held, seconds, tuning = kept["held"], kept["seconds"], kept["tuning"]
