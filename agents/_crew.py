@@ -29,8 +29,10 @@ Judging discipline:
   and a policy cannot learn to buy a verdict.
 - **Quiet.** CrewAI telemetry and tracing are off, memory is off, nothing reaches stdout, and
   it keeps no task database (:class:`._crew_llm.JudgeCrew`; the critic records every call).
-- **Cheap per call.** An LLM object is reused by one call at a time (:meth:`JudgeLLM.borrow`)
-  instead of built per call: about 100 ms of CPU a call instead of about 240.
+- **Cheap per call.** Each critic's Agent and Task give the prompt, which CrewAI builds once
+  (:meth:`CrewCritic._messages`); every call sends it through the critic's CrewAI LLM, without
+  a kickoff per call. An LLM object is reused by one call at a time (:meth:`JudgeLLM.borrow`).
+  About 7 ms of CPU a call against a loopback judge (a kickoff per call: about 42).
 
 LLMs: any CrewAI model string (native OpenAI, Anthropic, Gemini, Azure, Bedrock, Ollama; others
 through the ``litellm`` extra), any OpenAI-compatible base URL, or ``bundled``: SmolLM2 through
@@ -261,6 +263,8 @@ class CrewCritic:
         self.rubric = rubric or Rubric.load(name)
         self.version = f"crew-{VERSION}+{self.rubric.digest}@{llm.name}"
         self._local_calls = threading.local()
+        self._frames: dict[str | None, tuple[list[dict[str, Any]], Any]] = {}
+        self._frame_lock = threading.Lock()
 
     def applies(self, case: Case) -> bool:
         return self.local.applies(case)
@@ -408,7 +412,7 @@ class CrewCritic:
         began = time.perf_counter()
         for _ in range(1 + self.llm.settings.retries):
             call.attempts += 1
-            raw, usage, error = self._kickoff(description, model, order)
+            raw, usage, error = self._call(description, model, order)
             call.prompt_tokens += usage[0]
             call.completion_tokens += usage[1]
             if error is not None:  # the client has retried what a retry can mend
@@ -423,49 +427,25 @@ class CrewCritic:
         call.cost_usd = self.llm.cost(call.prompt_tokens, call.completion_tokens)
         return (verdict if call.ok else None), call
 
-    def _kickoff(
+    def _call(
         self, description: str, model: type[BaseModel], order: str | None = None
     ) -> tuple[Any, tuple[int, int], str | None]:
-        """One CrewAI run of this critic's task, within its endpoint's limit and traced as an
-        ``llm`` run: (verdict or raw text, tokens, error)."""
+        """One call of this critic's task: its agent's prompt (:meth:`_messages`) to its LLM,
+        within its endpoint's limit and traced as an ``llm`` run: (verdict or raw text, tokens,
+        error)."""
         quiet_crewai()
-        from crewai import Agent, Task
         from crewai_core.printer import set_suppress_console_output
         from langsmith import trace
 
-        from ._crew_llm import JudgeCrew, LocalConverter, client_retries_only
+        from ._crew_llm import client_retries_only
 
         set_suppress_console_output(True)  # a context variable: set in the calling thread
+        schema = self.llm.settings.structured_output == "schema"
+        if schema:
+            _parsed_types()
         with self.llm.borrow() as llm:
+            messages, response_model = self._messages(description, model if schema else None)
             before = _usage(llm)
-            agent = Agent(
-                role=self.rubric.role,
-                goal=self.rubric.goal,
-                backstory=self.rubric.backstory,
-                llm=llm,
-                verbose=False,
-                allow_delegation=False,
-                max_iter=1,
-                max_retry_limit=0,
-                respect_context_window=False,
-            )
-            schema = self.llm.settings.structured_output == "schema"
-            if schema:
-                _parsed_types()
-            task = Task(
-                description=description,
-                expected_output="Only the JSON verdict object.",
-                agent=agent,
-                # 'prompt': no response_format on the wire; the raw reply is parsed by _ask
-                output_pydantic=model if schema else None,
-                converter_cls=LocalConverter if schema else None,
-            )
-            crew = JudgeCrew(agents=[agent], tasks=[task], verbose=False, memory=False)
-            # The task as the judge gets it; CrewAI adds its own framing around these two.
-            messages = [
-                {"role": "system", "content": f"{agent.role}\n{agent.goal}\n{agent.backstory}"},
-                {"role": "user", "content": description},
-            ]
             metadata = {
                 "ls_provider": "local" if self.llm.settings.model == BUNDLED else llm.provider,
                 "ls_model_name": self.llm.name,
@@ -475,23 +455,25 @@ class CrewCritic:
                 "critic": self.name,
                 "order": order,
             }
+            trace_messages = [{"role": m["role"], "content": m["content"]} for m in messages]
             try:
                 with (
                     self.llm.limit(llm),
                     trace(
                         f"judge {self.llm.name}",
                         "llm",
-                        inputs={"messages": messages},
+                        inputs={"messages": trace_messages},
                         metadata=metadata,
                     ) as run,
                 ):
                     with client_retries_only():
-                        out = crew.kickoff()
+                        # 'prompt' mode: no response_format on the wire; _ask parses the text
+                        out = llm.call(messages, response_model=response_model)
                     usage = _spent(llm, before)
-                    reply = {"role": "assistant", "content": str(out.raw)}
+                    raw = out.model_dump_json() if isinstance(out, BaseModel) else str(out)
                     run.end(
                         outputs={
-                            "choices": [{"message": reply}],
+                            "choices": [{"message": {"role": "assistant", "content": raw}}],
                             "usage_metadata": self.llm.usage(*usage),
                         }
                     )
@@ -501,7 +483,74 @@ class CrewCritic:
                 if schema and "response_format" in str(exc):
                     error += " (the server rejects structured output: CRITICLOOP_JUDGE__STRUCTURED_OUTPUT=prompt)"
                 return None, usage, error
-            return (out.pydantic if out.pydantic is not None else out.raw), usage, None
+            return out, usage, None
+
+    def _messages(
+        self, description: str, model: type[BaseModel] | None
+    ) -> tuple[list[dict[str, Any]], Any]:
+        """The messages, and the response model, that CrewAI's agent executor sends for this
+        critic's Agent (role, goal, backstory) and a Task of ``description`` with
+        ``output_pydantic=model``.
+
+        A judgement is one structured reply, without tools, memory or delegation; CrewAI's
+        kickoff around that single LLM call (a Crew, a Flow-based executor, an event loop and a
+        state class per run) cost about 42 ms of CPU a call, the call itself about 7. So each
+        critic runs one kickoff per verdict model with a placeholder task against an LLM that
+        stops at the request (:class:`._crew_llm.PromptCapture`), keeps the prompt CrewAI
+        built, and from then on sends it, the task put in, through its CrewAI LLM's ``call``:
+        the same request, as ``tests/test_crew.py`` checks against a full kickoff."""
+        key = model.__name__ if model is not None else None
+        with self._frame_lock:
+            frame = self._frames.get(key)
+            if frame is None:
+                frame = self._frames[key] = self._capture(model)
+        captured, response_model = frame
+        messages = []
+        for message in captured:
+            message = dict(message)
+            content = message.get("content")
+            if isinstance(content, str) and _PLACEHOLDER in content:
+                message["content"] = content.replace(_PLACEHOLDER, description)
+            messages.append(message)
+        return messages, response_model
+
+    def _capture(self, model: type[BaseModel] | None) -> tuple[list[dict[str, Any]], Any]:
+        quiet_crewai()
+        from crewai import Agent, Task
+
+        from ._crew_llm import Captured, JudgeCrew, PromptCapture
+
+        agent = Agent(
+            role=self.rubric.role,
+            goal=self.rubric.goal,
+            backstory=self.rubric.backstory,
+            llm=PromptCapture(model="prompt-capture"),
+            verbose=False,
+            allow_delegation=False,
+            max_iter=1,
+            max_retry_limit=0,
+            respect_context_window=False,
+        )
+        task = Task(
+            description=_PLACEHOLDER,
+            expected_output="Only the JSON verdict object.",
+            agent=agent,
+            output_pydantic=model,
+        )
+        crew = JudgeCrew(agents=[agent], tasks=[task], verbose=False, memory=False)
+        try:
+            crew.kickoff()
+        except Captured as captured:
+            texts = [str(m.get("content")) for m in captured.messages]
+            if sum(text.count(_PLACEHOLDER) for text in texts) != 1:
+                raise RuntimeError(
+                    "CrewAI's judge prompt does not hold the task exactly once"
+                ) from None
+            return captured.messages, captured.response_model
+        raise RuntimeError("CrewAI's kickoff made no LLM call")  # pragma: no cover
+
+
+_PLACEHOLDER = "@@criticloop-task-description@@"
 
 
 @functools.cache

@@ -2,14 +2,14 @@
 
 - :class:`BundledLLM`: a CrewAI ``BaseLLM`` over the bundled SmolLM2 policy (greedy decoding
   under its chat template), so the crew runs offline. It reports its token counts to CrewAI.
-- :class:`LocalConverter`: parses a verdict locally. CrewAI's own converter asks the LLM again
-  (up to three more calls) and can raise; the critic owns retries and their bound instead.
+- :class:`PromptCapture`: a CrewAI ``BaseLLM`` that keeps the messages CrewAI's agent executor
+  would send and stops there (:class:`Captured`), so a critic learns its agent's exact prompt
+  from one kickoff and then calls its LLM directly.
 - :func:`client_retries_only`: CrewAI wraps every LLM call in its own rate-limit loop (3
   tries); inside this context the OpenAI client's retries (``judge.max_retries``, honouring
   ``Retry-After``) are the only ones, so a throttled endpoint is asked 1 + max_retries times.
-- :class:`JudgeCrew`: a ``Crew`` without CrewAI's task-output database. Every kickoff empties
-  and rewrites that one shared table (it serves ``crewai replay`` of the latest kickoff), which
-  cost about 26 ms a judge call; the critic records each call itself.
+- :class:`JudgeCrew`: a ``Crew`` without CrewAI's task-output database (every kickoff empties and
+  rewrites that one shared table, for ``crewai replay``); the critic records each call itself.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import contextlib
 from typing import Any
 
 from crewai import BaseLLM, Crew
-from crewai.utilities.converter import Converter, ConverterError
 from pydantic import PrivateAttr
 
 from ._policy import Sampling
@@ -73,19 +72,33 @@ class BundledLLM(BaseLLM):
         return 0  # counted exactly when the call runs
 
 
-class LocalConverter(Converter):
-    """No extra LLM calls: valid JSON of the model's shape, or ConverterError (CrewAI then hands
-    back the raw text and the critic decides whether to ask again)."""
+class Captured(Exception):  # noqa: N818 - a result carried by an exception, not an error
+    """The messages of the first LLM call of a kickoff (raised by :class:`PromptCapture`)."""
 
-    def to_pydantic(self, current_attempt: int = 1) -> Any:
-        from ._text import parse_verdict
+    def __init__(self, messages: list[dict[str, Any]], response_model: Any):
+        super().__init__("prompt captured")
+        self.messages, self.response_model = messages, response_model
 
-        verdict = parse_verdict(self.text, self.model)
-        return verdict if verdict is not None else ConverterError(f"malformed: {self.text[:120]!r}")
 
-    def to_json(self, current_attempt: int = 1) -> Any:
-        verdict = self.to_pydantic(current_attempt)
-        return verdict if isinstance(verdict, ConverterError) else verdict.model_dump()
+class PromptCapture(BaseLLM):
+    """Answers no call: raises :class:`Captured` with what CrewAI asked, before any request."""
+
+    def call(
+        self,
+        messages: str | list[dict[str, Any]],
+        tools: list[dict] | None = None,
+        callbacks: list[Any] | None = None,
+        available_functions: dict[str, Any] | None = None,
+        from_task: Any = None,
+        from_agent: Any = None,
+        response_model: Any = None,
+    ) -> str | Any:
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        raise Captured([dict(m) for m in messages], response_model)
+
+    def supports_function_calling(self) -> bool:
+        return False
 
 
 class _NoTaskLog:

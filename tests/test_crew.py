@@ -589,3 +589,56 @@ def test_the_sdks_parsed_verdict_classes_are_built_once_and_kept(settings):
     built = weakref.ref(ParsedChatCompletion[PairVerdict])
     gc.collect()
     assert built() is ParsedChatCompletion[PairVerdict]  # the same class, not built again
+
+
+@pytest.mark.parametrize("mode", ["schema", "prompt"])
+def test_a_judge_call_sends_what_a_full_crewai_kickoff_of_its_agent_sends(settings, mode):
+    """The critic asks CrewAI for its agent's prompt once and then calls its LLM directly
+    (a kickoff per call cost about 6x the CPU). The request must be the kickoff's own: the
+    same messages, response format and sampling, byte for byte, for pairs and single answers."""
+    from crewai import Agent, Task
+    from criticloop.agents._crew import _parsed_types
+    from criticloop.agents._crew_llm import JudgeCrew, client_retries_only
+
+    with FakeOpenAIServer(fake_judge(gullible_score)) as server:
+        update = {"base_url": server.base_url, "model": "served-7b", "structured_output": mode}
+        judge = JudgeLLM(settings.judge.model_copy(update=update))
+        critic = CrewCritic("helpfulness", build_critic("helpfulness"), judge)
+        asked, call = [], critic._call
+
+        def recording(description, model, order=None):
+            asked.append((description, model))
+            return call(description, model, order)
+
+        critic._call = recording
+        judgement = critic.compare(_case(GOOD), _case(SHORT), "x", "y")
+        single = critic(_case(GOOD))
+        assert all(c.ok for c in judgement.calls) and single.scored
+        direct = [r["body"] for r in server.requests]
+        assert len(direct) == len(asked) == 3  # two orders, one single answer
+        server.requests.clear()
+        _parsed_types()
+        for description, verdict in asked:
+            with judge.borrow() as llm, client_retries_only():
+                agent = Agent(
+                    role=critic.rubric.role,
+                    goal=critic.rubric.goal,
+                    backstory=critic.rubric.backstory,
+                    llm=llm,
+                    verbose=False,
+                    allow_delegation=False,
+                    max_iter=1,
+                    max_retry_limit=0,
+                    respect_context_window=False,
+                )
+                task = Task(
+                    description=description,
+                    expected_output="Only the JSON verdict object.",
+                    agent=agent,
+                    output_pydantic=verdict if mode == "schema" else None,
+                )
+                JudgeCrew(agents=[agent], tasks=[task], verbose=False, memory=False).kickoff()
+        kicked = [r["body"] for r in server.requests]
+    key = lambda body: body["messages"][-1]["content"]  # noqa: E731 - the orders ran at once
+    assert sorted(kicked, key=key) == sorted(direct, key=key)
+    assert ("response_format" in direct[0]) == (mode == "schema")
