@@ -54,4 +54,5 @@ class FeedbackState(TypedDict, total=False):
     decision: dict[str, Any]  # the latest Decision.as_dict()
     revisions: int  # critique-and-revise rounds done
     pending_revision: list[str] | None  # [revised id, original id] until it is judged
+    critics_due: list[str]  # the critics with candidates to judge, from prepare
     outcome: dict[str, Any]  # the final word: outcome, reason, pair id

@@ -60,3 +60,35 @@ def process_started(pid: int) -> float | None:
         return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime
     except (OSError, ValueError, IndexError, StopIteration):
         return None
+
+
+def insert_rows(db: Any, table: str, rows: list[dict[str, Any]], *, replace: bool = False) -> None:
+    """``INSERT`` (or ``INSERT OR REPLACE``) ``rows`` into an existing ``table``, values stored
+    as sqlite-utils stores them (dicts and lists as JSON).
+
+    For the writes every prompt makes (spans, critiques, calls, decisions, pairs): sqlite-utils'
+    ``Table.insert`` first asks ``sqlite_master`` whether the table and a view of that name
+    exist and reads the table's columns, three or four statements around each insert. The
+    tables are the migrations'; a missing one is an error here, never created on the fly."""
+    from sqlite_utils.db import jsonify_if_needed
+
+    if not rows:
+        return
+    columns = list(dict.fromkeys(column for row in rows for column in row))
+    verb = "INSERT OR REPLACE" if replace else "INSERT"
+    names = ", ".join(f"[{column}]" for column in columns)
+    marks = ", ".join("?" for _ in columns)
+    db.conn.executemany(
+        f"{verb} INTO [{table}] ({names}) VALUES ({marks})",
+        [[jsonify_if_needed(row.get(column)) for column in columns] for row in rows],
+    )
+
+
+def update_row(db: Any, table: str, row_id: str, values: dict[str, Any]) -> None:
+    """``UPDATE table SET ... WHERE id = row_id`` (see :func:`insert_rows` for why not
+    sqlite-utils' ``Table.update``)."""
+    from sqlite_utils.db import jsonify_if_needed
+
+    sets = ", ".join(f"[{column}] = ?" for column in values)
+    params = [jsonify_if_needed(value) for value in values.values()]
+    db.conn.execute(f"UPDATE [{table}] SET {sets} WHERE id = ?", [*params, row_id])

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from ._common import _decode, _key, now
+from ._common import _decode, _key, insert_rows, now, update_row
 
 FEEDBACK_KEYS = {
     "preference": "human_preference",
@@ -92,26 +92,33 @@ class TraceVerbs:
         langsmith_project: str | None = None,
     ) -> None:
         with self.transaction():
-            self.db["traces"].insert(
-                {
-                    "id": trace_id,
-                    "run_id": run_id,
-                    "prompt_id": prompt_id,
-                    "kind": kind,
-                    "status": "running",
-                    "langsmith_project": langsmith_project,
-                    "error": None,
-                    "started_at": now(),
-                    "seconds": None,
-                }
+            insert_rows(
+                self.db,
+                "traces",
+                [
+                    {
+                        "id": trace_id,
+                        "run_id": run_id,
+                        "prompt_id": prompt_id,
+                        "kind": kind,
+                        "status": "running",
+                        "langsmith_project": langsmith_project,
+                        "error": None,
+                        "started_at": now(),
+                        "seconds": None,
+                    }
+                ],
             )
 
     def finish_trace(
         self, trace_id: str, status: str, seconds: float, error: str | None = None
     ) -> None:
         with self.transaction():
-            self.db["traces"].update(
-                trace_id, {"status": status, "seconds": round(seconds, 4), "error": error}
+            update_row(
+                self.db,
+                "traces",
+                trace_id,
+                {"status": status, "seconds": round(seconds, 4), "error": error},
             )
 
     def record_span(
@@ -124,21 +131,20 @@ class TraceVerbs:
         outputs: dict[str, Any] | None,
         error: str | None = None,
     ) -> None:
+        row = {
+            "id": uuid.uuid4().hex,
+            "trace_id": trace_id,
+            "node": node,
+            "started_at": started_at,
+            "seconds": round(seconds, 4),
+            "inputs": json.dumps(inputs, default=str, ensure_ascii=False),
+            "outputs": None
+            if outputs is None
+            else json.dumps(outputs, default=str, ensure_ascii=False),
+            "error": error,
+        }
         with self.transaction():
-            self.db["spans"].insert(
-                {
-                    "id": uuid.uuid4().hex,
-                    "trace_id": trace_id,
-                    "node": node,
-                    "started_at": started_at,
-                    "seconds": round(seconds, 4),
-                    "inputs": json.dumps(inputs, default=str, ensure_ascii=False),
-                    "outputs": None
-                    if outputs is None
-                    else json.dumps(outputs, default=str, ensure_ascii=False),
-                    "error": error,
-                }
-            )
+            insert_rows(self.db, "spans", [row])
 
     def traces_for(self, run_id: str, prompt_id: str | None = None) -> list[dict[str, Any]]:
         where, params = "run_id = ?", [run_id]
@@ -194,28 +200,26 @@ class TraceVerbs:
         """Record one critic call. With ``key`` (what makes the call itself: its run, prompt,
         critic, candidates and place among the node's calls) a rerun of the same node after a
         kill replaces the killed attempt's row instead of adding a second one."""
+        row = {
+            "id": "cc-" + _key(*key) if key is not None else call.id,
+            "trace_id": call.trace_id,
+            "run_id": call.run_id,
+            "prompt_id": call.prompt_id,
+            "critic": call.critic,
+            "backend": call.backend,
+            "model": call.model,
+            "generation_ids": json.dumps(list(call.generation_ids)),
+            "attempts": call.attempts,
+            "prompt_tokens": call.prompt_tokens,
+            "completion_tokens": call.completion_tokens,
+            "seconds": round(call.seconds, 4),
+            "cost_usd": call.cost_usd,
+            "ok": int(call.ok),
+            "error": call.error,
+            "created_at": now(),
+        }
         with self.transaction():
-            self.db["critic_calls"].insert(
-                {
-                    "id": "cc-" + _key(*key) if key is not None else call.id,
-                    "trace_id": call.trace_id,
-                    "run_id": call.run_id,
-                    "prompt_id": call.prompt_id,
-                    "critic": call.critic,
-                    "backend": call.backend,
-                    "model": call.model,
-                    "generation_ids": json.dumps(list(call.generation_ids)),
-                    "attempts": call.attempts,
-                    "prompt_tokens": call.prompt_tokens,
-                    "completion_tokens": call.completion_tokens,
-                    "seconds": round(call.seconds, 4),
-                    "cost_usd": call.cost_usd,
-                    "ok": int(call.ok),
-                    "error": call.error,
-                    "created_at": now(),
-                },
-                replace=True,
-            )
+            insert_rows(self.db, "critic_calls", [row], replace=True)
 
     def critic_calls_for(self, trace_id: str) -> list[dict[str, Any]]:
         rows = self.db["critic_calls"].rows_where(

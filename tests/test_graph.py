@@ -539,6 +539,12 @@ def test_the_nodes_take_their_resources_from_the_run_and_checkpoint_none(
         assert snapshot.values["decision"]["route"] in ("pair", "escalate", "revise", "drop")
         assert resources.times.calls["critic_helpfulness"] == 0  # stages go by critic name
         assert resources.times.calls["helpfulness"] == 1 and resources.times.calls["generate"]
+        # Only the critics the prompt's profile weighs run; the others get no node run at all.
+        weights = resources.weights("sums")
+        unweighted = [name for name in resources.critics if weights.get(name, 0) <= 0]
+        assert unweighted and snapshot.values["critics_due"]
+        assert set(snapshot.values["critics_due"]) == set(resources.critics) - set(unweighted)
+        assert all(resources.times.calls[name] == 0 for name in unweighted)
         rows = checkpointer.conn.execute(
             "SELECT checkpoint, metadata FROM checkpoints WHERE thread_id = :t UNION ALL "
             "SELECT value, task_path FROM writes WHERE thread_id = :t",

@@ -67,6 +67,29 @@ def test_reopening_applies_nothing_twice(settings, store: Store):
         assert rows == len(MIGRATIONS)
 
 
+def test_opening_a_migrated_store_takes_no_write_lock(settings, store: Store):
+    """A run opens a connection per thread that works on its prompts. With nothing to migrate,
+    opening writes nothing and checks no foreign key (a scan of every such table): it goes
+    ahead while another connection holds the write lock, instead of queueing behind it."""
+    import threading
+
+    store.close()
+    writer = sqlite3.connect(settings.db_path)
+    writer.execute("BEGIN IMMEDIATE")
+    opened: list[Store] = []
+    opener = threading.Thread(target=lambda: opened.append(Store.open(settings.db_path)))
+    try:
+        opener.start()
+        opener.join(timeout=5)
+        assert opened, "Store.open waited for the write lock"
+    finally:
+        writer.rollback()
+        writer.close()
+        opener.join()
+        for again in opened:
+            again.close()
+
+
 def test_open_without_create_needs_a_database(settings):
     with pytest.raises(StoreError, match="criticloop init"):
         Store.open(settings.db_path, create=False)
