@@ -44,6 +44,15 @@ def advance(
 ) -> str:
     """Run (or continue) one prompt's thread as far as it goes, with ``resources`` as the
     runs' context; return where it stands."""
+    try:
+        return _advance(graph, tracer, resources, run_id, prompt_id)
+    finally:
+        resources.forget(prompt_id)
+
+
+def _advance(
+    graph: Any, tracer: Tracer, resources: FeedbackResources, run_id: str, prompt_id: str
+) -> str:
     config = thread_config(run_id, prompt_id)
     start = {"run_id": run_id, "prompt_id": prompt_id, "revisions": 0}
     snapshot = graph.get_state(config)

@@ -181,6 +181,11 @@ class FeedbackResources:
             cached = self._contexts.setdefault(prompt_id, context)
         return cached
 
+    def forget(self, prompt_id: str) -> None:
+        """Drop the prompt's context once its thread has gone as far as it goes: a run of
+        100,000 prompts should not hold them all (a thread resumed later reads it again)."""
+        self._contexts.pop(prompt_id, None)
+
     def case(self, prompt_id: str, candidate: CandidateState) -> Case:
         return Case.of(*self.context(prompt_id), candidate["text"], candidate["finish_reason"])
 

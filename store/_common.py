@@ -92,3 +92,16 @@ def update_row(db: Any, table: str, row_id: str, values: dict[str, Any]) -> None
     sets = ", ".join(f"[{column}] = ?" for column in values)
     params = [jsonify_if_needed(value) for value in values.values()]
     db.conn.execute(f"UPDATE [{table}] SET {sets} WHERE id = ?", [*params, row_id])
+
+
+def select_all(db: Any, sql: str, params: Any = ()) -> list[dict[str, Any]]:
+    """The rows of a query as dicts (what sqlite-utils' ``rows_where`` gives, without its
+    questions to ``sqlite_master`` first)."""
+    cursor = db.conn.execute(sql, params)
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def select_one(db: Any, sql: str, params: Any = ()) -> dict[str, Any] | None:
+    rows = select_all(db, sql, params)
+    return rows[0] if rows else None

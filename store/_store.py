@@ -22,7 +22,16 @@ from sqlite_utils.db import NotFoundError as _RowMissing
 
 from ..errors import BusyError, InputError, NotFoundError, StoreError
 from ..vocab import PAIR_SOURCES, REVIEW_KINDS
-from ._common import _alive, _decode, insert_rows, now, process_started, update_row
+from ._common import (
+    _alive,
+    _decode,
+    insert_rows,
+    now,
+    process_started,
+    select_all,
+    select_one,
+    update_row,
+)
 from ._feedback import FeedbackVerbs
 from ._labels import LabelVerbs
 from ._migrations import migrations
@@ -297,10 +306,10 @@ class Store(
         return (prompt, *self.brand_and_campaign(prompt))
 
     def _get(self, table: str, key: str, what: str) -> dict[str, Any]:
-        try:
-            return self.db[table].get(key)
-        except _RowMissing:
-            raise NotFoundError(f"unknown {what} {key!r}") from None
+        row = select_one(self.db, f"SELECT * FROM [{table}] WHERE id = ?", [key])
+        if row is None:
+            raise NotFoundError(f"unknown {what} {key!r}")
+        return row
 
     def list_prompts(
         self,
@@ -463,8 +472,10 @@ class Store(
         return _decode(self._get("generations", generation_id, "generation"), "sampling")
 
     def generations_for(self, prompt_id: str) -> list[dict[str, Any]]:
-        rows = self.db["generations"].rows_where(
-            "prompt_id = ?", [prompt_id], order_by="config_hash, candidate_index"
+        rows = select_all(
+            self.db,
+            "SELECT * FROM generations WHERE prompt_id = ? ORDER BY config_hash, candidate_index",
+            [prompt_id],
         )
         return [_decode(row, "sampling") for row in rows]
 
