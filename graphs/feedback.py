@@ -1,6 +1,6 @@
 """The feedback graph: one prompt's candidates -> critics -> reward -> pair | escalate | revise | drop.
 
-    generate -> prepare -> (every critic, in parallel) -> aggregate -> pair | escalate | revise | drop
+    generate -> prepare -> (the critics with work, in parallel) -> aggregate -> pair | escalate | ...
                    ^                                                              |
                    +--------------------------------------------------------------+ (revise)
 
