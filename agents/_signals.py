@@ -4,15 +4,19 @@
 one pass, and scores every response under the policy in one batched forward pass. Critics then
 read from the caches; anything not prepared is computed on demand and counted in ``stats`` as a
 miss, so a benchmark can show the sharing works.
+
+Both caches keep the most recently used entries only (:data:`MAX_CACHED` each): a nightly run
+of 100,000 prompts embeds about 1.5 million texts, 2 GB of vectors if all were kept. The
+prompts in flight need a few thousand; an evicted text is embedded again when asked (a miss).
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
@@ -25,6 +29,9 @@ if TYPE_CHECKING:
     from ._policy import Policy
 
 NLL_MAX_RESPONSE_TOKENS = 512
+V = TypeVar("V")
+MAX_CACHED = 50_000
+"""Entries each cache keeps (about 75 MB of MiniLM vectors)."""
 
 
 def _key(*parts: str) -> str:
@@ -54,8 +61,8 @@ class Signals:
     def __init__(self, embedder: Any, policy: Policy | None = None):
         self.embedder = embedder
         self.policy = policy
-        self._vectors: dict[str, np.ndarray] = {}
-        self._nll: dict[str, tuple[float, int]] = {}
+        self._vectors: _Recent[np.ndarray] = _Recent(MAX_CACHED)
+        self._nll: _Recent[tuple[float, int]] = _Recent(MAX_CACHED)
         self._lock = threading.Lock()
         self.stats: Counter[str] = Counter()
         self.likelihood_missing: str | None = None  # why, when the policy offers none
@@ -68,11 +75,14 @@ class Signals:
         if self.policy is not None:
             self._score_missing(cases)
 
-    def _embed_missing(self, texts: Iterable[str]) -> None:
+    def _embed_missing(self, texts: Iterable[str]) -> dict[str, np.ndarray]:
+        """Embed the texts not cached; return every text's vector (kept even if evicted)."""
         with self._lock:
-            missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
+            wanted = list(dict.fromkeys(texts))
+            found = {t: v for t in wanted if (v := self._vectors.get(t)) is not None}
+            missing = [t for t in wanted if t not in found]
             if not missing:
-                return
+                return found
             vectors = self.embedder.encode(
                 [_encodable(t) for t in missing],
                 batch_size=64,
@@ -82,14 +92,14 @@ class Signals:
             self.stats["embedding_passes"] += 1
             self.stats["texts_embedded"] += len(missing)
             for text, vector in zip(missing, vectors, strict=True):
-                self._vectors[text] = np.asarray(vector, dtype=np.float32)
+                found[text] = self._vectors.put(text, np.asarray(vector, dtype=np.float32))
+            return found
 
     def embed(self, text: str) -> np.ndarray:
         vector = self._vectors.get(text)
         if vector is None:
             self.stats["embedding_misses"] += 1
-            self._embed_missing([text])
-            vector = self._vectors[text]
+            vector = self._embed_missing([text])[text]
         return vector
 
     def similarity(self, a: str, b: str) -> float:
@@ -104,22 +114,24 @@ class Signals:
         if self.policy is None or not case.judged_text.strip():
             return None
         key = _nll_key(case)
-        if key not in self._nll:
+        found = self._nll.get(key)
+        if found is None:
             self.stats["nll_misses"] += 1
-            self._score_missing([case])
-        return self._nll.get(key)
+            found = self._score_missing([case]).get(key)
+        return found
 
-    def _score_missing(self, cases: Sequence[Case]) -> None:
+    def _score_missing(self, cases: Sequence[Case]) -> dict[str, tuple[float, int]]:
+        """Score the responses not cached; return what this pass scored."""
         with self._lock:
             if self.policy is None:  # another thread found the server offers no likelihood
-                return
+                return {}
             todo = {}
             for case in cases:
                 key = _nll_key(case)
                 if key not in self._nll and key not in todo and case.judged_text.strip():
                     todo[key] = case
             if not todo:
-                return
+                return {}
             items = [
                 ([{"role": r, "content": c} for r, c in case.conversation], case.judged_text)
                 for case in todo.values()
@@ -129,12 +141,46 @@ class Signals:
             except LikelihoodUnavailable as exc:  # a server without prompt logprobs
                 self.likelihood_missing = str(exc)
                 self.policy = None
-                return
+                return {}
             self.stats["forward_passes"] += 1
             self.stats["responses_scored"] += len(items)
+            scored = {}
             for key, lps in zip(todo, token_lp, strict=True):
                 if lps:
-                    self._nll[key] = (-sum(lps) / len(lps), len(lps))
+                    scored[key] = self._nll.put(key, (-sum(lps) / len(lps), len(lps)))
+            return scored
+
+
+class _Recent(Generic[V]):
+    """A dict of at most ``size`` entries that forgets the least recently used; thread-safe."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict[str, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> V | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: str, value: V) -> V:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+    def __contains__(self, key: str) -> bool:
+        with self._lock:
+            return key in self._items
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
 
 
 def _nll_key(case: Case) -> str:

@@ -356,6 +356,34 @@ def test_lone_surrogates_do_not_break_the_shared_signals(signals):
     assert signals.similarity(case.request, case.response) > 0
 
 
+def test_the_shared_signals_keep_recent_entries_only_and_recompute_the_rest(
+    bundled_embedder, bundled_policy
+):
+    """A long run must not hold every vector it ever made: the caches keep the most recent
+    entries, and an evicted one is computed again (a miss), to the same value."""
+    import numpy as np
+    from criticloop.agents._signals import Signals, _Recent
+
+    signals = Signals(bundled_embedder, bundled_policy)
+    signals._vectors, signals._nll = _Recent(4), _Recent(1)
+    cases = [
+        Case("p", "general", (("user", f"Question {i}?"),), f"Answer number {i}. It is short.")
+        for i in range(2)
+    ]
+    signals.prepare(cases)  # 7 texts: responses, requests, sentences
+    assert len(signals._vectors) == 4 and len(signals._nll) == 1
+    first = cases[0].judged_text
+    assert first not in signals._vectors  # the oldest went first
+    passes = signals.stats["embedding_passes"]
+    again = signals.embed(first)
+    assert signals.stats["embedding_misses"] == 1
+    assert signals.stats["embedding_passes"] == passes + 1
+    assert float(np.dot(again, signals.embed(first))) == pytest.approx(1.0, abs=1e-5)
+    nll = signals.response_nll(cases[0])  # evicted by the second case's: scored again
+    assert nll is not None and signals.stats["nll_misses"] == 1
+    assert signals.response_nll(cases[0]) == nll
+
+
 def test_reply_log_probabilities_in_one_padded_pass_match_each_reply_alone(bundled_policy):
     import torch
 
