@@ -263,7 +263,7 @@ class CrewCritic:
         self.rubric = rubric or Rubric.load(name)
         self.version = f"crew-{VERSION}+{self.rubric.digest}@{llm.name}"
         self._local_calls = threading.local()
-        self._frames: dict[str | None, tuple[list[dict[str, Any]], Any]] = {}
+        self._frames: dict[str | None, tuple[list[dict[str, Any]], Any, list[str]]] = {}
         self._frame_lock = threading.Lock()
 
     def applies(self, case: Case) -> bool:
@@ -437,15 +437,20 @@ class CrewCritic:
         from crewai_core.printer import set_suppress_console_output
         from langsmith import trace
 
-        from ._crew_llm import client_retries_only
+        from ._crew_llm import client_retries_only, stop_words
 
         set_suppress_console_output(True)  # a context variable: set in the calling thread
         schema = self.llm.settings.structured_output == "schema"
         if schema:
             _parsed_types()
         with self.llm.borrow() as llm:
-            messages, response_model = self._messages(description, model if schema else None)
             before = _usage(llm)
+            try:
+                messages, response_model, stop = self._messages(
+                    description, model if schema else None
+                )
+            except Exception as exc:  # noqa: BLE001 - CrewAI could not build the prompt
+                return None, (0, 0), f"{type(exc).__name__}: {str(exc)[:200]}"
             metadata = {
                 "ls_provider": "local" if self.llm.settings.model == BUNDLED else llm.provider,
                 "ls_model_name": self.llm.name,
@@ -466,7 +471,7 @@ class CrewCritic:
                         metadata=metadata,
                     ) as run,
                 ):
-                    with client_retries_only():
+                    with client_retries_only(), stop_words(llm, stop):
                         # 'prompt' mode: no response_format on the wire; _ask parses the text
                         out = llm.call(messages, response_model=response_model)
                     usage = _spent(llm, before)
@@ -487,9 +492,9 @@ class CrewCritic:
 
     def _messages(
         self, description: str, model: type[BaseModel] | None
-    ) -> tuple[list[dict[str, Any]], Any]:
-        """The messages, and the response model, that CrewAI's agent executor sends for this
-        critic's Agent (role, goal, backstory) and a Task of ``description`` with
+    ) -> tuple[list[dict[str, Any]], Any, list[str]]:
+        """The messages, the response model and the stop words that CrewAI's agent executor
+        sends for this critic's Agent (role, goal, backstory) and a Task of ``description`` with
         ``output_pydantic=model``.
 
         A judgement is one structured reply, without tools, memory or delegation; CrewAI's
@@ -504,7 +509,7 @@ class CrewCritic:
             frame = self._frames.get(key)
             if frame is None:
                 frame = self._frames[key] = self._capture(model)
-        captured, response_model = frame
+        captured, response_model, stop = frame
         messages = []
         for message in captured:
             message = dict(message)
@@ -512,9 +517,11 @@ class CrewCritic:
             if isinstance(content, str) and _PLACEHOLDER in content:
                 message["content"] = content.replace(_PLACEHOLDER, description)
             messages.append(message)
-        return messages, response_model
+        return messages, response_model, stop
 
-    def _capture(self, model: type[BaseModel] | None) -> tuple[list[dict[str, Any]], Any]:
+    def _capture(
+        self, model: type[BaseModel] | None
+    ) -> tuple[list[dict[str, Any]], Any, list[str]]:
         quiet_crewai()
         from crewai import Agent, Task
 
@@ -546,7 +553,7 @@ class CrewCritic:
                 raise RuntimeError(
                     "CrewAI's judge prompt does not hold the task exactly once"
                 ) from None
-            return captured.messages, captured.response_model
+            return captured.messages, captured.response_model, captured.stop
         raise RuntimeError("CrewAI's kickoff made no LLM call")  # pragma: no cover
 
 

@@ -73,11 +73,12 @@ class BundledLLM(BaseLLM):
 
 
 class Captured(Exception):  # noqa: N818 - a result carried by an exception, not an error
-    """The messages of the first LLM call of a kickoff (raised by :class:`PromptCapture`)."""
+    """The first LLM call of a kickoff (raised by :class:`PromptCapture`): its messages,
+    response model and stop words."""
 
-    def __init__(self, messages: list[dict[str, Any]], response_model: Any):
+    def __init__(self, messages: list[dict[str, Any]], response_model: Any, stop: list[str]):
         super().__init__("prompt captured")
-        self.messages, self.response_model = messages, response_model
+        self.messages, self.response_model, self.stop = messages, response_model, stop
 
 
 class PromptCapture(BaseLLM):
@@ -95,7 +96,8 @@ class PromptCapture(BaseLLM):
     ) -> str | Any:
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
-        raise Captured([dict(m) for m in messages], response_model)
+        # The executor's stop words apply to this call only (CrewAI's call_stop_override)
+        raise Captured([dict(m) for m in messages], response_model, list(self.stop_sequences))
 
     def supports_function_calling(self) -> bool:
         return False
@@ -137,3 +139,17 @@ def client_retries_only():
         yield
     finally:
         active.reset(token)
+
+
+@contextlib.contextmanager
+def stop_words(llm: Any, stop: list[str]):
+    """The agent executor's stop words on ``llm`` for the calls made inside, as its own call
+    would have them (CrewAI's ``call_stop_override``: the LLM object is not changed)."""
+    from crewai.llms.base_llm import call_stop_override
+
+    own = list(getattr(llm, "stop", None) or [])
+    if not stop or not isinstance(llm, BaseLLM) or set(stop) <= set(own):
+        yield
+        return
+    with call_stop_override(llm, list(dict.fromkeys(own + stop))):
+        yield

@@ -249,14 +249,11 @@ def prepare(state: FeedbackState, runtime: Runtime[FeedbackResources]) -> dict:
     return {"critics_due": due}
 
 
-def route_to_critics(state: FeedbackState, every: list[str]) -> list[str]:
+def route_to_critics(state: FeedbackState) -> list[str]:
     """After ``prepare``: the nodes of the critics with work (weighted for the prompt's profile,
     a candidate they apply to and have not scored), or straight to ``aggregate``. A critic
-    without work is not run at all: no task, span or checkpoint write of its own. A thread
-    checkpointed before ``critics_due`` existed runs ``every`` critic node, as it would have."""
-    due = state.get("critics_due")
-    nodes = every if due is None else [f"critic_{name}" for name in due]
-    return nodes or ["aggregate"]
+    without work is not run at all: no task, span or checkpoint write of its own."""
+    return [f"critic_{name}" for name in state.get("critics_due") or []] or ["aggregate"]
 
 
 def judge(state: FeedbackState, runtime: Runtime[FeedbackResources], *, name: str) -> dict:
@@ -421,11 +418,7 @@ def build_feedback_graph(resources: FeedbackResources, checkpointer: Any = None)
     builder.add_edge("generate", "prepare")
     # Fan out to the critics with work; each goes on to aggregate, which runs once, in the step
     # after them (they all run in one step).
-    builder.add_conditional_edges(
-        "prepare",
-        functools.partial(route_to_critics, every=list(critic_nodes)),
-        [*critic_nodes, "aggregate"],
-    )
+    builder.add_conditional_edges("prepare", route_to_critics, [*critic_nodes, "aggregate"])
     for name in critic_nodes:
         builder.add_edge(name, "aggregate")
     builder.add_conditional_edges(

@@ -91,7 +91,11 @@ def update_row(db: Any, table: str, row_id: str, values: dict[str, Any]) -> None
 
     sets = ", ".join(f"[{column}] = ?" for column in values)
     params = [jsonify_if_needed(value) for value in values.values()]
-    db.conn.execute(f"UPDATE [{table}] SET {sets} WHERE id = ?", [*params, row_id])
+    cursor = db.conn.execute(f"UPDATE [{table}] SET {sets} WHERE id = ?", [*params, row_id])
+    if cursor.rowcount == 0:
+        from sqlite_utils.db import NotFoundError
+
+        raise NotFoundError(f"no row {row_id!r} in {table}")
 
 
 def select_all(db: Any, sql: str, params: Any = ()) -> list[dict[str, Any]]:

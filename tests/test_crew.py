@@ -604,6 +604,14 @@ def test_a_judge_call_sends_what_a_full_crewai_kickoff_of_its_agent_sends(settin
         update = {"base_url": server.base_url, "model": "served-7b", "structured_output": mode}
         judge = JudgeLLM(settings.judge.model_copy(update=update))
         critic = CrewCritic("helpfulness", build_critic("helpfulness"), judge)
+        with judge.borrow() as llm:
+            served = type(llm)
+        stops, llm_call = [], served.call
+
+        def seen(self, *args, **kwargs):  # what a provider sends as "stop" (Anthropic, Gemini)
+            stops.append(sorted(self.stop_sequences))
+            return llm_call(self, *args, **kwargs)
+
         asked, call = [], critic._call
 
         def recording(description, model, order=None):
@@ -611,8 +619,9 @@ def test_a_judge_call_sends_what_a_full_crewai_kickoff_of_its_agent_sends(settin
             return call(description, model, order)
 
         critic._call = recording
-        judgement = critic.compare(_case(GOOD), _case(SHORT), "x", "y")
-        single = critic(_case(GOOD))
+        with patch.object(served, "call", seen):
+            judgement = critic.compare(_case(GOOD), _case(SHORT), "x", "y")
+            single = critic(_case(GOOD))
         assert all(c.ok for c in judgement.calls) and single.scored
         direct = [r["body"] for r in server.requests]
         assert len(direct) == len(asked) == 3  # two orders, one single answer
@@ -637,8 +646,24 @@ def test_a_judge_call_sends_what_a_full_crewai_kickoff_of_its_agent_sends(settin
                     agent=agent,
                     output_pydantic=verdict if mode == "schema" else None,
                 )
-                JudgeCrew(agents=[agent], tasks=[task], verbose=False, memory=False).kickoff()
+                with patch.object(served, "call", seen):
+                    JudgeCrew(agents=[agent], tasks=[task], verbose=False, memory=False).kickoff()
         kicked = [r["body"] for r in server.requests]
     key = lambda body: body["messages"][-1]["content"]  # noqa: E731 - the orders ran at once
     assert sorted(kicked, key=key) == sorted(direct, key=key)
+    assert len(stops) == 6 and stops[:3] == stops[3:] and stops[0]  # the executor's stop words
     assert ("response_format" in direct[0]) == (mode == "schema")
+
+
+def test_a_prompt_crewai_cannot_build_leaves_the_case_unscored_not_a_crash(settings):
+    judge = ScriptedJudge(settings, ab=[_pair(8, 3, "a")])
+    critic = CrewCritic("helpfulness", build_critic("helpfulness"), judge)
+
+    def broken(model):
+        raise RuntimeError("CrewAI's judge prompt does not hold the task exactly once")
+
+    critic._capture = broken
+    judgement = critic.compare(_case(GOOD), _case(SHORT), "x", "y")
+    assert all(score.score is None for score in judgement.scores)
+    assert all(not c.ok and "exactly once" in c.error for c in judgement.calls)
+    assert judge.prompts == {"ab": [], "ba": []}  # nothing was sent
