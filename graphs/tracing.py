@@ -121,7 +121,8 @@ class Tracer:
         except BaseException as exc:
             store.finish_trace(trace_id, "failed", time.perf_counter() - began, _error(exc))
             raise
-        waiting = any(task.interrupts for task in graph.get_state(config).tasks)
+        # An invoke that stops at an interrupt says so in its result (no state read needed)
+        waiting = isinstance(result, dict) and bool(result.get("__interrupt__"))
         store.finish_trace(trace_id, "waiting" if waiting else "done", time.perf_counter() - began)
         return result
 

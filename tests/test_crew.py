@@ -458,6 +458,7 @@ def test_graph_run_with_the_crew_on_a_served_judge_traced_to_langsmith(tmp_path,
     as_json = json.loads(run_cli("traces", run_id, "attack", "--json", check=True).stdout)
     kinds = [t["kind"] for t in as_json["traces"]]
     assert kinds == ["start", "resume"] and as_json["outcome"]["outcome"] == "human"
+    assert [t["status"] for t in as_json["traces"]] == ["waiting", "done"]
     escalate = [s for s in as_json["traces"][0]["spans"] if s["node"] == "escalate"]
     assert escalate[0]["error"] == "interrupted: waiting for a person"
 
