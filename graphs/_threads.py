@@ -56,22 +56,28 @@ def _advance(
     config = thread_config(run_id, prompt_id)
     start = {"run_id": run_id, "prompt_id": prompt_id, "revisions": 0}
     snapshot = graph.get_state(config)
+    if waiting_for_review(snapshot):
+        return "escalated"
     stores = resources.stores
     thread = {"run_id": run_id, "prompt_id": prompt_id, "context": resources}  # every invoke's
     if not snapshot.values:
-        tracer.invoke(graph, start, config, stores.get(), kind="start", **thread)
-    elif snapshot.next and not waiting_for_review(snapshot):
-        # A crash left it mid-way: continue from the checkpoint.
-        tracer.invoke(graph, None, config, stores.get(), kind="continue", **thread)
-    elif not waiting_for_review(snapshot) and not snapshot.values.get("outcome"):
+        result = tracer.invoke(graph, start, config, stores.get(), kind="start", **thread)
+    elif snapshot.next:
+        # A failure stopped it mid-way: continue from the checkpoint.
+        result = tracer.invoke(graph, None, config, stores.get(), kind="continue", **thread)
+    elif not snapshot.values.get("outcome"):
         # A kill can leave a thread whose last checkpoint has nowhere to go and no outcome.
         # Run it again from the start: every node's records are keyed, so nothing doubles.
         log.warning("thread %s/%s stopped without an outcome; running it again", run_id, prompt_id)
-        tracer.invoke(graph, start, config, stores.get(), kind="restart", **thread)
-    snapshot = graph.get_state(config)
-    if waiting_for_review(snapshot):
+        result = tracer.invoke(graph, start, config, stores.get(), kind="restart", **thread)
+    else:
+        result = snapshot.values
+    if not isinstance(result, dict):  # not the state LangGraph returns: read it
+        result = graph.get_state(config).values
+    # The invoke's result is the thread's state where it stopped; at an interrupt, it says so.
+    if result.get("__interrupt__"):
         return "escalated"
-    return (snapshot.values.get("outcome") or {}).get("outcome", "unfinished")
+    return (result.get("outcome") or {}).get("outcome", "unfinished")
 
 
 def waiting_for_review(snapshot: Any) -> bool:

@@ -49,7 +49,7 @@ from ..store import (
 )
 from ._generate import generate_and_record
 from .routing import CalibratedPolicy, decide, route_after_judging
-from .state import CandidateState, FeedbackState
+from .state import CandidateState, FeedbackState, merge_scores
 from .tracing import current_trace, span_node
 
 if TYPE_CHECKING:
@@ -214,8 +214,9 @@ def generate(state: FeedbackState, runtime: Runtime[FeedbackResources]) -> dict:
 
 def prepare(state: FeedbackState, runtime: Runtime[FeedbackResources]) -> dict:
     r = runtime.context
-    scored = state.get("scores") or {}
     weights = r.weights(state["prompt_id"])
+    recorded = _recorded_scores(r, state, weights)
+    scored = merge_scores(state.get("scores"), recorded)
     local = [  # LLM judges need no shared signals: with only those, load no local model
         name
         for name, w in weights.items()
@@ -246,7 +247,43 @@ def prepare(state: FeedbackState, runtime: Runtime[FeedbackResources]) -> dict:
             for c in state["candidates"]
         )
     ]
-    return {"critics_due": due}
+    return {"critics_due": due, "scores": recorded} if recorded else {"critics_due": due}
+
+
+def _recorded_scores(
+    r: FeedbackResources, state: FeedbackState, weights: dict[str, float]
+) -> dict[str, dict[str, Any]]:
+    """The scores this run already recorded for candidates the thread lacks them for. A thread
+    checkpoints when its invoke ends (:data:`~.tracing.DURABILITY`), so one that a kill stopped
+    mid-way starts again from there: its judges are not asked again, and it goes on with what
+    they said then (a judgement is recorded once; a second answer would not be)."""
+    have = state.get("scores") or {}
+    wanted = {name for name, w in weights.items() if w > 0 and name in r.critics}
+    missing = [c["id"] for c in state["candidates"] if wanted - have.get(c["id"], {}).keys()]
+    out: dict[str, dict[str, Any]] = {}
+    for row in r.stores.get().critiques_in_run(state["run_id"], missing):
+        critic = r.critics.get(row["critic"])
+        if (
+            row["critic"] not in wanted
+            or row["critic"] in have.get(row["generation_id"], {})
+            or row["critic_version"] != critic.version
+            or row["backend"] != getattr(critic, "backend", "local")
+        ):
+            continue
+        evidence = dict(row["evidence"])  # CritiqueRecord.of keeps dimension and veto here
+        dimension = evidence.pop("dimension", critic.dimension)
+        veto = bool(evidence.pop("veto", False))
+        score = Score(
+            dimension,
+            row["score"],
+            row["confidence"],
+            row["rationale"],
+            row["critic_version"],
+            evidence,
+            veto,
+        )
+        out.setdefault(row["generation_id"], {})[row["critic"]] = score.as_dict()
+    return out
 
 
 def route_to_critics(state: FeedbackState) -> list[str]:

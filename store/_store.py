@@ -501,6 +501,19 @@ class Store(
         )
         return [_decode(row, "evidence") for row in rows]
 
+    def critiques_in_run(self, run_id: str, generation_ids: list[str]) -> list[dict[str, Any]]:
+        """What run ``run_id`` recorded about these generations (by the critiques' unique
+        index, which starts with the generation)."""
+        if not generation_ids:
+            return []
+        marks = ", ".join("?" * len(generation_ids))
+        rows = select_all(
+            self.db,
+            f"SELECT * FROM critiques WHERE generation_id IN ({marks}) AND run_id = ?",
+            [*generation_ids, run_id],
+        )
+        return [_decode(row, "evidence") for row in rows]
+
     def record_pair(self, pair: PairRecord) -> bool:
         """Record a preference pair; the same pair from the same source is recorded once."""
         if pair.source not in PAIR_SOURCES:

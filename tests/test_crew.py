@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -547,6 +548,69 @@ def test_a_prompt_that_kills_the_run_twice_is_set_aside_and_the_rest_finish(tmp_
             out = run_cli("graph", "run", "--json", check=True).stdout
         assert json.loads(out)["run_id"] is None  # skipped: nothing to judge
         assert graph_run("-p", "pill")[0] == -signal.SIGKILL  # named, it is tried again
+
+
+def test_a_thread_killed_mid_way_asks_no_judge_again(tmp_path, model_home):
+    """Threads write their checkpoint when their invoke ends, so a kill loses a thread's
+    progress since then, never what its steps recorded. The process is killed (SIGKILL) while
+    the teacher rewrites "thin", after its candidates were judged; the continued run starts
+    that thread again and takes its judgements from the store: its judges are not asked again,
+    and each request sent is one critic call recorded."""
+    import signal
+    import subprocess
+    import sys
+
+    run_cli("init", "--no-demo", check=True)
+    run_cli("import", str(_prompts_file(tmp_path)), check=True)
+    procs: list[subprocess.Popen] = []
+    judge = fake_judge(gullible_score)
+
+    def dies_at_the_teacher(body: dict[str, Any]) -> str:
+        if not fenced_responses(body) and len(procs) == 1:  # the teacher, in the first run
+            os.kill(procs[-1].pid, signal.SIGKILL)
+        return judge(body)
+
+    exe = str(Path(sys.executable).parent / "criticloop")
+    with FakeOpenAIServer(dies_at_the_teacher) as server:
+        env = {**_env(server, None), "CRITICLOOP_CONCURRENCY": "1"}
+
+        def graph_run() -> tuple[int, str]:
+            procs.append(
+                subprocess.Popen(
+                    [exe, "graph", "run", "--json"], env=env, text=True,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                )
+            )  # fmt: skip
+            out, _ = procs[-1].communicate(timeout=240)
+            return procs[-1].returncode, out
+
+        def judged(of: set[str] | None = None) -> int:
+            """Judge requests sent so far (of only these texts)."""
+            return sum(
+                1
+                for r in server.requests
+                if (texts := fenced_responses(r["body"])) and (of is None or set(texts) <= of)
+            )
+
+        thin = {"Red.", "Blue."}  # its two candidates, supplied
+        assert graph_run()[0] == -signal.SIGKILL
+        before, thin_before = judged(), judged(thin)
+        assert thin_before, "thin was not judged before the teacher was asked"
+        code, out = graph_run()
+        assert code == 0, out
+        sent = judged()
+        assert judged(thin) == thin_before, "the continued run asked the judges about thin again"
+    summary = json.loads(out)
+    assert summary["prompts"] == 4 and summary["outcomes"].get("revision") == 1, summary
+    assert sent > before  # the continued run judged the others and the revision
+    with Store.open(model_home / "criticloop.db", create=False) as store:
+        calls = store.db["critic_calls"].count
+        critiques = [(c["generation_id"], c["critic"]) for c in store.db["critiques"].rows]
+    assert calls == sent  # each request one call recorded: none of the killed run was lost
+    with sqlite3.connect(model_home / "checkpoints.db") as db:
+        per_thread = dict(db.execute("SELECT thread_id, count(*) FROM checkpoints GROUP BY 1"))
+    assert len(per_thread) == 4 and set(per_thread.values()) == {1}  # one, as each invoke ended
+    assert len(critiques) == len(set(critiques))
 
 
 # ---- the bundled model as a CrewAI judge (offline, real, weak) ---------------------------------
