@@ -6,7 +6,7 @@ The critics (coherence, helpfulness, salience, detectability, compliance, brand 
 consistency) live in ``agents/critics/``, one module each, registered by name.
 """
 
-from ._crew import CrewCritic, JudgeLLM
+from ._crew import CrewCritic, JudgeLLM, warm_thread
 from ._critic import (
     CRITICS,
     MAX_JUDGED_CHARS,
@@ -61,6 +61,7 @@ __all__ = [
     "critic",
     "critic_versions",
     "run_critic",
+    "warm_thread",
     "ModelRef",
     "Policy",
     "Sampling",

@@ -43,7 +43,6 @@ verdicts are malformed and escalate.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import threading
@@ -442,7 +441,7 @@ class CrewCritic:
         set_suppress_console_output(True)  # a context variable: set in the calling thread
         schema = self.llm.settings.structured_output == "schema"
         if schema:
-            _parsed_types()
+            verdict_types()  # a hit where warm_thread ran; else what the SDK builds
         with self.llm.borrow() as llm:
             before = _usage(llm)
             try:
@@ -560,15 +559,17 @@ class CrewCritic:
 _PLACEHOLDER = "@@criticloop-task-description@@"
 
 
-@functools.cache
-def _parsed_types() -> tuple[type, ...]:
-    """The OpenAI SDK's parsed-response classes for the verdicts, built once and kept.
+def verdict_types() -> tuple[type, ...]:
+    """The OpenAI SDK's parsed-response classes for the verdicts, as this thread's context has
+    them: built here if it has none (what the SDK would do in the call), else a cache hit.
 
     The SDK parses a structured reply into ``ParsedChatCompletion[PairVerdict]`` (and its
-    choice and message). Pydantic caches such generic classes only while something holds
-    them, so each judge call built all three again, schemas included: about 15 ms of CPU a
-    call, a third of the judge's CPU (40-60 pairs, both orders, against bench/_loopback.py's
-    judge: 92-99 -> 64-68 ms of CPU a pair). Holding them keeps pydantic's cache warm."""
+    choice and message). Pydantic keeps parametrized generic classes in a cache that is a
+    context variable (pydantic 2.11 and later), so a new thread starts without them, and only
+    while something holds them (weak references). A fresh thread rebuilt all three, schemas
+    included, in every judge call: LangGraph runs nodes on new threads and the two orders get
+    threads of their own. The threads copy the context of the thread that invoked the graph,
+    and the copies share its cache: :func:`warm_thread` fills it there, once."""
     from openai.types.chat import ParsedChatCompletion, ParsedChatCompletionMessage, ParsedChoice
 
     return tuple(
@@ -576,6 +577,18 @@ def _parsed_types() -> tuple[type, ...]:
         for verdict in (PairVerdict, SingleVerdict)
         for generic in (ParsedChatCompletion, ParsedChoice, ParsedChatCompletionMessage)
     )
+
+
+_WARM = threading.local()
+
+
+def warm_thread() -> None:
+    """Ready this thread to invoke graphs whose nodes call crew judges: its context gets the
+    SDK's verdict classes (:func:`verdict_types`), held for the thread's life. Without it each
+    judge call on 2 CPUs cost about 15 ms more CPU (``bench/scale.py``, judge alone: 85 -> 55 ms
+    of CPU a prompt)."""
+    if getattr(_WARM, "types", None) is None:
+        _WARM.types = verdict_types()
 
 
 def context_of(case: Case) -> str:

@@ -44,6 +44,7 @@ def advance(
 ) -> str:
     """Run (or continue) one prompt's thread as far as it goes, with ``resources`` as the
     runs' context; return where it stands."""
+    resources.ready_thread()
     try:
         return _advance(graph, tracer, resources, run_id, prompt_id)
     finally:

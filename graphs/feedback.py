@@ -36,6 +36,7 @@ from ..agents import (
     build_revision,
     critic_versions,
     run_critic,
+    warm_thread,
 )
 from ..reward import Profiles, aggregate, prepare_reward_critics
 from ..settings import ReviewSettings, Settings
@@ -192,6 +193,12 @@ class FeedbackResources:
     def weights(self, prompt_id: str) -> dict[str, float]:
         prompt, _, _ = self.context(prompt_id)
         return self.profiles.for_prompt(prompt["task_type"], prompt["brand_id"]).weights
+
+    def ready_thread(self) -> None:
+        """Ready the calling thread to invoke the graph with these resources: crew judges need
+        their SDK classes in its context (:func:`~criticloop.agents.warm_thread`)."""
+        if any(getattr(c, "backend", None) == "crew" for c in self.critics.values()):
+            warm_thread()
 
 
 # ---- the nodes --------------------------------------------------------------------------------

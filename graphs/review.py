@@ -135,6 +135,7 @@ class Resumer:
         from .run import thread_config
 
         graph = self._graph(run_id)
+        self._resources[run_id].ready_thread()
         return self._tracers[run_id].invoke(
             graph,
             value,

@@ -634,26 +634,46 @@ def test_bundled_smollm2_judges_through_the_crewai_adapter(bundled_policy, setti
         assert score.critic_version.endswith("@bundled-smollm2")
 
 
-def test_the_sdks_parsed_verdict_classes_are_built_once_and_kept(settings):
-    """Pydantic keeps a generic class such as ParsedChatCompletion[PairVerdict] only while
-    something holds it; the OpenAI SDK rebuilt the three classes (schemas and all) on every
-    judge call, about a third of the judge's CPU. The critic holds them from its first call."""
-    import gc
-    import weakref
-
-    from criticloop.agents._crew import PairVerdict
+def test_judge_calls_under_a_warmed_thread_build_no_sdk_classes(settings):
+    """Pydantic caches parametrized generic classes per context, and a new thread starts with
+    none: the OpenAI SDK's parse built ParsedChatCompletion[PairVerdict] (schemas and all) again
+    in every judge call, as LangGraph and the two orders run calls on new threads. Those copy
+    the context of the thread that invoked the graph: warmed there, no call builds one."""
+    from criticloop.agents import warm_thread
     from openai.types.chat import ParsedChatCompletion
 
-    with FakeOpenAIServer(fake_judge(gullible_score)) as server:
+    built: list[str] = []  # each subclass pydantic creates, parametrizations included
+    hook = classmethod(lambda cls, **kwargs: built.append(cls.__name__))
+
+    with (
+        FakeOpenAIServer(fake_judge(gullible_score)) as server,
+        patch.object(ParsedChatCompletion, "__pydantic_init_subclass__", hook),
+    ):
         update = {"base_url": server.base_url, "model": "served-7b"}
         judge = JudgeLLM(settings.judge.model_copy(update=update))
         critic = CrewCritic("helpfulness", build_critic("helpfulness"), judge)
-        judgement = critic.compare(_case(GOOD), _case(SHORT), "x", "y")
-        assert all(c.ok for c in judgement.calls)
+
+        def new_classes(warm: bool) -> int:
+            """Two pairs judged (2 orders each) on a new thread, warmed first or not."""
+            out: list[int] = []
+
+            def work() -> None:
+                if warm:
+                    warm_thread()
+                before = len(built)
+                for _ in range(2):
+                    assert all(c.ok for c in critic.compare(_case(GOOD), _case(SHORT)).calls)
+                out.append(built[before:].count("ParsedChatCompletion[PairVerdict]"))
+
+            thread = threading.Thread(target=work)
+            thread.start()
+            thread.join()
+            return out[0]
+
+        cold, warmed = new_classes(warm=False), new_classes(warm=True)
         assert all("response_format" in r["body"] for r in server.requests)
-    built = weakref.ref(ParsedChatCompletion[PairVerdict])
-    gc.collect()
-    assert built() is ParsedChatCompletion[PairVerdict]  # the same class, not built again
+    assert cold == 4  # one a call
+    assert warmed == 0
 
 
 @pytest.mark.parametrize("mode", ["schema", "prompt"])
@@ -662,7 +682,7 @@ def test_a_judge_call_sends_what_a_full_crewai_kickoff_of_its_agent_sends(settin
     (a kickoff per call cost about 6x the CPU). The request must be the kickoff's own: the
     same messages, response format and sampling, byte for byte, for pairs and single answers."""
     from crewai import Agent, Task
-    from criticloop.agents._crew import _parsed_types
+    from criticloop.agents._crew import verdict_types
     from criticloop.agents._crew_llm import JudgeCrew, client_retries_only
 
     with FakeOpenAIServer(fake_judge(gullible_score)) as server:
@@ -691,7 +711,7 @@ def test_a_judge_call_sends_what_a_full_crewai_kickoff_of_its_agent_sends(settin
         direct = [r["body"] for r in server.requests]
         assert len(direct) == len(asked) == 3  # two orders, one single answer
         server.requests.clear()
-        _parsed_types()
+        verdict_types()
         for description, verdict in asked:
             with judge.borrow() as llm, client_retries_only():
                 agent = Agent(
