@@ -28,6 +28,7 @@ from ..agents import (
     critic_versions,
     load_embedder,
     run_critic,
+    warm_thread,
 )
 from ..errors import ConfigError, NotFoundError
 from ..progress import progress
@@ -217,6 +218,7 @@ def _judge(
         calls,
     )
     bar = progress(len(todo), True, desc="judging labelled pairs", unit="pair")
+    warm_thread()  # the calls' threads copy this one's context: the SDK's classes built once
     for row, name in todo:
         critic = critics[name]
         context = contexts[row["prompt_id"]]
