@@ -43,6 +43,7 @@ verdicts are malformed and escalate.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
 import threading
@@ -440,8 +441,6 @@ class CrewCritic:
 
         set_suppress_console_output(True)  # a context variable: set in the calling thread
         schema = self.llm.settings.structured_output == "schema"
-        if schema:
-            verdict_types()  # a hit where warm_thread ran; else what the SDK builds
         with self.llm.borrow() as llm:
             before = _usage(llm)
             try:
@@ -560,35 +559,43 @@ _PLACEHOLDER = "@@criticloop-task-description@@"
 
 
 def verdict_types() -> tuple[type, ...]:
-    """The OpenAI SDK's parsed-response classes for the verdicts, as this thread's context has
-    them: built here if it has none (what the SDK would do in the call), else a cache hit.
+    """The OpenAI SDK's parsed-response classes, as this thread's context has them: built here
+    if it has none, else a cache hit.
 
-    The SDK parses a structured reply into ``ParsedChatCompletion[PairVerdict]`` (and its
-    choice and message). Pydantic keeps parametrized generic classes in a cache that is a
-    context variable (pydantic 2.11 and later), so a new thread starts without them, and only
-    while something holds them (weak references). A fresh thread rebuilt all three, schemas
-    included, in every judge call: LangGraph runs nodes on new threads and the two orders get
-    threads of their own. The threads copy the context of the thread that invoked the graph,
-    and the copies share its cache: :func:`warm_thread` fills it there, once."""
+    The SDK parses every structured reply through ``ParsedChatCompletion[ResponseFormatT]``
+    (its own type variable), its choice and its message. Pydantic keeps parametrized generic
+    classes in a cache that is a context variable (pydantic 2.11 and later), holding them only
+    weakly, and a new thread starts with no cache at all. So each judge call built all three
+    again, schemas included, in the fresh threads LangGraph runs nodes on and the two orders
+    get. Those threads copy the context of the thread that invoked the graph, and the copies
+    share its cache: :func:`warm_thread` gives it one, with these classes in it."""
     from openai.types.chat import ParsedChatCompletion, ParsedChatCompletionMessage, ParsedChoice
 
+    try:  # the SDK's type variable; without it, the shared cache alone still spares most builds
+        from openai.lib._parsing._completions import ResponseFormatT
+
+        params: tuple[Any, ...] = (ResponseFormatT, object)
+    except ImportError:  # pragma: no cover - a later SDK moved it
+        params = (object,)
     return tuple(
-        generic[verdict]
-        for verdict in (PairVerdict, SingleVerdict)
+        generic[param]
+        for param in params
         for generic in (ParsedChatCompletion, ParsedChoice, ParsedChatCompletionMessage)
     )
 
 
-_WARM = threading.local()
+_HELD: contextvars.ContextVar[tuple[type, ...] | None] = contextvars.ContextVar(
+    "criticloop_verdict_types", default=None
+)
 
 
 def warm_thread() -> None:
     """Ready this thread to invoke graphs whose nodes call crew judges: its context gets the
-    SDK's verdict classes (:func:`verdict_types`), held for the thread's life. Without it each
-    judge call on 2 CPUs cost about 15 ms more CPU (``bench/scale.py``, judge alone: 85 -> 55 ms
-    of CPU a prompt)."""
-    if getattr(_WARM, "types", None) is None:
-        _WARM.types = verdict_types()
+    SDK's verdict classes (:func:`verdict_types`), held as long as the context lives. Without
+    it each judge call on 2 CPUs cost about 15 ms more CPU (``bench/scale.py``, judge alone:
+    71-85 -> 42-52 ms of CPU a prompt). Tracked per context, as pydantic's cache is."""
+    if _HELD.get() is None:
+        _HELD.set(verdict_types())
 
 
 def context_of(case: Case) -> str:

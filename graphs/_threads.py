@@ -74,7 +74,10 @@ def _advance(
     else:
         result = snapshot.values
     if not isinstance(result, dict):  # not the state LangGraph returns: read it
-        result = graph.get_state(config).values
+        snapshot = graph.get_state(config)
+        if waiting_for_review(snapshot):
+            return "escalated"
+        result = snapshot.values
     # The invoke's result is the thread's state where it stopped; at an interrupt, it says so.
     if result.get("__interrupt__"):
         return "escalated"

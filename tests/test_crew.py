@@ -636,9 +636,9 @@ def test_bundled_smollm2_judges_through_the_crewai_adapter(bundled_policy, setti
 
 def test_judge_calls_under_a_warmed_thread_build_no_sdk_classes(settings):
     """Pydantic caches parametrized generic classes per context, and a new thread starts with
-    none: the OpenAI SDK's parse built ParsedChatCompletion[PairVerdict] (schemas and all) again
-    in every judge call, as LangGraph and the two orders run calls on new threads. Those copy
-    the context of the thread that invoked the graph: warmed there, no call builds one."""
+    none: the OpenAI SDK's parse built ParsedChatCompletion[ResponseFormatT] (schemas and all)
+    again in every judge call, as LangGraph and the two orders run calls on new threads. Those
+    copy the context of the thread that invoked the graph: warmed there, no call builds one."""
     from criticloop.agents import warm_thread
     from openai.types.chat import ParsedChatCompletion
 
@@ -663,7 +663,7 @@ def test_judge_calls_under_a_warmed_thread_build_no_sdk_classes(settings):
                 before = len(built)
                 for _ in range(2):
                     assert all(c.ok for c in critic.compare(_case(GOOD), _case(SHORT)).calls)
-                out.append(built[before:].count("ParsedChatCompletion[PairVerdict]"))
+                out.append(len(built) - before)
 
             thread = threading.Thread(target=work)
             thread.start()
@@ -672,7 +672,7 @@ def test_judge_calls_under_a_warmed_thread_build_no_sdk_classes(settings):
 
         cold, warmed = new_classes(warm=False), new_classes(warm=True)
         assert all("response_format" in r["body"] for r in server.requests)
-    assert cold == 4  # one a call
+    assert cold >= 4  # one a call at least
     assert warmed == 0
 
 
@@ -682,7 +682,6 @@ def test_a_judge_call_sends_what_a_full_crewai_kickoff_of_its_agent_sends(settin
     (a kickoff per call cost about 6x the CPU). The request must be the kickoff's own: the
     same messages, response format and sampling, byte for byte, for pairs and single answers."""
     from crewai import Agent, Task
-    from criticloop.agents._crew import verdict_types
     from criticloop.agents._crew_llm import JudgeCrew, client_retries_only
 
     with FakeOpenAIServer(fake_judge(gullible_score)) as server:
@@ -711,7 +710,6 @@ def test_a_judge_call_sends_what_a_full_crewai_kickoff_of_its_agent_sends(settin
         direct = [r["body"] for r in server.requests]
         assert len(direct) == len(asked) == 3  # two orders, one single answer
         server.requests.clear()
-        verdict_types()
         for description, verdict in asked:
             with judge.borrow() as llm, client_retries_only():
                 agent = Agent(
