@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..settings import Settings
 from ..store import Store, now
+from ._nodethreads import node_threads
 
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
@@ -125,7 +126,8 @@ class Tracer:
         store.start_trace(trace_id, run_id, prompt_id, kind, self.project if self.enabled else None)
         began = time.perf_counter()
         try:
-            result = graph.invoke(value, config, context=context, durability=DURABILITY)
+            with node_threads():
+                result = graph.invoke(value, config, context=context, durability=DURABILITY)
         except BaseException as exc:
             store.finish_trace(trace_id, "failed", time.perf_counter() - began, _error(exc))
             raise

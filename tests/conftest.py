@@ -6,6 +6,7 @@ into each test's data home, so tests that load it pay the conversion only once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import runpy
 import subprocess
@@ -242,7 +243,8 @@ def bundled_policy(models_cache: Path):
 
     settings = Settings(_env_file=None, home=models_cache.parent / "policy-home")
     settings.models_dir.parent.mkdir(parents=True, exist_ok=True)
-    if not settings.models_dir.exists():
+    # The session's xdist workers share models_cache's folder: the first to get here links it.
+    with contextlib.suppress(FileExistsError):
         settings.models_dir.symlink_to(models_cache, target_is_directory=True)
     return Policy.load(settings)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import operator
 import subprocess
 import sys
 import textwrap
+from typing import Annotated, TypedDict
 
 from criticloop.store import Store
 
@@ -87,3 +89,63 @@ def test_each_judging_worker_gets_its_share_of_the_concurrency_and_endpoint_limi
     assert share.judge.max_in_flight == 1 and share.judge.requests_per_minute == 150.0
     assert worker_settings(settings, 8).judge.max_in_flight == 1  # never none at all
     assert settings.concurrency == 9  # the run's own settings are left as they were
+
+
+def test_criticloop_invokes_run_their_parallel_nodes_on_the_same_threads(demo_store, settings):
+    # LangGraph builds a thread pool for every invoke and joins it at the end: three or four
+    # threads started and joined a prompt. Tracer.invoke hands it one pool for the process.
+    import itertools
+    import threading
+
+    from criticloop.graphs.tracing import Tracer
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.graph import END, START, StateGraph
+
+    class State(TypedDict, total=False):
+        ran: Annotated[list[str], operator.add]
+
+    threads: list[threading.Thread] = []
+
+    def node(name: str):
+        def run(state: State) -> State:
+            threads.append(threading.current_thread())
+            return {"ran": [name]}
+
+        return run
+
+    builder = StateGraph(State)
+    for name in ("a", "b", "c"):  # one step of three nodes, as the critics after prepare
+        builder.add_node(name, node(name))
+        builder.add_edge(START, name)
+        builder.add_edge(name, END)
+    graph = builder.compile(checkpointer=InMemorySaver())  # its writes use the pool too
+    run_id = demo_store.start_run("graph", {})
+    prompt_id = demo_store.prompt_ids()[0]
+    tracer = Tracer(settings)
+    thread_ids = itertools.count()
+
+    def threads_of(invoke) -> set[threading.Thread]:
+        threads.clear()
+        for _ in range(12):
+            config = {"configurable": {"thread_id": str(next(thread_ids))}}
+            assert sorted(invoke(config)["ran"]) == ["a", "b", "c"]
+        return set(threads)
+
+    def invoke(config: dict) -> dict:
+        return tracer.invoke(
+            graph, {}, config, demo_store, run_id=run_id, prompt_id=prompt_id, kind="start"
+        )
+
+    def pool_threads() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.startswith("langgraph-node")}
+
+    before = pool_threads()  # earlier tests in this process may have grown the pool
+    ours = threads_of(invoke)
+    after = pool_threads()
+    assert ours <= after  # the pool's, alive: waiting for the next invoke, not joined
+    assert len(after - before) <= 4  # at most one step's worth (3 nodes, a checkpoint write)
+    assert threading.current_thread() not in ours
+    # Every other invoke keeps LangGraph's own pools: new threads, ended with the invoke.
+    theirs = threads_of(lambda config: graph.invoke({}, config))
+    assert len(theirs) >= 12 and not any(thread.is_alive() for thread in theirs)
+    assert demo_store.db.execute("SELECT count(*) FROM traces").fetchone()[0] == 12

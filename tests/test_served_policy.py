@@ -183,6 +183,13 @@ def test_a_500_is_retried_and_one_that_persists_is_one_line(stand_in):
         f"policy server {stand_in.base_url} answered 500 generating for prompt 'colour': "
         "stand-in answers 500"
     )
+    stand_in.fail_next(200)  # an answer that is not a chat completion
+    with pytest.raises(ModelError) as caught:
+        list(served(stand_in, max_retries=0).generate([("colour", COLOUR, [0])], sampling, 8))
+    assert str(caught.value).startswith(
+        f"policy server {stand_in.base_url} generating for prompt 'colour': not a chat "
+        "completion (no 'choices'): {'error':"
+    )
 
 
 def test_a_429_waits_as_long_as_retry_after_says(stand_in):
