@@ -325,9 +325,14 @@ class CrewCritic:
             )
             ids = (x_id, y_id) if label == "ab" else (y_id, x_id)
             asks.append((description, PairVerdict, label, ids))
-        # The context travels to each thread, so both calls trace under the critic's node.
-        with ContextThreadPoolExecutor(len(asks), thread_name_prefix="judge") as pool:
-            answers = list(pool.map(lambda ask: self._ask(*ask), asks))
+        # The second order on a thread of its own while this one asks the first: one thread
+        # started, not two. The context travels to it, so both calls trace under the node.
+        if len(asks) == 1:
+            answers = [self._ask(*asks[0])]
+        else:
+            with ContextThreadPoolExecutor(1, thread_name_prefix="judge") as pool:
+                second = pool.submit(self._ask, *asks[1])
+                answers = [self._ask(*asks[0]), second.result()]
         calls = [call for _, call in answers]
         results = [(c.order, v) for v, c in answers if v is not None]
         return Judgement(self._combine(results, nx, ny, len(orders), calls), calls)

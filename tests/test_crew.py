@@ -637,7 +637,7 @@ def test_bundled_smollm2_judges_through_the_crewai_adapter(bundled_policy, setti
 def test_judge_calls_under_a_warmed_thread_build_no_sdk_classes(settings):
     """Pydantic caches parametrized generic classes per context, and a new thread starts with
     none: the OpenAI SDK's parse built ParsedChatCompletion[ResponseFormatT] (schemas and all)
-    again in every judge call, as LangGraph and the two orders run calls on new threads. Those
+    again in every judge call, as LangGraph and the second order run calls on new threads. Those
     copy the context of the thread that invoked the graph: warmed there, no call builds one."""
     from criticloop.agents import warm_thread
     from openai.types.chat import ParsedChatCompletion
@@ -672,7 +672,7 @@ def test_judge_calls_under_a_warmed_thread_build_no_sdk_classes(settings):
 
         cold, warmed = new_classes(warm=False), new_classes(warm=True)
         assert all("response_format" in r["body"] for r in server.requests)
-    assert cold >= 4  # one a call at least
+    assert cold >= 2  # the first pair's two orders, each in a context of its own
     assert warmed == 0
 
 
