@@ -23,6 +23,8 @@ the pairs this run recorded (``pairs.run_id``).
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -176,9 +178,14 @@ def run_feedback(
                 suspects.append(pid)
         began_generating = time.perf_counter()
         todo = [pid for pid in prompt_ids if pid not in failed]
-        failed |= _pregenerate(resources, store, run_id, todo, options.progress)
-        resources.times.add("pregenerate", time.perf_counter() - began_generating)
-        todo = [pid for pid in todo if pid not in failed]
+        # A served policy batches on its server: judge each prompt as soon as its candidates
+        # land rather than after every prompt's (one process; a run after a death, whose
+        # suspects go alone first, and workers, who take their prompts at once, wait).
+        overlap = bool(settings.policy.base_url) and options.workers <= 1 and not suspects
+        if not overlap:
+            failed |= _pregenerate(resources, store, run_id, todo, options.progress)
+            resources.times.add("pregenerate", time.perf_counter() - began_generating)
+            todo = [pid for pid in todo if pid not in failed]
         bar = progress(len(todo), options.progress)
 
         def judge(pid: str) -> None:
@@ -195,7 +202,11 @@ def run_feedback(
         for pid in (p for p in todo if p in suspects):  # alone: one of them may kill us
             judge(pid)
         rest = [pid for pid in todo if pid not in suspects]
-        if options.workers > 1 and len(rest) > 1:
+        if overlap:
+            failed |= _generate_while_judging(
+                resources, stores, run_id, todo, judge, options.concurrency
+            )
+        elif options.workers > 1 and len(rest) > 1:
             from ._workers import judge_in_workers, run_state
 
             def done(pid: str, state: str, why: str | None) -> None:
@@ -269,8 +280,58 @@ def _revise_logs(
     return summary
 
 
+def _generate_while_judging(
+    r: FeedbackResources,
+    stores: ThreadStores,
+    run_id: str,
+    prompt_ids: Sequence[str],
+    judge: Callable[[str], None],
+    concurrency: int,
+) -> dict[str, str]:
+    """Generate the prompts' candidates on a thread of their own while ``concurrency`` threads
+    judge each prompt whose candidates are all stored; return the prompts generation set
+    aside. A generation that fails outside any one prompt stops the run once the prompts
+    already handed to the judges are judged."""
+    ready: queue.SimpleQueue[str | BaseException | None] = queue.SimpleQueue()
+    outcome: dict[str, str] = {}
+
+    def produce() -> None:
+        began = time.perf_counter()
+        try:
+            outcome.update(
+                _pregenerate(r, stores.get(), run_id, prompt_ids, False, on_ready=ready.put)
+            )
+            ready.put(None)
+        except BaseException as exc:  # noqa: BLE001 - raised again on the run's thread
+            ready.put(exc)
+        finally:
+            r.times.add("pregenerate", time.perf_counter() - began)
+
+    producer = threading.Thread(target=produce, name="pregenerate", daemon=True)
+    producer.start()
+    error: BaseException | None = None
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="feedback") as pool:
+        futures = []
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                error = item
+                break
+            futures.append(pool.submit(judge, item))
+        for future in as_completed(futures):
+            future.result()
+    producer.join()
+    if error is not None:
+        raise error
+    return outcome
+
+
 def _pregenerate(
-    r: FeedbackResources, store: Store, run_id: str, prompt_ids: Sequence[str], show: bool
+    r: FeedbackResources,
+    store: Store,
+    run_id: str,
+    prompt_ids: Sequence[str],
+    show: bool,
+    on_ready: Callable[[str], None] | None = None,
 ) -> dict[str, str]:
     """Sample every prompt's missing candidates up front, batched across prompts (several
     times the tokens/s of one prompt's K at a time); the graph's generate node then finds them
@@ -279,7 +340,10 @@ def _pregenerate(
     Returns the prompts quarantined here, with why: a turn longer than the input limit (a
     prompt stored before the limit, which would make the tokenizer give up after gigabytes),
     or one whose generation fails; after a failed batch each prompt is tried alone, so only
-    the one that fails is set aside."""
+    the one that fails is set aside.
+
+    ``on_ready(prompt_id)``, where given, is called for each prompt once all its candidates
+    are stored (at once for those that have them already), never for one set aside."""
     limit = r.settings.limits.text_chars
     failed: dict[str, str] = {}
     prompts = []
@@ -294,13 +358,28 @@ def _pregenerate(
             continue
         prompts.append(prompt)
     requests, _ = missing_requests(store, prompts, r.config_hash, r.candidates)
+    missing = {key: set(indices) for key, _, indices in requests}
+    if on_ready is not None:
+        for pid in prompt_ids:
+            if pid not in failed and pid not in missing:
+                on_ready(pid)
+
+    def stored(batch: Sequence[Any]) -> None:
+        for candidate in batch:
+            left = missing.get(candidate.key)
+            if left is None or candidate.index not in left:
+                continue
+            left.discard(candidate.index)
+            if not left and on_ready is not None:
+                on_ready(candidate.key)
+
     if not requests:
         return failed
     total = sum(len(indices) for _, _, indices in requests)
     bar = progress(total, show, "generating", "cand")
 
     def generate(batch: Sequence[tuple[str, list[dict[str, str]], list[int]]]) -> None:
-        for _ in generate_and_record(
+        for landed in generate_and_record(
             store,
             r.writer("candidates"),
             batch,
@@ -310,7 +389,7 @@ def _pregenerate(
             run_id=run_id,
             on_batch=lambda stats: bar.update(stats.sequences),
         ):
-            pass
+            stored(landed)
 
     try:
         generate(requests)
