@@ -293,13 +293,19 @@ def _generate_while_judging(
     aside. A generation that fails outside any one prompt stops the run once the prompts
     already handed to the judges are judged."""
     ready: queue.SimpleQueue[str | BaseException | None] = queue.SimpleQueue()
+    stop = threading.Event()  # the judging failed: generate nothing more
     outcome: dict[str, str] = {}
+
+    def on_ready(pid: str) -> None:
+        if stop.is_set():
+            raise _Stopped("judging stopped")
+        ready.put(pid)
 
     def produce() -> None:
         began = time.perf_counter()
         try:
             outcome.update(
-                _pregenerate(r, stores.get(), run_id, prompt_ids, False, on_ready=ready.put)
+                _pregenerate(r, stores.get(), run_id, prompt_ids, False, on_ready=on_ready)
             )
             ready.put(None)
         except BaseException as exc:  # noqa: BLE001 - raised again on the run's thread
@@ -309,20 +315,27 @@ def _generate_while_judging(
 
     producer = threading.Thread(target=produce, name="pregenerate", daemon=True)
     producer.start()
-    error: BaseException | None = None
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="feedback") as pool:
-        futures = []
-        while (item := ready.get()) is not None:
-            if isinstance(item, BaseException):
-                error = item
-                break
-            futures.append(pool.submit(judge, item))
-        for future in as_completed(futures):
-            future.result()
+    try:
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="feedback") as pool:
+            futures = []
+            while (item := ready.get()) is not None:
+                if isinstance(item, _Stopped):
+                    break  # a judge failed: its error is raised below
+                if isinstance(item, BaseException):
+                    raise item  # once the prompts already handed over are judged
+                future = pool.submit(judge, item)
+                future.add_done_callback(lambda f: f.exception() is None or stop.set())
+                futures.append(future)
+            for future in as_completed(futures):
+                future.result()
+    finally:
+        stop.set()
     producer.join()
-    if error is not None:
-        raise error
     return outcome
+
+
+class _Stopped(Exception):
+    """Raised in the generating thread once the judging has failed (never a prompt's fault)."""
 
 
 def _pregenerate(

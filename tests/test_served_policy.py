@@ -14,6 +14,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import run_cli
@@ -313,3 +314,34 @@ def test_the_gate_generates_both_sides_through_the_server(model_home, stand_in, 
     asked = {b["model"] for b in bodies if b.get("prompt_logprobs") is None}
     assert asked == {"dpo-gate-1", NAME}  # the candidate adapter against the base model
     assert any(b.get("prompt_logprobs") is not None for b in bodies)  # the KL guard's likelihoods
+
+
+def test_a_judge_that_fails_stops_the_generation_behind_it(monkeypatch):
+    # Judging while generating: a judge's failure (not one prompt's fault) stops the run
+    # without the generating thread writing the remaining prompts' candidates first.
+    from criticloop.graphs import run as graph_run
+
+    written: list[str] = []
+
+    def fake_pregenerate(r, store, run_id, prompt_ids, show, on_ready):
+        for pid in prompt_ids:
+            time.sleep(0.01)  # a request's round trip
+            on_ready(pid)
+            written.append(pid)
+        return {}
+
+    def judge(pid: str) -> None:
+        if pid == "p3":
+            raise RuntimeError("the judge's store is gone")
+
+    monkeypatch.setattr(graph_run, "_pregenerate", fake_pregenerate)
+    resources = SimpleNamespace(times=SimpleNamespace(add=lambda *a: None))
+    stores = SimpleNamespace(get=lambda: None)
+    prompts = [f"p{i}" for i in range(100)]
+    with pytest.raises(RuntimeError, match="store is gone"):
+        graph_run._generate_while_judging(resources, stores, "run", prompts, judge, 4)
+    assert len(written) < 20
+    judged: list[str] = []
+    outcome = graph_run._generate_while_judging(resources, stores, "run", prompts, judged.append, 4)
+    assert outcome == {}
+    assert sorted(judged) == sorted(prompts)
