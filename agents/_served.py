@@ -178,6 +178,8 @@ class ServedPolicy:
     def _complete(
         self, request: tuple[str, list[dict[str, str]], Sequence[int]], sampling: Sampling
     ) -> tuple[list[Candidate], float]:
+        import httpx  # the OpenAI client's, loaded with it
+
         key, conversation, indices = request
         indices = list(indices)
         # Seeded by the prompt and its first candidate, so a resumed run asks for the same.
@@ -200,9 +202,7 @@ class ServedPolicy:
                 # The client's post, with its retries, backoff and errors, but neither its
                 # typed request transform nor its response model: together about 40% of the
                 # CPU of a request, which the orchestrator spends once a prompt.
-                reply = replica.client.post(
-                    "/chat/completions", body=body, cast_to=_http_response()
-                )
+                reply = replica.client.post("/chat/completions", body=body, cast_to=httpx.Response)
                 answer = reply.json()
             except Exception as exc:  # noqa: BLE001
                 raise _error(replica, doing, exc) from None
@@ -327,12 +327,6 @@ def _error(replica: Replica, doing: str, exc: BaseException) -> ModelError:
     detail = body.get("message") if isinstance(body, dict) else None
     detail = str(detail or getattr(exc, "message", "") or exc).splitlines()[0][:200]
     return ModelError(f"policy server {replica.base_url} {what} {doing}: {detail}")
-
-
-def _http_response() -> type:
-    import httpx
-
-    return httpx.Response
 
 
 def _encodable(conversation: list[dict[str, str]]) -> list[dict[str, str]]:
