@@ -39,6 +39,7 @@ from ..agents import (
     endpoint_limits,
     policy_ref,
 )
+from ..errors import CriticloopError
 from ..progress import progress
 from ..reward import (
     Profiles,
@@ -334,8 +335,9 @@ def _generate_while_judging(
     return outcome
 
 
-class _Stopped(Exception):
-    """Raised in the generating thread once the judging has failed (never a prompt's fault)."""
+class _Stopped(CriticloopError):
+    """Raised in the generating thread once the judging has failed: a run's error, so
+    ``_pregenerate`` neither retries each prompt alone nor records any as failed."""
 
 
 def _pregenerate(

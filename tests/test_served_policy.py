@@ -320,6 +320,7 @@ def test_a_judge_that_fails_stops_the_generation_behind_it(monkeypatch):
     # Judging while generating: a judge's failure (not one prompt's fault) stops the run
     # without the generating thread writing the remaining prompts' candidates first.
     from criticloop.graphs import run as graph_run
+    from criticloop.graphs._resources import _prompt_fault
 
     written: list[str] = []
 
@@ -341,6 +342,9 @@ def test_a_judge_that_fails_stops_the_generation_behind_it(monkeypatch):
     with pytest.raises(RuntimeError, match="store is gone"):
         graph_run._generate_while_judging(resources, stores, "run", prompts, judge, 4)
     assert len(written) < 20
+    # The stop reaches _pregenerate as a run's error: not retried prompt by prompt, and no
+    # prompt recorded as failed for it.
+    assert not _prompt_fault(graph_run._Stopped("judging stopped"))
     judged: list[str] = []
     outcome = graph_run._generate_while_judging(resources, stores, "run", prompts, judged.append, 4)
     assert outcome == {}
