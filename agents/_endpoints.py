@@ -9,6 +9,7 @@ LangChain's token bucket (a burst of at most a few seconds' worth).
 from __future__ import annotations
 
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,12 +25,12 @@ class EndpointLimit:
     in_flight: int = 0
     peak_in_flight: int = 0
     requests: int = 0
-    _slots: threading.BoundedSemaphore = field(init=False, repr=False)
+    _slots: FairSlots = field(init=False, repr=False)
     _bucket: Any = field(init=False, repr=False, default=None)
     _count: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self._slots = threading.BoundedSemaphore(self.max_in_flight)
+        self._slots = FairSlots(self.max_in_flight)
         if self.requests_per_minute:
             from langchain_core.rate_limiters import InMemoryRateLimiter
 
@@ -54,6 +55,48 @@ class EndpointLimit:
         with self._count:
             self.in_flight -= 1
         self._slots.release()
+
+
+class FairSlots:
+    """``n`` places handed out in the order they were asked for.
+
+    ``threading.Semaphore`` lets a thread that gives a place back take it again at once, ahead
+    of threads already waiting: the policy's generation threads, each releasing and asking
+    again for its next prompt, could hold every place until the last prompt was written while
+    a judge's likelihood request to the same server waited behind them all."""
+
+    def __init__(self, n: int):
+        self._free = n
+        self._lock = threading.Lock()
+        self._waiting: deque[threading.Lock] = deque()
+
+    def acquire(self, timeout: float | None = None) -> bool:
+        with self._lock:
+            if self._free and not self._waiting:
+                self._free -= 1
+                return True
+            turn = threading.Lock()
+            turn.acquire()
+            self._waiting.append(turn)
+        if turn.acquire(timeout=-1 if timeout is None else timeout):
+            return True
+        with self._lock:
+            if turn in self._waiting:  # nobody handed it a place: give up the turn
+                self._waiting.remove(turn)
+                return False
+        return True  # a place was handed over just as the wait ended
+
+    def release(self) -> None:
+        with self._lock:
+            if self._waiting:
+                self._waiting.popleft().release()  # the place goes to the first in line
+            else:
+                self._free += 1
+
+    @property
+    def waiting(self) -> int:
+        with self._lock:
+            return len(self._waiting)
 
 
 def endpoint_limit(

@@ -121,34 +121,39 @@ class Signals:
         return found
 
     def _score_missing(self, cases: Sequence[Case]) -> dict[str, tuple[float, int]]:
-        """Score the responses not cached; return what this pass scored."""
+        """Score the responses not cached; return what this pass scored. The server is asked
+        outside the lock: judging threads score their prompts at once, as many as the policy
+        server's in-flight limit lets through."""
         with self._lock:
-            if self.policy is None:  # another thread found the server offers no likelihood
+            policy = self.policy
+            if policy is None:  # another thread found the server offers no likelihood
                 return {}
             todo = {}
             for case in cases:
                 key = _nll_key(case)
                 if key not in self._nll and key not in todo and case.judged_text.strip():
                     todo[key] = case
-            if not todo:
-                return {}
-            items = [
-                ([{"role": r, "content": c} for r, c in case.conversation], case.judged_text)
-                for case in todo.values()
-            ]
-            try:
-                token_lp = self.policy.response_logprobs(items, NLL_MAX_RESPONSE_TOKENS)
-            except LikelihoodUnavailable as exc:  # a server without prompt logprobs
+        if not todo:
+            return {}
+        items = [
+            ([{"role": r, "content": c} for r, c in case.conversation], case.judged_text)
+            for case in todo.values()
+        ]
+        try:
+            token_lp = policy.response_logprobs(items, NLL_MAX_RESPONSE_TOKENS)
+        except LikelihoodUnavailable as exc:  # a server without prompt logprobs
+            with self._lock:
                 self.likelihood_missing = str(exc)
                 self.policy = None
-                return {}
+            return {}
+        scored = {}
+        with self._lock:
             self.stats["forward_passes"] += 1
             self.stats["responses_scored"] += len(items)
-            scored = {}
             for key, lps in zip(todo, token_lp, strict=True):
                 if lps:
                     scored[key] = self._nll.put(key, (-sum(lps) / len(lps), len(lps)))
-            return scored
+        return scored
 
 
 class _Recent(Generic[V]):

@@ -594,6 +594,7 @@ def child(config: dict[str, Any], out: Path) -> None:
     children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers, once joined
     cpu += (children.ru_utime - children0.ru_utime) + (children.ru_stime - children0.ru_stime)
     n = summary["prompts"]
+    ended = began + wall
     steady = None
     if len(done) >= 20:  # the middle 80% of the judging phase, past start-up and tail
         done.sort()
@@ -607,6 +608,8 @@ def child(config: dict[str, Any], out: Path) -> None:
         "wall_s": round(wall, 2),
         "prompts_per_s": n / wall,
         "steady_judging_prompts_per_s": steady,
+        "first_result_s": round(min(done) - began, 2) if done else None,  # start-up
+        "after_last_result_s": round(ended - max(done), 2) if done else None,  # the close
         "cpu_s": round(cpu, 2),
         "cpu_ms_per_prompt": 1000 * cpu / n,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

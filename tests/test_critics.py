@@ -384,6 +384,43 @@ def test_the_shared_signals_keep_recent_entries_only_and_recompute_the_rest(
     assert signals.response_nll(cases[0]) == nll
 
 
+def test_judging_threads_ask_a_served_policy_for_likelihoods_at_once(bundled_embedder):
+    """Each judging thread scores its prompt's replies on the policy server at the same
+    time; a lock held across the request made every prompt of the run wait its turn (one
+    round trip each, however many threads judged)."""
+    import threading
+
+    from criticloop.agents._signals import Signals
+
+    both_asking = threading.Barrier(2, timeout=20)
+
+    class FakeServedPolicy:  # answers only once two threads are asking together
+        def response_logprobs(self, items, max_tokens):
+            both_asking.wait()
+            return [[-1.0, -2.0] for _ in items]
+
+    signals = Signals(bundled_embedder, FakeServedPolicy())
+    cases = [
+        Case(f"p{i}", "general", (("user", f"Question {i}?"),), f"Answer {i}.") for i in (1, 2)
+    ]
+    errors = []
+
+    def judge(case):
+        try:
+            signals.prepare([case])
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=judge, args=(case,)) for case in cases]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors
+    assert [signals.response_nll(case) for case in cases] == [(1.5, 2), (1.5, 2)]
+    assert signals.stats["forward_passes"] == 2 and signals.stats["nll_misses"] == 0
+
+
 def test_reply_log_probabilities_in_one_padded_pass_match_each_reply_alone(bundled_policy):
     import torch
 

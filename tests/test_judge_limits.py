@@ -85,6 +85,35 @@ def test_judge_calls_wait_on_their_endpoints_limit(settings):
     assert hosted.limit(SimpleNamespace(provider="anthropic")) is endpoint_limits()["anthropic"]
 
 
+def test_a_place_freed_at_an_endpoint_goes_to_the_caller_waiting_longest():
+    """A loop of requests (the policy's generation threads) gives its place back and asks
+    again at once; with a plain semaphore it took the place straight back, and a judge's
+    likelihood request to the same server waited until the loop had nothing left to send."""
+    from criticloop.agents._endpoints import FairSlots
+
+    slots = FairSlots(1)
+    assert slots.acquire()
+    holding, checked = threading.Event(), threading.Event()
+
+    def judge_request():
+        assert slots.acquire(timeout=20)
+        holding.set()
+        checked.wait(20)
+        slots.release()
+
+    judge = threading.Thread(target=judge_request)
+    judge.start()
+    while not slots.waiting:  # the judge is in line
+        threading.Event().wait(0.01)
+    slots.release()
+    assert not slots.acquire(timeout=0.2)  # the loop asks again at once: not its turn
+    assert holding.wait(5) and not slots.waiting  # the judge has it; the loop gave up its turn
+    checked.set()
+    judge.join(10)
+    assert slots.acquire(timeout=5)  # the place came back
+    assert not slots.acquire(timeout=0.05)  # and there is still one only
+
+
 def test_a_429_waits_as_long_as_retry_after_says(settings):
     with FlakyOpenAIServer(fake_judge(longer_is_better)) as server:
         server.fail_next(429, retry_after=1)
