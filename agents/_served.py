@@ -295,29 +295,24 @@ class ServedPolicy:
         return out[:max_tokens]
 
     def _post(self, replica: Replica, url: str, body: dict[str, Any]) -> dict[str, Any]:
-        """A vLLM extension's request, past the OpenAI client (whose types drop the extra
-        fields of the answer; vLLM's /tokenize sits beside /v1, not under it)."""
+        """A vLLM extension's request (``url`` absolute: vLLM's /tokenize sits beside /v1, not
+        under it) through the replica's OpenAI client: its pooled connections, key, retries
+        and backoff, but not its types, which drop the extra fields of the answer."""
         import httpx
 
-        headers = {}
-        if self.settings.api_key:
-            headers["Authorization"] = f"Bearer {self.settings.api_key.get_secret_value()}"
         with replica.limit:
             try:
-                response = httpx.post(
-                    url, json=body, headers=headers, timeout=self.settings.timeout
-                )
-            except httpx.HTTPError as exc:
-                raise ModelError(f"policy server {url}: {exc}") from None
-        if response.status_code in (400, 404, 405, 422, 501):
-            raise LikelihoodUnavailable(
-                f"policy server {url} answered {response.status_code}: no prompt logprobs"
-            )
-        if response.status_code >= 300:
-            raise ModelError(
-                f"policy server {url} answered {response.status_code}: {response.text[:200]}"
-            )
-        return response.json()
+                response = replica.client.post(url, body=body, cast_to=httpx.Response)
+            except Exception as exc:  # noqa: BLE001 - the client's errors come in many types
+                if getattr(exc, "status_code", None) in (400, 404, 405, 422, 501):
+                    raise LikelihoodUnavailable(
+                        f"policy server {url} answered {exc.status_code}: no prompt logprobs"
+                    ) from None
+                raise _error(replica, f"POST {url}", exc) from None
+        try:
+            return response.json()
+        except ValueError:
+            raise ModelError(f"policy server {url} answered {response.text[:200]!r}") from None
 
 
 def _error(replica: Replica, doing: str, exc: BaseException) -> ModelError:

@@ -9,7 +9,10 @@ not the orchestrator's):
 - the policy: ``GET /v1/models``; ``POST /v1/chat/completions`` with ``n`` choices (content,
   ``finish_reason``, ``token_ids``, ``usage``), each text unique to its prompt so the
   orchestrator's embedding caches do not flatter it; no ``/tokenize`` (404), so the coherence
-  critic runs without the served likelihood, as against OpenAI's own API;
+  critic runs without the served likelihood, as against OpenAI's own API. With
+  ``--likelihood``, as vLLM: ``POST /tokenize`` (a count of words, at once) and prompt
+  log-probabilities on a chat completion that continues the last message (after the latency,
+  as a forward pass would be), so the coherence critic asks for each reply's likelihood;
 - the judge: ``POST /v1/chat/completions`` answering a valid verdict for the fenced responses
   in the request (pairwise or single), scoring longer texts higher, so pairs are decided the
   same way in both orders.
@@ -26,6 +29,7 @@ import re
 import sys
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -92,6 +96,33 @@ def policy_reply(body: dict[str, Any]) -> dict[str, Any]:
     return _completion(body, choices, 40, completion)
 
 
+def _words(messages: list[dict[str, Any]]) -> list[int]:
+    """The conversation as the loopback's tokens: one per word, 3 per turn, 2 to open."""
+    ids = [1, 2]
+    for m in messages:
+        ids += [3, 4, 5] + [zlib.crc32(w.encode()) % 50_000 for w in str(m["content"]).split()]
+    return ids
+
+
+def tokenize_reply(body: dict[str, Any]) -> dict[str, Any]:
+    ids = _words(body.get("messages") or [])
+    return {"count": len(ids), "tokens": ids, "max_model_len": 8192}
+
+
+def scored_reply(body: dict[str, Any]) -> dict[str, Any]:
+    """vLLM's answer to ``prompt_logprobs`` with ``continue_final_message``: the prompt's
+    token ids and, for each but the first, its log-probability (lower for longer words)."""
+    ids = _words(body["messages"][:-1]) + _words([body["messages"][-1]])[5:]
+    scored = [None] + [{str(t): {"logprob": -1.0 - (t % 7) / 10, "rank": 1}} for t in ids[1:]]
+    choice = {
+        "index": 0,
+        "finish_reason": "length",
+        "message": {"role": "assistant", "content": "x"},
+    }
+    return {**_completion(body, [choice], len(ids), 1), "prompt_logprobs": scored,
+            "prompt_token_ids": ids}  # fmt: skip
+
+
 def judge_reply(body: dict[str, Any]) -> dict[str, Any]:
     text = "\n".join(m["content"] for m in body.get("messages", []) if m["role"] == "user")
     fenced = [m.group(3) for m in _FENCED.finditer(text)]
@@ -134,7 +165,9 @@ def _completion(body: dict[str, Any], choices: list[dict], prompt: int, completi
     }
 
 
-def serve(reply: Any, latency_s: float, models: list[str]) -> tuple[ThreadingHTTPServer, Counter]:
+def serve(
+    reply: Any, latency_s: float, models: list[str], likelihood: bool = False
+) -> tuple[ThreadingHTTPServer, Counter]:
     counter = Counter()
 
     class Handler(BaseHTTPRequestHandler):
@@ -154,13 +187,21 @@ def serve(reply: Any, latency_s: float, models: list[str]) -> tuple[ThreadingHTT
         def do_POST(self) -> None:  # noqa: N802
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length)
+            if likelihood and self.path == "/tokenize":
+                return self._send(200, tokenize_reply(json.loads(raw or b"{}")))
             if not self.path.endswith("/chat/completions"):
                 return self._send(404, {"error": {"message": f"no route {self.path}"}})
             counter.enter()
             try:
                 if latency_s:
                     time.sleep(latency_s)
-                payload = reply(json.loads(raw or b"{}"))
+                body = json.loads(raw or b"{}")
+                if body.get("prompt_logprobs") is not None:
+                    if not likelihood:
+                        return self._send(400, {"error": {"message": "no prompt logprobs"}})
+                    payload = scored_reply(body)
+                else:
+                    payload = reply(body)
             finally:
                 counter.leave()
             self._send(200, payload)
@@ -185,9 +226,12 @@ def serve(reply: Any, latency_s: float, models: list[str]) -> tuple[ThreadingHTT
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency-ms", type=float, default=0.0, help="Sleep per request.")
+    parser.add_argument(
+        "--likelihood", action="store_true", help="The policy offers prompt logprobs (vLLM)."
+    )
     args = parser.parse_args()
     latency = args.latency_ms / 1000
-    policy, _ = serve(policy_reply, latency, [POLICY_NAME])
+    policy, _ = serve(policy_reply, latency, [POLICY_NAME], args.likelihood)
     judge, _ = serve(judge_reply, latency, ["loopback-judge"])
     urls = {
         name: "http://{}:{}/v1".format(*httpd.server_address[:2])

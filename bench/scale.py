@@ -59,9 +59,10 @@ ROUNDS = {"served": 2, "supplied": 1}  # round trips a prompt waits for (K=2): i
 class Loopback:
     """``bench/_loopback.py`` in its own process, for one latency."""
 
-    def __init__(self, latency_ms: float):
+    def __init__(self, latency_ms: float, likelihood: bool = False):
         self.proc = subprocess.Popen(
-            [sys.executable, str(BENCH / "_loopback.py"), "--latency-ms", str(latency_ms)],
+            [sys.executable, str(BENCH / "_loopback.py"), "--latency-ms", str(latency_ms)]
+            + ["--likelihood"] * likelihood,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -138,6 +139,12 @@ def main() -> None:
         help="With latency, fewer prompts where latency alone would take longer (0: never).",
     )
     parser.add_argument("--min-prompts", type=int, default=100)
+    parser.add_argument(
+        "--likelihood",
+        action="store_true",
+        help="The policy server offers prompt logprobs, as vLLM does: the coherence critic "
+        "(local critics) asks it for each reply's likelihood.",
+    )
     parser.add_argument("--sample", action="store_true", help="Sample the stacks of each run.")
     parser.add_argument("--json", type=Path, help="Also write the rows here.")
     parser.add_argument("--no-record", action="store_true", help="Do not append to RESULTS.md.")
@@ -149,7 +156,7 @@ def main() -> None:
     rows = []
     work = Path(tempfile.mkdtemp(prefix="criticloop-scale-"))
     for latency in [float(x) for x in args.latency_ms.split(",")]:
-        servers = Loopback(latency)
+        servers = Loopback(latency, args.likelihood)
         try:
             for critics in args.critics.split(","):
                 for source in args.source.split(","):
@@ -170,6 +177,7 @@ def main() -> None:
                             "urls": servers.urls,
                             "work": str(work),
                             "sample": args.sample,
+                            "likelihood": args.likelihood,
                         }
                         servers.stats(reset=True)
                         row = run_child(config, work)
@@ -187,10 +195,16 @@ def main() -> None:
             handle.write("\n" + report)
 
 
+def critics(row: dict[str, Any]) -> str:
+    """The critics column: with the served likelihood where the coherence critic asked for it."""
+    served = row.get("likelihood_from_server") and row["critics"] != "judge"
+    return row["critics"] + (" (served likelihood)" if served else "")
+
+
 def line(row: dict[str, Any]) -> str:
     return (
         f"{row['latency_ms']:g} ms c={row['concurrency']} w={row['workers']} {row['source']} "
-        f"{row['critics']}: "
+        f"{critics(row)}: "
         f"{row['prompts']} prompts {row['prompts_per_s']:.1f}/s, cpu {row['cpu_ms_per_prompt']:.0f} "
         f"ms/prompt, in flight {row['servers']['policy']['peak_in_flight']}/"
         f"{row['servers']['judge']['peak_in_flight']}, outcomes {row['outcomes']}"
@@ -202,13 +216,13 @@ def ideal(row: dict[str, Any], instant: dict[tuple, float]) -> float | None:
     c: what the orchestrator would do if one round trip a prompt were all it waited for."""
     if not row["latency_ms"]:
         return None
-    cap = instant.get((row["source"], row["critics"], row["concurrency"], row["workers"]), math.inf)
+    cap = instant.get((row["source"], critics(row), row["concurrency"], row["workers"]), math.inf)
     return min(row["concurrency"] / (row["latency_ms"] / 1000), cap)
 
 
 def render(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     instant = {
-        (r["source"], r["critics"], r["concurrency"], r["workers"]): r["prompts_per_s"]
+        (r["source"], critics(r), r["concurrency"], r["workers"]): r["prompts_per_s"]
         for r in rows
         if not r["latency_ms"] and "error" not in r
     }
@@ -225,7 +239,7 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         if "error" in r:
             lines.append(
                 f"| {r['latency_ms']:g} ms | {r['concurrency']} | {r['workers']} | {r['source']} | "
-                f"{r['critics']} | {r['prompts']} | failed: {r['error']} |"
+                f"{critics(r)} | {r['prompts']} | failed: {r['error']} |"
             )
             continue
         best = ideal(r, instant)
@@ -244,7 +258,7 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
             rss += f" + {r['workers']}x{r['peak_worker_rss_mib']:.0f}"
         lines.append(
             f"| {r['latency_ms']:g} ms | {r['concurrency']} | {r['workers']} | {r['source']} | "
-            f"{r['critics']} | "
+            f"{critics(r)} | "
             f"{r['prompts']} | {r['wall_s']:.1f} | {r['prompts_per_s']:.1f} | "
             f"{f'{steady:.1f}' if steady else '-'} | {f'{best:.1f}' if best else '-'} | "
             f"{share} | {r['cpu_ms_per_prompt']:.0f} | "
@@ -301,7 +315,7 @@ def write_inputs(home: Path, config: dict[str, Any]) -> tuple[Path, Path]:
             if config["source"] == "supplied":
                 record["candidates"] = candidate_texts(pid, 2)
             f.write(json.dumps(record) + "\n")
-    critics = (
+    weights = (
         f"{JUDGED} = 1.0"
         if config["critics"] == "judge"
         else f"{JUDGED} = 0.6\ncoherence = 0.3\ncompliance = 0.1"
@@ -310,7 +324,7 @@ def write_inputs(home: Path, config: dict[str, Any]) -> tuple[Path, Path]:
     (home / "profiles.toml").write_text(
         f'version = "scale-{config["critics"]}"\n\n[routing]\nhuman_budget = 10\n\n'
         f'[backends]\ndefault = "local"\n{JUDGED} = "{backend}"\n\n'
-        f"[tasks.general.critics]\n{critics}\n"
+        f"[tasks.general.critics]\n{weights}\n"
     )
     return home / "prompts.jsonl", home / "profiles.toml"
 
@@ -627,6 +641,7 @@ def child(config: dict[str, Any], out: Path) -> None:
         "endpoints": summary.get("endpoints"),
         "candidates_from": summary.get("candidates_from"),
         "likelihood": summary.get("likelihood"),
+        "likelihood_from_server": bool(config.get("likelihood")) and not summary.get("likelihood"),
     }
     if config.get("sample"):
         result["stacks"] = sampler.top()

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -34,3 +36,32 @@ def test_the_load_benchmark_runs_the_graph_against_loopback_servers(tmp_path: Pa
     assert two["stage_seconds"]["helpfulness"] > 0  # the workers' stage times came back
     assert "| 0 ms | 2 | 1 | served | judge | 4 |" in done.stdout
     assert "| 0 ms | 2 | 2 | served | judge | 4 |" in done.stdout
+
+
+def test_the_loopback_policy_offers_the_likelihood_as_vllm_does_with_the_flag():
+    """With --likelihood the benchmark's policy server answers /tokenize and prompt logprobs
+    the way ServedPolicy reads vLLM's, so the coherence critic asks it for every reply; without
+    it, the server offers none (as OpenAI's API)."""
+    from criticloop.agents import LikelihoodUnavailable, ModelRef, ServedPolicy
+    from criticloop.settings import PolicySettings
+
+    items = [([{"role": "user", "content": "How do I boil an egg?"}], "Boil it nine minutes."),
+             ([{"role": "user", "content": "Hi"}], "")]  # fmt: skip
+    for flag in (["--likelihood"], []):
+        server = subprocess.Popen(
+            [sys.executable, str(BENCH / "_loopback.py"), *flag],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            url = json.loads(server.stdout.readline())["policy"]
+            policy = ServedPolicy(PolicySettings(base_url=url), ModelRef("loopback", "served"))
+            if flag:
+                reply, empty = policy.response_logprobs(items, 64)
+                assert len(reply) == 4 and all(-2 < lp < 0 for lp in reply) and empty == []
+                assert policy.response_logprobs(items[:1], 2) == [reply[:2]]
+            else:
+                with pytest.raises(LikelihoodUnavailable):
+                    policy.response_logprobs(items, 64)
+        finally:
+            server.stdin.close()
+            server.wait(timeout=30)
