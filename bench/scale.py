@@ -36,6 +36,7 @@ import math
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -145,6 +146,9 @@ def main() -> None:
         help="The policy server offers prompt logprobs, as vLLM does: the coherence critic "
         "(local critics) asks it for each reply's likelihood.",
     )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="Runs of each configuration (the spread shows)."
+    )
     parser.add_argument("--sample", action="store_true", help="Sample the stacks of each run.")
     parser.add_argument("--json", type=Path, help="Also write the rows here.")
     parser.add_argument("--no-record", action="store_true", help="Do not append to RESULTS.md.")
@@ -179,11 +183,12 @@ def main() -> None:
                             "sample": args.sample,
                             "likelihood": args.likelihood,
                         }
-                        servers.stats(reset=True)
-                        row = run_child(config, work)
-                        row["servers"] = servers.stats(reset=True)
-                        rows.append(row)
-                        print(row.get("error") or line(row), file=sys.stderr, flush=True)
+                        for _ in range(args.repeat):
+                            servers.stats(reset=True)
+                            row = run_child(config, work)
+                            row["servers"] = servers.stats(reset=True)
+                            rows.append(row)
+                            print(row.get("error") or line(row), file=sys.stderr, flush=True)
         finally:
             servers.close()
     report = render(rows, args)
@@ -221,17 +226,19 @@ def ideal(row: dict[str, Any], instant: dict[tuple, float]) -> float | None:
 
 
 def render(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
-    instant = {
-        (r["source"], critics(r), r["concurrency"], r["workers"]): r["prompts_per_s"]
-        for r in rows
-        if not r["latency_ms"] and "error" not in r
-    }
+    runs: dict[tuple, list[float]] = {}  # the instant-server runs of each setup (--repeat)
+    for r in rows:
+        if not r["latency_ms"] and "error" not in r:
+            key = (r["source"], critics(r), r["concurrency"], r["workers"])
+            runs.setdefault(key, []).append(r["prompts_per_s"])
+    instant = {key: statistics.median(rates) for key, rates in runs.items()}
     header = (
         "| latency | c | workers | candidates | critics | prompts | wall s | prompts/s | "
-        "steady/s | ideal/s | % of ideal | CPU ms/prompt | peak in flight policy/judge | "
+        "steady/s | ideal/s | % of ideal | CPU ms/prompt | CPU probe ms | "
+        "peak in flight policy/judge | "
         "peak RSS MiB | peak fds | SQLite ms/prompt store+ckpt | store opens/prompt | "
         "top stages s | outcomes |\n"
-        "|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         "---|---|"
     )
     lines = [header]
@@ -261,7 +268,7 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
             f"{critics(r)} | "
             f"{r['prompts']} | {r['wall_s']:.1f} | {r['prompts_per_s']:.1f} | "
             f"{f'{steady:.1f}' if steady else '-'} | {f'{best:.1f}' if best else '-'} | "
-            f"{share} | {r['cpu_ms_per_prompt']:.0f} | "
+            f"{share} | {r['cpu_ms_per_prompt']:.0f} | {r.get('cpu_probe_ms', '-')} | "
             f"{r['servers']['policy']['peak_in_flight']}/{r['servers']['judge']['peak_in_flight']} | "
             f"{rss} | {r['peak_open_fds']} | {sqlite} | {stages} | "
             f"{', '.join(f'{k} {v}' for k, v in sorted(r['outcomes'].items()))} |"
@@ -282,7 +289,9 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"Machine: {machine}. Command: `{command}`. K=2 candidates per prompt, general prompts; "
         f"the judge critic is {JUDGED} on the crew backend, both orders (2 judge calls a "
         f"prompt). prompts/s = prompts / run wall (start-up included); steady/s = the middle "
-        f"80% of prompts finishing judging. ideal = c / latency, bounded by the instant-server "
+        f"80% of prompts finishing judging. CPU probe: milliseconds of a fixed pure-Python loop "
+        f"just before the run (lower: a faster machine at the time). ideal = c / latency, "
+        f"bounded by the instant-server (median) "
         f"rate at the same c (a served prompt waits for 2 round trips: its generation, then its "
         f"pair judged in both orders at once; a supplied one 1). Judge in-flight limit 2c. "
         f"workers: judging processes (`graph run --workers`), which share c; their CPU is in "
@@ -360,15 +369,29 @@ class WriteTimer:
     """Seconds inside each thread's outermost store transaction and in checkpoint writes."""
 
     def __init__(self) -> None:
-        self.seconds: Counter[str] = Counter()
-        self.calls: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._depth = threading.local()
+        self._mine = threading.local()  # each thread's own counters: no lock on the hot path
+        self._all: list[tuple[Counter[str], Counter[str]]] = []
 
     def add(self, kind: str, seconds: float) -> None:
+        mine = getattr(self._mine, "counters", None)
+        if mine is None:
+            mine = self._mine.counters = (Counter(), Counter())
+            with self._lock:
+                self._all.append(mine)
+        mine[0][kind] += seconds
+        mine[1][kind] += 1
+
+    @property
+    def seconds(self) -> Counter[str]:
         with self._lock:
-            self.seconds[kind] += seconds
-            self.calls[kind] += 1
+            return sum((s for s, _ in self._all), Counter())
+
+    @property
+    def calls(self) -> Counter[str]:
+        with self._lock:
+            return sum((c for _, c in self._all), Counter())
 
     def install(self) -> None:
         from criticloop.store import Store
@@ -514,6 +537,20 @@ def _short(path: str) -> str:
     return path
 
 
+def cpu_probe_ms() -> float:
+    """Milliseconds of a fixed pure-Python loop (the best of 3), taken before each run: how
+    fast this machine's CPU is at the time. A shared machine drifts by a fifth and more
+    between runs, and every figure of the run with it."""
+    best = math.inf
+    for _ in range(3):
+        began = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i * i % 7
+        best = min(best, time.perf_counter() - began)
+    return 1000 * best
+
+
 def child(config: dict[str, Any], out: Path) -> None:
     import logging
 
@@ -594,9 +631,11 @@ def child(config: dict[str, Any], out: Path) -> None:
         human_budget=None,
         workers=workers,
     )
+    probe = cpu_probe_ms()
     sampler = StackSampler() if config.get("sample") else contextlib.nullcontext()
     cpu0, began = time.process_time(), time.perf_counter()
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    self0 = resource.getrusage(resource.RUSAGE_SELF)
     with sampler, Watch() as watch:
         summary = run_feedback(
             settings,
@@ -606,6 +645,7 @@ def child(config: dict[str, Any], out: Path) -> None:
         )
     wall, cpu = time.perf_counter() - began, time.process_time() - cpu0
     children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers, once joined
+    self1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu += (children.ru_utime - children0.ru_utime) + (children.ru_stime - children0.ru_stime)
     n = summary["prompts"]
     ended = began + wall
@@ -625,7 +665,14 @@ def child(config: dict[str, Any], out: Path) -> None:
         "first_result_s": round(min(done) - began, 2) if done else None,  # start-up
         "after_last_result_s": round(ended - max(done), 2) if done else None,  # the close
         "cpu_s": round(cpu, 2),
+        "cpu_user_s": round(self1.ru_utime - self0.ru_utime, 2),  # this process only
+        "cpu_system_s": round(self1.ru_stime - self0.ru_stime, 2),  # lock handoffs, fsync, I/O
+        "context_switches": {
+            "voluntary": self1.ru_nvcsw - self0.ru_nvcsw,
+            "involuntary": self1.ru_nivcsw - self0.ru_nivcsw,
+        },
         "cpu_ms_per_prompt": 1000 * cpu / n,
+        "cpu_probe_ms": round(probe, 1),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "sqlite_store_ms_per_prompt": 1000 * timer.seconds["store"] / n,
         "sqlite_checkpoint_ms_per_prompt": 1000 * timer.seconds["checkpoint"] / n,
