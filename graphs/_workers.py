@@ -55,6 +55,7 @@ class WorkerReport:
     likelihood_missing: str | None = None
     endpoints: dict[str, dict[str, int]] = field(default_factory=dict)
     trace_errors: int = 0
+    trace_unsent: int = 0
 
     def add(self, stats: dict[str, Any]) -> None:
         self.stage_seconds.update(stats["stage_seconds"])
@@ -65,6 +66,7 @@ class WorkerReport:
             mine["requests"] += counts["requests"]
             mine["peak_in_flight"] += counts["peak_in_flight"]  # at most the sum of the peaks
         self.trace_errors += stats["trace_errors"]
+        self.trace_unsent += stats.get("trace_unsent", 0)
 
 
 def worker_settings(settings: Settings, workers: int) -> Settings:
@@ -313,4 +315,5 @@ def _work(
             for url, lim in endpoint_limits().items()
         },
         "trace_errors": tracer.errors,
+        "trace_unsent": tracer.unsent,
     }

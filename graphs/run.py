@@ -479,6 +479,9 @@ def _summary(
             "url": tracer.host_url(),
             "errors": tracer.errors + (workers.trace_errors if workers else 0),
         }
+        unsent = tracer.unsent + (workers.trace_unsent if workers else 0)
+        if unsent:  # still queued when the run ended: the traces miss them
+            summary["langsmith"]["unsent"] = unsent
     return summary
 
 

@@ -44,7 +44,11 @@ TRACE_KEY = "criticloop_trace"
 MAX_TEXT = 1500
 """Texts longer than this are shortened in span records (the store keeps them whole)."""
 
-FLUSH_SECONDS = 10.0
+FLUSH_IDLE_SECONDS = 10.0
+"""How long a run's end waits for LangSmith to take more of what is queued before it gives up."""
+
+FLUSH_MAX_SECONDS = 120.0
+"""The most a run's end waits for LangSmith, however steadily the queue drains."""
 
 DURABILITY = "exit"
 """When an invoke writes its thread's checkpoint: as it ends (done, waiting at an interrupt, or
@@ -64,6 +68,7 @@ class Tracer:
         self.enabled = bool(settings.langsmith_tracing)
         self.project = settings.langsmith_project
         self.errors = 0
+        self.unsent = 0  # LangSmith operations still queued when the run ended
         self._client: Any = None
 
     # ---- LangSmith --------------------------------------------------------------------------
@@ -86,11 +91,35 @@ class Tracer:
         return get_host_url(None, self.client().api_url)
 
     def flush(self) -> None:
-        if self._client is not None:
-            try:
-                self._client.flush(timeout=FLUSH_SECONDS)
-            except Exception as exc:  # noqa: BLE001 - tracing never breaks a run
-                self._count_error(exc)
+        """Send what is queued for LangSmith: for as long as the queue keeps draining (at most
+        ``FLUSH_MAX_SECONDS``), giving up once ``FLUSH_IDLE_SECONDS`` pass without progress.
+        What is left is counted in ``unsent`` and logged, never dropped in silence."""
+        if self._client is None:
+            return
+        deadline = time.monotonic() + FLUSH_MAX_SECONDS
+        left = self._queued()
+        try:
+            while True:
+                wait = min(FLUSH_IDLE_SECONDS, deadline - time.monotonic())
+                self._client.flush(timeout=max(0.0, wait))
+                before, left = left, self._queued()
+                if not left or left >= before or time.monotonic() >= deadline:
+                    break
+        except Exception as exc:  # noqa: BLE001 - tracing never breaks a run
+            self._count_error(exc)
+            left = self._queued()
+        if left:
+            self.unsent += left
+            log.warning(
+                "%d LangSmith operations were not sent before the run ended (%s)",
+                left,
+                self.settings.langsmith_endpoint or "LangSmith",
+            )
+
+    def _queued(self) -> int:
+        """Run operations still waiting in the LangSmith client's queue."""
+        queue = getattr(self._client, "tracing_queue", None)
+        return getattr(queue, "unfinished_tasks", 0) if queue is not None else 0
 
     # ---- invocations -------------------------------------------------------------------------
 

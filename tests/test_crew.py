@@ -369,6 +369,8 @@ def test_graph_run_with_the_crew_on_a_served_judge_traced_to_langsmith(tmp_path,
         result = run_cli("graph", "run", "--json", check=True, env=env, timeout=240)
         summary = json.loads(result.stdout)  # stdout is the JSON alone: CrewAI printed nothing
         run_id = summary["run_id"]
+        assert summary["langsmith"]["errors"] == 0
+        assert "unsent" not in summary["langsmith"]  # all that was queued for LangSmith went
 
         # -- the crew judged every candidate over HTTP, with tokens and cost recorded
         usage = summary["critic_usage"]

@@ -16,6 +16,7 @@ info_mode:
           ("feedback.<id>" parts) instead of POST /feedback.
 multipart=False: /runs/multipart -> 404 (and info says so) -> client uses POST /runs/batch.
 fail_status: if set (e.g. 500), every request except GET /info answers it.
+delay_s: every request except GET /info waits this long before it is taken (a slow endpoint).
 """
 
 from __future__ import annotations
@@ -102,8 +103,10 @@ class LangSmithSink:
         fail_status: int | None = None,
         multipart: bool = True,
         host: str = "127.0.0.1",
+        delay_s: float = 0.0,
     ):
         self.info_mode, self.zstd, self.fail_status = info_mode, zstd, fail_status
+        self.delay_s = delay_s
         self.multipart = (
             multipart  # False: /runs/multipart answers 404 -> client falls back to /runs/batch
         )
@@ -143,6 +146,8 @@ class LangSmithSink:
 
             def _handle(self):
                 raw = self._read()
+                if sink.delay_s and self.path != "/info":
+                    time.sleep(sink.delay_s)
                 try:
                     body = decode_body(raw, self.headers.get("Content-Encoding", ""))
                 except Exception as e:  # keep raw, note the error
