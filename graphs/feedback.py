@@ -396,9 +396,10 @@ def pair(state: FeedbackState, runtime: Runtime[FeedbackResources]) -> dict:
         run_id=state["run_id"],
     )
     store = r.stores.get()
-    store.record_pair(record)
     outcome = "revision" if d["source"] == "revision" else "pair"
-    _record_decision(r, state, outcome, "done", d["reason"], pair_id=record.id)
+    with store.transaction():  # the pair and its decision land together (one write a prompt)
+        store.record_pair(record)
+        _record_decision(r, state, outcome, "done", d["reason"], pair_id=record.id)
     return {"outcome": {"outcome": outcome, "reason": d["reason"], "pair_id": record.id}}
 
 
