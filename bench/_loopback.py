@@ -172,6 +172,7 @@ def serve(
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: the clients pool their connections
+        disable_nagle_algorithm = True  # as asyncio servers (uvicorn, vLLM): no 40 ms stall
 
         def log_message(self, *args: Any) -> None:
             pass

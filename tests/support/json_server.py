@@ -20,6 +20,7 @@ class JSONServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # as asyncio servers: no 40 ms delayed-ACK stall
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -119,6 +119,7 @@ class LangSmithSink:
 
         class H(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # as asyncio servers: no 40 ms delayed-ACK stall
 
             def log_message(self, *a):  # quiet
                 pass
