@@ -160,6 +160,24 @@ def test_clean_response_passes_compliance(signals):
     assert "profanity" in score.evidence["margins"]
 
 
+def test_the_profanity_model_loads_when_compliance_first_judges_not_when_built():
+    """Every critic is built for a run, weighted or not: a run whose profiles weight no
+    compliance must not pay for scikit-learn and the profanity model (about 2 s)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from criticloop.agents import build_critic\n"
+        "from criticloop.agents import critics\n"
+        "build_critic('compliance')\n"
+        "print('profanity_check' in sys.modules, 'sklearn' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-1000:]
+    assert done.stdout.split() == ["False", "False"]
+
+
 def test_card_numbers_must_pass_luhn(signals):
     score = judge("compliance", case(f"{ANSWER} Order number 4111 1111 1111 1112."), signals)
     assert not score.veto

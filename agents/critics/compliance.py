@@ -22,6 +22,7 @@ not as the phrase) gets closer to its threshold.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -81,8 +82,11 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _load_profanity() -> Callable[[list[str]], Any]:
-    # scikit-learn and the model pickle take seconds to import: only when a critic is built.
+@functools.cache
+def _profanity() -> Callable[[list[str]], Any]:
+    """The profanity model, loaded when a compliance critic first judges: scikit-learn and the
+    model's pickle take about 2 s to import, which a run whose profiles weight no compliance
+    (the critics are all built) would otherwise pay for nothing."""
     from profanity_check import predict_prob
 
     return predict_prob
@@ -96,9 +100,6 @@ class ComplianceCritic(BaseCritic, name="compliance", version="1"):
 
     profanity_threshold: float = 0.5
     negative_compound: float = -0.3
-    _profanity: Callable[[list[str]], Any] = field(
-        default_factory=_load_profanity, init=False, repr=False, compare=False
-    )
     _vader: Any = field(default_factory=sentiment_analyzer, init=False, repr=False, compare=False)
 
     def judge(self, case: Case, text: str, signals: Signals) -> Score:
@@ -252,7 +253,7 @@ class ComplianceCritic(BaseCritic, name="compliance", version="1"):
     def _profanity_check(self, sents: list[str], violations: list[dict], margins: dict) -> None:
         if not sents:
             return
-        probs = [float(p) for p in self._profanity(sents)]
+        probs = [float(p) for p in _profanity()(sents)]
         for i, p in enumerate(probs):
             if p >= self.profanity_threshold:
                 violations.append(
