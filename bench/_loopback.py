@@ -111,7 +111,7 @@ def tokenize_reply(body: dict[str, Any]) -> dict[str, Any]:
 
 def scored_reply(body: dict[str, Any]) -> dict[str, Any]:
     """vLLM's answer to ``prompt_logprobs`` with ``continue_final_message``: the prompt's
-    token ids and, for each but the first, its log-probability (lower for longer words)."""
+    token ids and, for each but the first, a log-probability fixed by its id."""
     ids = _words(body["messages"][:-1]) + _words([body["messages"][-1]])[5:]
     scored = [None] + [{str(t): {"logprob": -1.0 - (t % 7) / 10, "rank": 1}} for t in ids[1:]]
     choice = {

@@ -72,6 +72,9 @@ def test_flush_without_tracing_does_nothing(settings):
 
 
 @pytest.fixture(autouse=True)
-def _quiet_langsmith():
+def _langsmith_log_level():
+    """The tracer quiets the langsmith logger for the process: put its level back."""
+    logger = logging.getLogger("langsmith")
+    level = logger.level
     yield
-    logging.getLogger("langsmith").setLevel(logging.WARNING)
+    logger.setLevel(level)
